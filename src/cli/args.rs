@@ -1,0 +1,171 @@
+//! The command-line definition (clap). Parsed once into plain data; `options` resolves it into
+//! what the commands need. The man page and shell completions are generated from this.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Declarative VFIO configuration and reconciliation for Linux hosts.
+#[derive(Debug, Parser)]
+#[command(name = "vfioctl", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts, before or after the subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Root of sysfs.
+    #[arg(long, global = true, value_name = "DIR", default_value = "/sys")]
+    pub sysfs_root: PathBuf,
+    /// Root of /dev.
+    #[arg(long, global = true, value_name = "DIR", default_value = "/dev")]
+    pub dev_root: PathBuf,
+    /// Root of /proc.
+    #[arg(long, global = true, value_name = "DIR", default_value = "/proc")]
+    pub proc_root: PathBuf,
+    /// Where vfioctl keeps its journal (persistent).
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "/var/lib/vfioctl"
+    )]
+    pub state_dir: PathBuf,
+    /// Where vfioctl keeps its lock, socket and in-flight records (cleared at boot).
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "/run/vfioctl"
+    )]
+    pub run_dir: PathBuf,
+    /// Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub host: Option<PathBuf>,
+    /// More log output (repeat for more); logs go to stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a config file alone, without reading any host.
+    Validate(ValidateArgs),
+    /// Print the JSON Schema of the config file.
+    Schema,
+    /// Show the host: IOMMU groups, their members, drivers, and viability.
+    Status(StatusArgs),
+    /// Print a snapshot of the host as JSON (use it later with `--host`).
+    Snapshot(SnapshotArgs),
+    /// Make the host match the config (or, with `--dry-run`, show the plan).
+    Reconcile(ReconcileArgs),
+    /// Return every device vfioctl took to its recorded original state.
+    Rollback(RollbackArgs),
+    /// Keep the host converged: re-apply on hotplug, config edits and SIGHUP; hold domains.
+    Watch(WatchArgs),
+    /// Use a domain held by `vfioctl watch`.
+    #[command(subcommand)]
+    Domain(DomainCommand),
+}
+
+/// Where the config comes from.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArg {
+    /// The config file.
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "FILE",
+        default_value = "/etc/vfio.toml"
+    )]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ValidateArgs {
+    /// The config file (default /etc/vfio.toml).
+    #[arg(value_name = "FILE", conflicts_with = "config")]
+    pub file: Option<PathBuf>,
+    /// The config file (same as FILE).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print diagnostics as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Print the snapshot as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SnapshotArgs {
+    /// Write to FILE instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Show the plan; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Exit 3 when changes are pending (implies --dry-run).
+    #[arg(long)]
+    pub check: bool,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Reconcile only this function and its IOMMU group closure (for udev rules).
+    #[arg(long, value_name = "ADDRESS")]
+    pub device: Option<String>,
+    /// How long to wait for the reconcile lock, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub lock_timeout: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RollbackArgs {
+    /// Show what would be undone; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long to wait for the reconcile lock, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub lock_timeout: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Periodic full resync, in seconds (0 disables).
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub resync: u64,
+    /// Quiet period that coalesces bursts of events, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub debounce_ms: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    /// Receive a held domain's fds and run COMMAND with them inherited.
+    Open(DomainOpenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DomainOpenArgs {
+    /// The domain's name in the config.
+    pub name: String,
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}

@@ -1,0 +1,21 @@
+//! vfioctl: declarative VFIO configuration and reconciliation for Linux hosts.
+//!
+//! The pipeline, one module per stage:
+//!
+//! 1. [`config`] turns `/etc/vfio.toml` into a checked desired state ([`config::Config`]),
+//!    reporting every problem with its location.
+//! 2. [`host`] reads the live system (sysfs, `/dev`, `/proc`) into a plain-data
+//!    [`host::Snapshot`], or loads one captured earlier from JSON.
+//! 3. [`plan`] is a pure function from (desired, observed) to an ordered plan over a
+//!    dependency graph of IOMMU groups: closure, safety and ordering decisions live there.
+//! 4. [`apply`] runs a plan through the one side-effect seam, [`kernel::Host`], journaling
+//!    before each change, verifying after, and undoing on failure.
+//! 5. [`watch`] keeps a host converged on hotplug, config edits and signals;
+//!    [`domain`] holds IOMMU domains and DMA windows and hands them to users.
+//!
+//! [`cli`] only parses arguments into options and dispatches to these stages.
+
+pub mod cli;
+pub mod config;
+pub mod host;
+pub mod pci;
