@@ -17,5 +17,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod host;
 pub mod pci;
+pub mod vfio;

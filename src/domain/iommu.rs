@@ -1,0 +1,124 @@
+//! The side-effect seam of held domains: every kernel call a domain makes (open a group,
+//! build a container, attach, map, unmap, allocate window memory, raise RLIMIT_MEMLOCK) goes
+//! through [`Iommu`]. [`super::linux::LinuxIommu`] is the real kernel, [`super::simulated`] the
+//! simulated one the tests drive.
+//!
+//! Handles are associated types so the real ones stay file descriptors the fd broker can pass
+//! on, while the simulated ones are plain ids.
+
+use std::fmt;
+
+use nix::errno::Errno;
+
+use super::windows::Window;
+use crate::vfio::iommu_info::IommuInfo;
+
+/// A failed kernel call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IommuError {
+    /// What was attempted, e.g. `open /dev/vfio/5`, `VFIO_IOMMU_MAP_DMA`.
+    pub what: String,
+    pub errno: Errno,
+    /// Why, in words, when we can tell.
+    pub detail: Option<String>,
+}
+
+impl IommuError {
+    pub fn new(what: impl Into<String>, errno: Errno) -> Self {
+        IommuError {
+            what: what.into(),
+            errno,
+            detail: None,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+impl fmt::Display for IommuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.errno.desc())?;
+        if let Some(d) = &self.detail {
+            write!(f, " ({d})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for IommuError {}
+
+/// The outcome of attaching a group to a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachError {
+    /// The kernel will not put this group into that container's IOMMU domain (EINVAL, EBUSY
+    /// on `VFIO_GROUP_SET_CONTAINER` while the container already holds groups): mirror it.
+    Refused(IommuError),
+    /// Anything else (not viable, I/O error): the group cannot be held.
+    Failed(IommuError),
+}
+
+/// Memory backing one window, mapped in this process.
+pub trait Backing {
+    /// Start of the mapping in this process.
+    fn addr(&self) -> u64;
+    fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Whether it is backed by huge pages.
+    fn huge(&self) -> bool;
+    /// Why huge pages were asked for but not used, if so.
+    fn fallback(&self) -> Option<&str>;
+}
+
+/// RLIMIT_MEMLOCK after [`Iommu::ensure_memlock`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memlock {
+    /// Soft limit in bytes (`u64::MAX`: unlimited).
+    pub limit: u64,
+    /// Bytes still missing for what was asked; 0 when it fits.
+    pub shortfall: u64,
+}
+
+/// Every kernel operation of a held domain.
+pub trait Iommu {
+    type Container: fmt::Debug;
+    type Group: fmt::Debug;
+    type Memory: Backing + fmt::Debug;
+
+    /// Opens `/dev/vfio/N` (EBUSY when another process holds it) and checks it is viable.
+    fn open_group(&mut self, group: u32) -> Result<Self::Group, IommuError>;
+    /// Opens a new, empty container.
+    fn new_container(&mut self) -> Result<Self::Container, IommuError>;
+    /// Attaches `group` to `container`; for the first group (`first`) also selects the
+    /// type1v2 IOMMU.
+    fn attach(
+        &mut self,
+        container: &mut Self::Container,
+        group: &Self::Group,
+        first: bool,
+    ) -> Result<(), AttachError>;
+    /// Detaches a group from its container (when attached) and closes it.
+    fn release_group(&mut self, container: Option<&mut Self::Container>, group: Self::Group);
+    /// Closes a container (its mappings go with it).
+    fn release_container(&mut self, container: Self::Container);
+    /// `VFIO_IOMMU_GET_INFO` of a container with its IOMMU set.
+    fn info(&mut self, container: &Self::Container) -> Result<IommuInfo, IommuError>;
+    /// Allocates and maps the memory backing `window`.
+    fn allocate(&mut self, window: &Window) -> Result<Self::Memory, IommuError>;
+    /// Maps `memory` read/write at the window's IOVA.
+    fn map(
+        &mut self,
+        container: &mut Self::Container,
+        window: &Window,
+        memory: &Self::Memory,
+    ) -> Result<(), IommuError>;
+    /// Unmaps the window's IOVA range.
+    fn unmap(&mut self, container: &mut Self::Container, window: &Window)
+        -> Result<(), IommuError>;
+    /// Raises RLIMIT_MEMLOCK so `bytes` may be pinned, as far as allowed.
+    fn ensure_memlock(&mut self, bytes: u64) -> Memlock;
+}

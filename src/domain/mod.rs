@@ -1,0 +1,279 @@
+//! Held IOMMU domains and DMA windows: what `vfioctl watch` keeps open so that `[[domain]]`
+//! entries exist in the kernel (containers, group fds, pinned window memory).
+//!
+//! - [`windows`]: the pure window diff and the checks against the live container;
+//! - [`placement`]: the pure decision of which container each group goes into;
+//! - [`held`]: the held state and its reconcile through the [`iommu::Iommu`] seam;
+//! - [`linux`] (the real kernel) and [`simulated`] (tests) implement that seam;
+//! - [`memory`]: window backing (memfd, hugetlb, mmap) and RLIMIT_MEMLOCK;
+//! - [`status`]: what `vfioctl status` shows of the held domains; [`report`]: what a pass did.
+//!
+//! [`Domains`] ties them together: `reconcile(&Config, &Snapshot)` is what `watch` calls on
+//! each pass, after binding; `release_removed(&Config)` before it releases devices.
+
+pub mod held;
+pub mod iommu;
+pub mod linux;
+pub mod memory;
+pub mod placement;
+pub mod report;
+pub mod simulated;
+pub mod status;
+pub mod windows;
+
+use std::collections::BTreeMap;
+
+use crate::config::model::{Config, DomainSpec, Placement, Selector};
+use crate::host::snapshot::{PciDevice, Snapshot};
+use held::HeldDomain;
+use iommu::Iommu;
+pub use report::{Action, Report};
+use windows::{GroupReserved, Window};
+
+/// One domain as the config and the host together ask for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredDomain {
+    pub name: String,
+    pub placement: Placement,
+    /// Member groups that can be held now (their `/dev/vfio/N` exists), ascending.
+    pub groups: Vec<u32>,
+    pub windows: Vec<Window>,
+    /// Reserved regions of the member groups.
+    pub reserved: Vec<GroupReserved>,
+    /// Why some members cannot be held yet (no device, no group, not on vfio).
+    pub pending: Vec<String>,
+}
+
+fn selects(selector: &Selector, d: &PciDevice) -> bool {
+    match selector {
+        Selector::Address(a) => d.address == *a,
+        Selector::Ids {
+            vendor,
+            device,
+            subsystem_vendor,
+            subsystem_device,
+            class,
+        } => {
+            d.vendor == *vendor
+                && d.device == *device
+                && subsystem_vendor.map_or(true, |v| d.subsystem_vendor == Some(v))
+                && subsystem_device.map_or(true, |v| d.subsystem_device == Some(v))
+                && class.map_or(true, |c| d.class == c)
+        }
+    }
+}
+
+/// Resolves one `[[domain]]` against the host: member groups, windows, reserved regions.
+pub fn desired_domain(config: &Config, spec: &DomainSpec, host: &Snapshot) -> DesiredDomain {
+    let mut groups = Vec::new();
+    let mut pending = Vec::new();
+    for name in &spec.devices {
+        let Some(dev) = config.device(name) else {
+            pending.push(format!("device \"{name}\" is not a [[device]] entry"));
+            continue;
+        };
+        let matched: Vec<&PciDevice> = host
+            .devices
+            .iter()
+            .filter(|d| selects(&dev.selector, d))
+            .collect();
+        if matched.is_empty() {
+            pending.push(format!(
+                "device \"{name}\" matches no function on this host"
+            ));
+        }
+        for d in matched {
+            let Some(g) = d.iommu_group else {
+                pending.push(format!(
+                    "device \"{name}\" ({}) has no IOMMU group",
+                    d.address
+                ));
+                continue;
+            };
+            let ready = host.group(g).is_some_and(|grp| grp.node.is_some());
+            if !ready {
+                pending.push(format!(
+                    "device \"{name}\" ({}): /dev/vfio/{g} does not exist yet (not on a vfio driver)",
+                    d.address
+                ));
+            } else if !groups.contains(&g) {
+                groups.push(g);
+            }
+        }
+    }
+    groups.sort_unstable();
+    let reserved = groups
+        .iter()
+        .filter_map(|g| host.group(*g))
+        .flat_map(|grp| {
+            grp.reserved_regions.iter().map(|r| GroupReserved {
+                group: grp.id,
+                region: r.clone(),
+            })
+        })
+        .collect();
+    DesiredDomain {
+        name: spec.name.clone(),
+        placement: spec.placement,
+        groups,
+        windows: windows::desired(spec),
+        reserved,
+        pending,
+    }
+}
+
+/// Every domain the config asks for, resolved against the host.
+pub fn desired_domains(config: &Config, host: &Snapshot) -> Vec<DesiredDomain> {
+    config
+        .domains
+        .iter()
+        .map(|d| desired_domain(config, d, host))
+        .collect()
+}
+
+/// The domains a process holds, and the seam it holds them through.
+#[derive(Debug)]
+pub struct Domains<I: Iommu> {
+    iommu: I,
+    held: BTreeMap<String, HeldDomain<I>>,
+}
+
+impl<I: Iommu> Domains<I> {
+    pub fn new(iommu: I) -> Self {
+        Domains {
+            iommu,
+            held: BTreeMap::new(),
+        }
+    }
+
+    pub fn iommu(&self) -> &I {
+        &self.iommu
+    }
+
+    pub fn iommu_mut(&mut self) -> &mut I {
+        &mut self.iommu
+    }
+
+    /// The held domains by name (the fd broker reads handles from here).
+    pub fn held(&self) -> &BTreeMap<String, HeldDomain<I>> {
+        &self.held
+    }
+
+    /// Total bytes pinned by every held domain.
+    pub fn pinned_bytes(&self) -> u64 {
+        self.held.values().map(|d| d.pinned_bytes()).sum()
+    }
+
+    /// Tears down every held domain the config no longer has, or whose placement changed.
+    /// `watch` runs this before releasing devices, so no group is still held when its
+    /// devices go back to their host drivers.
+    pub fn release_removed(&mut self, config: &Config) -> Report {
+        let mut report = Report::default();
+        let gone: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(name, held)| {
+                !config
+                    .domains
+                    .iter()
+                    .any(|d| &d.name == *name && d.placement == held.placement)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            if let Some(d) = self.held.remove(&name) {
+                d.teardown(&mut self.iommu, &mut report);
+            }
+        }
+        report
+    }
+
+    /// One pass: tear down removed domains, build new ones, converge members and windows.
+    pub fn reconcile(&mut self, config: &Config, host: &Snapshot) -> Report {
+        let mut report = self.release_removed(config);
+        let desired = desired_domains(config, host);
+
+        for want in &desired {
+            for p in &want.pending {
+                report.error(&want.name, p.clone());
+            }
+            let held = self.held.entry(want.name.clone()).or_insert_with(|| {
+                report.event(
+                    &want.name,
+                    Action::CreateDomain,
+                    format!("({})", placement_name(want.placement)),
+                );
+                HeldDomain::new(&want.name, want.placement)
+            });
+            held.reconcile_groups(&mut self.iommu, want, &mut report);
+        }
+
+        // Plan every domain's windows, then make sure the memory can be pinned before any map.
+        let mut plans = Vec::new();
+        let mut needed = 0u64;
+        for want in &desired {
+            let Some(held) = self.held.get(&want.name) else {
+                continue;
+            };
+            let plan = held.plan_windows(want);
+            needed += plan.bytes_after(&held.held_windows()) * held.containers.len() as u64;
+            plans.push((want.name.clone(), plan));
+        }
+        if needed > 0 {
+            let memlock = self.iommu.ensure_memlock(needed);
+            if memlock.shortfall > 0 {
+                for (name, plan) in &mut plans {
+                    for c in plan.drop_growth() {
+                        report.error(
+                            name,
+                            format!(
+                                "{}: not mapped: RLIMIT_MEMLOCK is {}, the domains need {} ({} short); raise the limit (LimitMEMLOCK= in the unit) or shrink the windows",
+                                change_window(&c),
+                                windows::human_bytes(memlock.limit),
+                                windows::human_bytes(needed),
+                                windows::human_bytes(memlock.shortfall)
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        for (name, plan) in plans {
+            if let Some(held) = self.held.get_mut(&name) {
+                held.apply_windows(&mut self.iommu, &plan, &mut report);
+            }
+        }
+        report
+    }
+
+    /// Releases every held domain (shutdown).
+    pub fn release_all(&mut self) -> Report {
+        let mut report = Report::default();
+        for (_, d) in std::mem::take(&mut self.held) {
+            d.teardown(&mut self.iommu, &mut report);
+        }
+        report
+    }
+
+    /// What `status` shows of the held domains.
+    pub fn status(&self) -> Vec<status::DomainStatus> {
+        self.held.values().map(status::DomainStatus::of).collect()
+    }
+}
+
+fn change_window(c: &windows::WindowChange) -> String {
+    match c {
+        windows::WindowChange::Add { window } | windows::WindowChange::Remove { window } => {
+            window.to_string()
+        }
+        windows::WindowChange::Resize { to, .. } => to.to_string(),
+    }
+}
+
+/// `shared` / `per-group`, as in the config.
+pub fn placement_name(p: Placement) -> &'static str {
+    match p {
+        Placement::Shared => "shared",
+        Placement::PerGroup => "per-group",
+    }
+}

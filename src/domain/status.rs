@@ -1,0 +1,127 @@
+//! What `vfioctl status` shows of held domains: per domain its containers (role, member
+//! groups, available DMA mappings from `VFIO_IOMMU_GET_INFO`), its windows and the bytes it
+//! pins. Plain serialisable data, so `watch` can answer a status request with it, plus the
+//! text rendering the status command prints.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use super::held::HeldDomain;
+use super::iommu::{Backing, Iommu};
+use super::placement::Role;
+use super::placement_name;
+use super::windows::human_bytes;
+
+/// One container of a held domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerStatus {
+    pub role: Role,
+    pub groups: Vec<u32>,
+    /// `CAP_DMA_AVAIL` from the last `VFIO_IOMMU_GET_INFO`.
+    #[serde(default)]
+    pub dma_avail: Option<u32>,
+    /// Supported IOMMU page sizes (bitmap).
+    #[serde(default)]
+    pub page_sizes: Option<u64>,
+}
+
+/// One window mapped in every container of its domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowStatus {
+    pub name: String,
+    pub iova: u64,
+    pub size: u64,
+    /// Backed by huge pages.
+    pub hugepages: bool,
+}
+
+/// A held domain, as `status` shows it (the `domains` array of `status --json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainStatus {
+    pub name: String,
+    pub placement: String,
+    /// More than one container in a shared domain: groups the kernel refused to share.
+    pub mirrored: bool,
+    pub containers: Vec<ContainerStatus>,
+    pub windows: Vec<WindowStatus>,
+    /// Window bytes times containers: what counts against RLIMIT_MEMLOCK.
+    pub bytes_pinned: u64,
+}
+
+impl DomainStatus {
+    pub fn of<I: Iommu>(d: &HeldDomain<I>) -> Self {
+        DomainStatus {
+            name: d.name.clone(),
+            placement: placement_name(d.placement).to_string(),
+            mirrored: d.containers.iter().any(|c| c.role == Role::Mirror),
+            containers: d
+                .containers
+                .iter()
+                .map(|c| ContainerStatus {
+                    role: c.role,
+                    groups: c.group_ids(),
+                    dma_avail: c.info.as_ref().and_then(|i| i.dma_avail),
+                    page_sizes: c.info.as_ref().map(|i| i.page_sizes),
+                })
+                .collect(),
+            windows: d
+                .windows
+                .iter()
+                .map(|w| WindowStatus {
+                    name: w.window.name.clone(),
+                    iova: w.window.iova,
+                    size: w.window.size,
+                    hugepages: w.memory.huge(),
+                })
+                .collect(),
+            bytes_pinned: d.pinned_bytes(),
+        }
+    }
+}
+
+/// The text `vfioctl status` prints for the domains section.
+pub fn render_text(domains: &[DomainStatus]) -> String {
+    let mut out = String::new();
+    if domains.is_empty() {
+        out.push_str("Domains: none held\n");
+        return out;
+    }
+    out.push_str("Domains:\n");
+    for d in domains {
+        let _ = writeln!(
+            out,
+            "  {} ({}{}): {} container(s), {} window(s), {} pinned",
+            d.name,
+            d.placement,
+            if d.mirrored { ", mirrored" } else { "" },
+            d.containers.len(),
+            d.windows.len(),
+            human_bytes(d.bytes_pinned)
+        );
+        for (i, c) in d.containers.iter().enumerate() {
+            let groups: Vec<String> = c.groups.iter().map(u32::to_string).collect();
+            let avail = c
+                .dma_avail
+                .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+            let _ = writeln!(
+                out,
+                "    container {i} ({}): groups {}; DMA mappings available: {avail}",
+                c.role,
+                groups.join(", ")
+            );
+        }
+        for w in &d.windows {
+            let _ = writeln!(
+                out,
+                "    window \"{}\": IOVA {:#x}..{:#x} ({}{})",
+                w.name,
+                w.iova,
+                w.iova.saturating_add(w.size),
+                human_bytes(w.size),
+                if w.hugepages { ", huge pages" } else { "" }
+            );
+        }
+    }
+    out
+}
