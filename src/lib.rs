@@ -18,4 +18,6 @@
 pub mod cli;
 pub mod config;
 pub mod host;
+pub mod kernel;
 pub mod pci;
+pub mod vfio;
