@@ -15,6 +15,7 @@
 //!
 //! [`cli`] only parses arguments into options and dispatches to these stages.
 
+pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod host;
