@@ -102,20 +102,26 @@ fn io_err(path: &Path, e: &std::io::Error) -> JournalError {
 }
 
 /// The persistent record of taken objects, in the order they were first taken.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Journal {
     pub format: u32,
     pub entries: Vec<Entry>,
+}
+
+impl Default for Journal {
+    fn default() -> Self {
+        Journal {
+            format: JOURNAL_FORMAT,
+            entries: Vec::new(),
+        }
+    }
 }
 
 impl Journal {
     /// Loads `STATE_DIR/journal.json`; a missing file is an empty journal.
     pub fn load(state_dir: &Path) -> Result<Journal, JournalError> {
         let j: Option<Journal> = read_json(&state_dir.join(JOURNAL_FILE))?;
-        let j = j.unwrap_or(Journal {
-            format: JOURNAL_FORMAT,
-            entries: Vec::new(),
-        });
+        let j = j.unwrap_or_default();
         if j.format != JOURNAL_FORMAT {
             return Err(JournalError::Format {
                 path: state_dir.join(JOURNAL_FILE),
