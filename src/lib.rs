@@ -21,4 +21,5 @@ pub mod config;
 pub mod host;
 pub mod kernel;
 pub mod pci;
+pub mod plan;
 pub mod vfio;
