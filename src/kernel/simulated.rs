@@ -86,6 +86,8 @@ struct State {
     id_table: BTreeMap<(PciId, PciId), String>,
     /// Modules that exist on disk and can be loaded.
     loadable: BTreeSet<String>,
+    /// Registered drivers whose probe fails (the device stays unbound, the write succeeds).
+    refusing: BTreeSet<String>,
     next_group: u32,
     template: Snapshot,
 }
@@ -166,6 +168,7 @@ impl SimKernel {
                     modules,
                     id_table,
                     loadable,
+                    refusing: BTreeSet::new(),
                     next_group,
                     template: s,
                 },
@@ -193,6 +196,12 @@ impl SimKernel {
     /// Makes a module unavailable (as if it were not installed).
     pub fn remove_loadable(&self, module: &str) {
         self.lock().state.loadable.remove(module);
+    }
+
+    /// Makes `driver`'s probe fail: a probe leaves the function unbound although the
+    /// `drivers_probe` write succeeds, as the kernel does when a driver's probe returns an error.
+    pub fn refuse_probe(&self, driver: &str) {
+        self.lock().state.refusing.insert(driver.to_string());
     }
 
     /// Injects `fault` at the `n`th mutating call (0-based, counting every write).
@@ -354,13 +363,12 @@ impl State {
     /// The driver a probe of `a` would bind, following override semantics.
     fn probe_target(&self, a: PciAddress) -> Result<Option<String>, KernelError> {
         let d = self.dev(a)?;
-        if let Some(o) = &d.driver_override {
-            return Ok(self.drivers.contains(o).then(|| o.clone()));
-        }
-        Ok(self
-            .id_table
-            .get(&(d.vendor, d.device))
-            .filter(|drv| self.drivers.contains(*drv))
+        let candidate = match &d.driver_override {
+            Some(o) => Some(o),
+            None => self.id_table.get(&(d.vendor, d.device)),
+        };
+        Ok(candidate
+            .filter(|drv| self.drivers.contains(*drv) && !self.refusing.contains(*drv))
             .cloned())
     }
 
