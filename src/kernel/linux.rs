@@ -237,6 +237,36 @@ impl Host for LinuxHost {
         })
     }
 
+    fn virtfns(&self, pf: PciAddress) -> Result<Vec<PciAddress>, KernelError> {
+        let dir = self.roots.pci_device(&pf);
+        let entries = fs::read_dir(&dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => KernelError::NoSuchDevice(pf),
+            _ => KernelError::io("list virtfn links", dir.display(), &e),
+        })?;
+        let mut vfs: Vec<(u32, PciAddress)> = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(idx) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("virtfn"))
+                .and_then(|n| n.parse().ok())
+            else {
+                continue;
+            };
+            let target = fs::read_link(e.path())
+                .map_err(|err| KernelError::io("read virtfn link", e.path().display(), &err))?;
+            if let Some(addr) = target
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse().ok())
+            {
+                vfs.push((idx, addr));
+            }
+        }
+        vfs.sort();
+        Ok(vfs.into_iter().map(|(_, a)| a).collect())
+    }
+
     fn node_owner(&self, group: u32) -> Result<Option<NodeOwner>, KernelError> {
         let p = self.roots.group_node(group);
         match fs::metadata(&p) {
