@@ -48,6 +48,8 @@ pub fn check(raw: &RawConfig, rep: &mut Reporter<'_>) -> Option<Config> {
 /// What the cross-entry rules need of a device, even when the entry itself has errors.
 struct CheckedDevice {
     name: Option<(String, Range<usize>)>,
+    /// The selector, when its own keys are valid (even if other keys of the entry are not).
+    selector: Option<Selector>,
     spec: Option<DeviceSpec>,
 }
 
@@ -185,15 +187,18 @@ impl Checker<'_, '_> {
                 }
             }
             let entry_dev = entry.get_ref();
-            if let (Some(spec), Some(addr_v)) = (&d.spec, &entry_dev.address) {
-                if let Selector::Address(a) = spec.selector {
+            let shown = d.name.as_ref().map_or("?", |(n, _)| n.as_str()).to_string();
+            if let (Some(selector), Some(addr_v)) = (&d.selector, &entry_dev.address) {
+                if let Selector::Address(a) = *selector {
                     let written = self.rep.text(addr_v.span()).trim_matches('"');
                     if let Some((other, first)) = addresses.get(&a) {
-                        let same = if written == a.to_string() {
-                            String::new()
-                        } else {
-                            format!(" (`{written}` is `{a}`)")
-                        };
+                        let first_text = self.rep.text(first.clone()).trim_matches('"');
+                        let canonical = a.to_string();
+                        let same = [written, first_text]
+                            .into_iter()
+                            .find(|t| *t != canonical)
+                            .map(|t| format!(" (`{t}` is `{canonical}`)"))
+                            .unwrap_or_default();
                         self.rep.report(
                             Severity::Error,
                             addr_v.span(),
@@ -202,18 +207,18 @@ impl Checker<'_, '_> {
                             vec![(first.clone(), "first listed here".into())],
                         );
                     } else {
-                        addresses.insert(a, (spec.name.clone(), addr_v.span()));
+                        addresses.insert(a, (shown.clone(), addr_v.span()));
                     }
                 }
             }
-            if let Some(spec) = &d.spec {
+            if let Some(selector) = &d.selector {
                 if let Selector::Ids {
                     vendor,
                     device,
                     subsystem_vendor,
                     subsystem_device,
                     class,
-                } = spec.selector
+                } = *selector
                 {
                     let key = (vendor, device, subsystem_vendor, subsystem_device, class);
                     let span = entry_dev
@@ -231,7 +236,7 @@ impl Checker<'_, '_> {
                             vec![(first.clone(), "first selected here".into())],
                         );
                     } else {
-                        id_selectors.insert(key, (spec.name.clone(), span));
+                        id_selectors.insert(key, (shown.clone(), span));
                     }
                 }
             }
@@ -349,7 +354,7 @@ impl Checker<'_, '_> {
         let companions = self.companions(&d.companions, own, &label);
         ok &= companions.is_some();
 
-        let spec = match (ok, name.clone(), selector, driver, force, companions) {
+        let spec = match (ok, name.clone(), selector.clone(), driver, force, companions) {
             (true, Some(name), Some(selector), Ok(driver), Ok(force), Some(companions)) => {
                 Some(DeviceSpec {
                     name,
@@ -364,6 +369,7 @@ impl Checker<'_, '_> {
         };
         CheckedDevice {
             name: name.zip(name_span),
+            selector,
             spec,
         }
     }
@@ -436,10 +442,12 @@ impl Checker<'_, '_> {
             );
             return None;
         }
-        let known: Vec<&str> = devices
+        let mut known: Vec<&str> = devices
             .iter()
             .filter_map(|d| d.name.as_ref().map(|(n, _)| n.as_str()))
             .collect();
+        known.sort_unstable();
+        known.dedup();
         let mut out: Vec<(String, Range<usize>)> = Vec::new();
         let mut ok = true;
         for item in items {
@@ -454,12 +462,10 @@ impl Checker<'_, '_> {
             };
             if !known.contains(&name.as_str()) {
                 let by_address = name.parse::<PciAddress>().ok().and_then(|a| {
-                    devices.iter().find_map(|d| match &d.spec {
-                        Some(DeviceSpec {
-                            name,
-                            selector: Selector::Address(b),
-                            ..
-                        }) if *b == a => Some(name.clone()),
+                    devices.iter().find_map(|d| match (&d.selector, &d.name) {
+                        (Some(Selector::Address(b)), Some((name, _))) if *b == a => {
+                            Some(name.clone())
+                        }
                         _ => None,
                     })
                 });
@@ -749,17 +755,18 @@ impl Checker<'_, '_> {
                 Ok(Some(n)) => format!("window `{n}`"),
                 _ => format!("window {}", i + 1),
             };
+            let full = format!("{label} of {domain}");
             let iova = self.req(
                 &w.iova,
                 head.clone(),
-                format!("{label} of {domain} has no `iova`"),
+                format!("{full} has no `iova`"),
                 "add the start address, e.g. iova = \"0x100000000\"",
                 |v, _| value::iova(v),
             );
             let size = self.req(
                 &w.size,
                 head.clone(),
-                format!("{label} of {domain} has no `size`"),
+                format!("{full} has no `size`"),
                 "add the length, e.g. size = \"1GiB\"",
                 |v, _| value::size("size", v),
             );
@@ -771,7 +778,7 @@ impl Checker<'_, '_> {
                 continue;
             };
             let hugepages = hugepages.unwrap_or(false);
-            if !self.window_shape(iova, size, hugepages, iova_v.span(), size_v.span(), &label) {
+            if !self.window_shape(iova, size, hugepages, iova_v.span(), size_v.span(), &full) {
                 ok = false;
                 continue;
             }

@@ -144,33 +144,42 @@ pub struct RawDevice {
     pub name: Field,
     /// PCI address of exactly one function, `0000:03:00.0` or short `03:00.0`.
     /// Give either `address` or `vendor` + `device`.
+    #[serde(default)]
     #[schemars(schema_with = "address_schema")]
     pub address: Field,
     /// PCI vendor id, 4 hex digits (`"10de"`). Selects every function with this vendor and
     /// `device` id.
+    #[serde(default)]
     #[schemars(schema_with = "pci_id_schema")]
     pub vendor: Field,
     /// PCI device id, 4 hex digits (`"2204"`); goes with `vendor`.
+    #[serde(default)]
     #[schemars(schema_with = "pci_id_schema")]
     pub device: Field,
     /// Narrows a vendor/device selector to this subsystem vendor id (4 hex digits).
+    #[serde(default)]
     #[schemars(schema_with = "pci_id_schema")]
     pub subsystem_vendor: Field,
     /// Narrows a vendor/device selector to this subsystem device id (4 hex digits).
+    #[serde(default)]
     #[schemars(schema_with = "pci_id_schema")]
     pub subsystem_device: Field,
     /// Narrows a vendor/device selector to this class code (6 hex digits, `"030000"`).
+    #[serde(default)]
     #[schemars(schema_with = "pci_class_schema")]
     pub class: Field,
     /// Driver to bind: `vfio-pci` (default) or a vfio variant driver such as `mlx5_vfio_pci`.
+    #[serde(default)]
     #[schemars(schema_with = "driver_schema")]
     pub driver: Field,
     /// Other functions of the same IOMMU group that may be taken along (consent), such as a
     /// GPU's HDMI audio function.
+    #[serde(default)]
     #[schemars(schema_with = "address_list_schema")]
     pub companions: Field,
     /// Take the device even when the host is using it (mounted disk, active network link,
     /// console framebuffer). Default false.
+    #[serde(default)]
     #[schemars(schema_with = "bool_false_schema")]
     pub force: Field,
 }
@@ -184,10 +193,12 @@ pub struct RawUser {
     #[schemars(schema_with = "unix_name_schema")]
     pub name: Field,
     /// Unix group (name or numeric gid) that also gets access to the group nodes.
+    #[serde(default)]
     #[schemars(schema_with = "unix_name_schema")]
     pub group: Field,
     /// Permission bits of the group nodes as an octal string (`"0660"`). Default `"0600"`,
     /// or `"0660"` when `group` is given. At most `"0777"`.
+    #[serde(default)]
     #[schemars(schema_with = "mode_schema")]
     pub mode: Field,
     /// Names of `[[device]]` entries whose group nodes this user gets.
@@ -195,6 +206,7 @@ pub struct RawUser {
     pub devices: Field,
     /// Locked-memory budget this user needs for DMA mappings: bytes, or a string with an IEC
     /// unit (`"16GiB"`).
+    #[serde(default)]
     #[schemars(schema_with = "size_schema")]
     pub memlock: Field,
 }
@@ -225,6 +237,7 @@ pub struct RawDomain {
     pub devices: Field,
     /// `"shared"` (default): all groups in one container. `"per-group"`: one container per
     /// group with identical mappings.
+    #[serde(default)]
     #[schemars(schema_with = "placement_schema")]
     pub placement: Field,
     /// DMA windows (IOVA ranges) the domain maps, one `[[domain.window]]` table each.
@@ -239,6 +252,7 @@ pub struct RawDomain {
 #[schemars(rename = "Window")]
 pub struct RawWindow {
     /// Optional name, used in messages; unique within the domain.
+    #[serde(default)]
     #[schemars(schema_with = "name_schema")]
     pub name: Field,
     /// Start of the window in IO virtual address space: integer or `"0x..."` hex string.
@@ -251,6 +265,7 @@ pub struct RawWindow {
     pub size: Field,
     /// Back the window with huge pages (then `iova` and `size` must be 2 MiB aligned).
     /// Default false.
+    #[serde(default)]
     #[schemars(schema_with = "bool_false_schema")]
     pub hugepages: Field,
 }

@@ -125,8 +125,11 @@ fn size_str(what: &str, s: &str) -> Res<u64> {
             ),
             None if matches!(unit.to_ascii_lowercase().as_str(), "p" | "pb" | "pi" | "pib") => {
                 Problem::new(
-                    format!("{what} `{s}` is larger than the units vfioctl knows"),
-                    format!("the largest unit is TiB; write \"{num}\" PiB as TiB (1PiB = 1024TiB)"),
+                    format!("{what} `{s}` uses a unit larger than TiB"),
+                    match num.parse::<u64>().ok().and_then(|n| n.checked_mul(1024)) {
+                        Some(t) => format!("the largest unit is TiB; write \"{t}TiB\""),
+                        None => "the largest unit is TiB".to_string(),
+                    },
                 )
             }
             None => Problem::new(format!("{what} `{s}` has an unknown unit `{unit}`"), example),
@@ -338,9 +341,13 @@ pub fn pci_class(v: &RawValue, text: &str) -> Res<PciClass> {
 pub fn address(key: &str, v: &RawValue) -> Res<PciAddress> {
     let hint = "write `domain:bus:device.function` in hex, like \"0000:03:00.0\" or short \"03:00.0\" (see `lspci -D`)";
     match v {
-        RawValue::String(s) => s
-            .parse::<PciAddress>()
-            .map_err(|e| Problem::new(format!("{key} `{s}` is not a PCI address: {e}"), hint)),
+        RawValue::String(s) => s.parse::<PciAddress>().map_err(|e| {
+            let why = match e {
+                crate::pci::AddressError::Shape => String::new(),
+                e => format!(": {e}"),
+            };
+            Problem::new(format!("{key} `{s}` is not a PCI address{why}"), hint)
+        }),
         other => Err(wrong_type(key, "a PCI address string", other, hint)),
     }
 }
@@ -512,7 +519,7 @@ mod tests {
         assert!(size("size", &s("")).is_err());
         assert!(size("size", &s("GiB")).is_err());
         assert!(size("size", &s("1XB")).unwrap_err().message.contains("unknown unit"));
-        assert!(size("size", &s("1PiB")).unwrap_err().hint.unwrap().contains("TiB"));
+        assert!(size("size", &s("1PiB")).unwrap_err().hint.unwrap().contains("\"1024TiB\""));
         assert!(size("size", &s("16777216TiB")).unwrap_err().message.contains("too large"));
         assert!(size("size", &s("99999999999999999999")).unwrap_err().message.contains("too large"));
         assert!(size("size", &RawValue::Boolean(true)).unwrap_err().message.contains("found a boolean"));
