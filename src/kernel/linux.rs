@@ -207,9 +207,7 @@ fn parse_override(s: &str) -> Option<String> {
 
 impl Host for LinuxHost {
     fn snapshot(&self) -> Result<Snapshot, KernelError> {
-        Err(KernelError::Scan(
-            "the host scanner is not part of this build yet".to_string(),
-        ))
+        crate::host::scan(&self.roots).map_err(|e| KernelError::Scan(e.to_string()))
     }
 
     fn device_state(&self, dev: PciAddress) -> Result<DeviceState, KernelError> {
