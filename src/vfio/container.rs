@@ -12,25 +12,16 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
-/// `VFIO_TYPE` (`';'`).
-pub const VFIO_TYPE: u8 = b';';
-/// `VFIO_BASE`: every request is `_IO(VFIO_TYPE, VFIO_BASE + n)`.
-pub const VFIO_BASE: u8 = 100;
-/// `VFIO_API_VERSION`.
-pub const VFIO_API_VERSION: i32 = 0;
+pub use super::ioctl::{VFIO_API_VERSION, VFIO_BASE, VFIO_TYPE};
+use super::ioctl::{
+    vfio_get_api_version, vfio_group_get_status, VfioGroupStatus, GROUP_FLAGS_CONTAINER_SET,
+    GROUP_FLAGS_VIABLE,
+};
+
 /// `VFIO_TYPE1v2_IOMMU`.
 pub const VFIO_TYPE1V2_IOMMU: i32 = 3;
 
-const GROUP_FLAGS_VIABLE: u32 = 1;
-const GROUP_FLAGS_CONTAINER_SET: u32 = 2;
-
-#[repr(C)]
-struct GroupStatusArg {
-    argsz: u32,
-    flags: u32,
-}
-
-nix::ioctl_none!(vfio_get_api_version, VFIO_TYPE, VFIO_BASE);
+// The requests below are ours; GET_API_VERSION and GROUP_GET_STATUS come from `ioctl`.
 nix::ioctl_write_int_bad!(
     vfio_check_extension,
     nix::request_code_none!(VFIO_TYPE, VFIO_BASE + 1)
@@ -38,11 +29,6 @@ nix::ioctl_write_int_bad!(
 nix::ioctl_write_int_bad!(
     vfio_set_iommu,
     nix::request_code_none!(VFIO_TYPE, VFIO_BASE + 2)
-);
-nix::ioctl_readwrite_bad!(
-    vfio_group_get_status,
-    nix::request_code_none!(VFIO_TYPE, VFIO_BASE + 3),
-    GroupStatusArg
 );
 nix::ioctl_write_ptr_bad!(
     vfio_group_set_container,
@@ -177,8 +163,8 @@ impl Group {
 
     /// `VFIO_GROUP_GET_STATUS`.
     pub fn status(&self) -> Result<GroupFlags, VfioCallError> {
-        let mut arg = GroupStatusArg {
-            argsz: std::mem::size_of::<GroupStatusArg>() as u32,
+        let mut arg = VfioGroupStatus {
+            argsz: std::mem::size_of::<VfioGroupStatus>() as u32,
             flags: 0,
         };
         // SAFETY: `arg` is a correctly sized `struct vfio_group_status`; the fd is open.
