@@ -17,5 +17,7 @@
 
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fixtures;
 pub mod host;
 pub mod pci;
