@@ -159,6 +159,19 @@ pub struct WatchArgs {
 pub enum DomainCommand {
     /// Receive a held domain's fds and run COMMAND with them inherited.
     Open(DomainOpenArgs),
+    /// Debugging: hold the config's domains in the foreground until SIGTERM; SIGHUP re-reads
+    /// the config and reconciles again (what `watch` does for the domain layer).
+    #[command(hide = true)]
+    Hold(DomainHoldArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DomainHoldArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// After each pass, write the held domains and the pass's report here as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub status_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
