@@ -163,6 +163,23 @@ pub enum DomainCommand {
     /// the config and reconciles again (what `watch` does for the domain layer).
     #[command(hide = true)]
     Hold(DomainHoldArgs),
+    /// Benchmark: map one window over a device's group through vfioctl's domain layer and
+    /// through a minimal open/attach/MAP_DMA sequence, alternating, and print both timings.
+    #[command(hide = true)]
+    BenchMap(DomainBenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DomainBenchArgs {
+    /// A function on vfio-pci whose group is mapped.
+    #[arg(long, value_name = "ADDRESS")]
+    pub device: String,
+    /// Window size in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 512)]
+    pub mib: u64,
+    /// Rounds of each.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: u32,
 }
 
 #[derive(Debug, Clone, Args)]
