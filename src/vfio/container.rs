@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
-pub use super::ioctl::{VFIO_API_VERSION, VFIO_BASE, VFIO_TYPE};
 use super::ioctl::{
     vfio_get_api_version, vfio_group_get_status, VfioGroupStatus, GROUP_FLAGS_CONTAINER_SET,
     GROUP_FLAGS_VIABLE,
 };
+pub use super::ioctl::{VFIO_API_VERSION, VFIO_BASE, VFIO_TYPE};
 
 /// `VFIO_TYPE1v2_IOMMU`.
 pub const VFIO_TYPE1V2_IOMMU: i32 = 3;

@@ -5,8 +5,8 @@
 
 pub mod container;
 pub mod dma;
-pub mod iommu_info;
 pub mod ioctl;
+pub mod iommu_info;
 
 use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
