@@ -19,3 +19,4 @@ pub mod cli;
 pub mod config;
 pub mod host;
 pub mod pci;
+pub mod watch;
