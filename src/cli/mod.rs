@@ -8,6 +8,7 @@ mod rollback;
 mod schema;
 mod snapshot;
 mod status;
+mod udev_claim;
 mod validate;
 mod watch;
 
@@ -56,5 +57,6 @@ pub fn run(cli: Cli) -> Exit {
         Command::Rollback(a) => rollback::run(g, a),
         Command::Watch(a) => watch::run(g, a),
         Command::Domain(a) => domain::run(g, a),
+        Command::UdevClaim(a) => udev_claim::run(g, a),
     }
 }

@@ -10,11 +10,13 @@
 //! - [`coalesce`]: debounce, urgent per-device passes, resync and retry deadlines (pure, timed
 //!   by the caller's clock);
 //! - [`reload`]: re-reading the config, keeping the last good one when a new one is invalid;
+//! - [`early_claim`]: the boot-time `driver_override` write the udev rule runs;
 //! - [`relevance`]: whether a device event names a configured device;
 //! - [`run_loop`]: the single loop tying them together, generic over all its collaborators;
 //! - [`notify_systemd`]: READY / RELOADING / STATUS / STOPPING for systemd.
 
 pub mod coalesce;
+pub mod early_claim;
 pub mod events;
 pub mod live_source;
 pub mod notify_systemd;
