@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::Config;
+use crate::config::{Config, LoadError, Style};
 
 /// Why a config could not be taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +26,17 @@ impl<F: FnMut(&Path) -> Result<Config, ConfigRejected>> ConfigLoader for F {
     fn load(&mut self, path: &Path) -> Result<Config, ConfigRejected> {
         self(path)
     }
+}
+
+/// The real loader: reads and checks the file on disk, rendering every diagnostic.
+pub fn load_from_disk(path: &Path) -> Result<Config, ConfigRejected> {
+    crate::config::load(path).map_err(|e| ConfigRejected {
+        path: path.to_path_buf(),
+        report: match e {
+            LoadError::Invalid(diagnostics) => diagnostics.render(Style::Plain),
+            io @ LoadError::Io { .. } => io.to_string(),
+        },
+    })
 }
 
 /// What a reload did.
