@@ -1,0 +1,540 @@
+//! The planner: a pure function from (desired state, host snapshot) to an ordered plan that a
+//! person can read before anything changes. No I/O happens here; the caller supplies the config,
+//! the snapshot, the journal's record of what vfioctl took earlier ([`Taken`]) and the accounts
+//! table ([`Accounts`]).
+//!
+//! The stages, one module each: [`resolve`] selectors to functions and VF counts; [`claims`]
+//! the claim table and releases; [`closure`] companions and the kernel's group rule;
+//! [`safety`] in-use refusal; [`ownership`] group nodes; [`windows`] domain windows;
+//! [`graph`] dependencies, order and batches; [`render`] text and JSON; [`simulate`] what the
+//! host looks like after a plan (for tests and for `--check` reasoning).
+
+pub mod action;
+pub mod claims;
+pub mod closure;
+pub mod graph;
+pub mod ownership;
+pub mod problem;
+pub mod render;
+pub mod resolve;
+pub mod safety;
+pub mod simulate;
+pub mod windows;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::host::{PciDevice, Snapshot};
+use crate::pci::PciAddress;
+
+pub use action::{Action, Mode, Ownership, Step, Unit};
+pub use ownership::{Account, Accounts};
+pub use problem::{Problem, ProblemKind};
+pub use simulate::simulate;
+
+use claims::Claim;
+use graph::{Graph, Node};
+use ownership::NodeKey;
+
+/// A function vfioctl took earlier, as the apply journal recorded it before the first change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Taken {
+    pub address: PciAddress,
+    /// The driver it was on (`None`: it was unbound).
+    pub original_driver: Option<String>,
+    /// Its `driver_override` (`None`: unset).
+    pub original_override: Option<String>,
+}
+
+/// Inputs beyond the config and the snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// Functions vfioctl took earlier (from the journal). Without it nothing is released.
+    pub taken: Vec<Taken>,
+    /// Users and groups by name.
+    pub accounts: Accounts,
+    /// Plan only this function and its group closure (`reconcile --device`).
+    pub scope: Option<PciAddress>,
+}
+
+/// An ordered plan: steps in batches, and every reason the config cannot be realised.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// Steps in order; see [`Step::batch`] and [`Step::unit`] for what may run in parallel.
+    pub actions: Vec<Step>,
+    /// Why (part of) the config cannot be realised. The rest is still planned.
+    pub problems: Vec<Problem>,
+    /// Things worth knowing that do not stop the plan (forced takes, ignored companions).
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    /// Nothing to change.
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    /// No problems: applying the plan realises the config.
+    pub fn is_realisable(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// Number of batches.
+    pub fn batches(&self) -> usize {
+        self.actions.iter().map(|s| s.batch).max().unwrap_or(0)
+    }
+
+    /// The steps of batch `b` (1-based), grouped by unit, each unit's steps in order.
+    pub fn batch(&self, b: usize) -> Vec<(&Unit, Vec<&Step>)> {
+        let mut out: Vec<(&Unit, Vec<&Step>)> = Vec::new();
+        for s in self.actions.iter().filter(|s| s.batch == b) {
+            match out.last_mut() {
+                Some((u, v)) if *u == &s.unit => v.push(s),
+                _ => out.push((&s.unit, vec![s])),
+            }
+        }
+        out
+    }
+}
+
+/// Plans `config` against `snap` with no journal and no accounts: nothing is released and
+/// named users are unknown. See [`plan_with`].
+pub fn plan(config: &Config, snap: &Snapshot) -> Plan {
+    plan_with(config, snap, &Context::default())
+}
+
+/// Plans only `device` and its IOMMU group closure.
+pub fn plan_scoped(config: &Config, snap: &Snapshot, ctx: &Context, device: PciAddress) -> Plan {
+    let mut ctx = ctx.clone();
+    ctx.scope = Some(device);
+    plan_with(config, snap, &ctx)
+}
+
+/// Plans `config` against `snap` with the journal's records and the accounts in `ctx`.
+pub fn plan_with(config: &Config, snap: &Snapshot, ctx: &Context) -> Plan {
+    let res = resolve::resolve(config, snap);
+    let mut problems = res.problems.clone();
+    let mut notes = Vec::new();
+
+    let mut claims = claims::declared(config, &res);
+    problems.append(&mut claims.problems);
+    notes.extend(closure::add_companions(config, snap, &mut claims));
+    let (p, n) = safety::check(config, snap, &mut claims);
+    problems.extend(p);
+    notes.extend(n);
+    claims::releases(&mut claims, &ctx.taken, snap, &res);
+    let (mut failed_groups, p) = closure::check(config, snap, &claims);
+    problems.extend(p);
+
+    // A group is planned whole or not at all: an entry that failed takes its groups with it.
+    let mut failed_pending = BTreeSet::new();
+    for i in &claims.failed_entries {
+        for (a, c) in claims.of_entry(*i) {
+            if c.pending {
+                failed_pending.insert(a);
+            } else if let Some(g) = group_of(snap, a) {
+                failed_groups.insert(g);
+            }
+        }
+    }
+    let active: BTreeMap<PciAddress, Claim> = claims
+        .claims
+        .iter()
+        .filter(|(a, c)| {
+            if c.pending {
+                !failed_pending.contains(*a)
+            } else {
+                group_of(snap, **a).is_some_and(|g| !failed_groups.contains(&g))
+            }
+        })
+        .map(|(a, c)| (*a, c.clone()))
+        .collect();
+
+    let nodes = ownership::nodes(config, snap, &active, &ctx.accounts);
+    problems.extend(nodes.problems);
+    notes.extend(nodes.notes);
+    problems.extend(windows::check(config, snap, &res));
+
+    let mut g = Graph::new();
+    let loaded = loaded_drivers(snap);
+    let mut modules = ModuleLoads::default();
+
+    for (a, c) in &active {
+        let why = claim_reason(config, c);
+        if c.pending {
+            let node = Node::Vf(*a);
+            g.push(
+                node.clone(),
+                Action::SetOverride {
+                    device: *a,
+                    from: None,
+                    to: c.driver.clone(),
+                },
+                why.clone(),
+            );
+            g.push(
+                node.clone(),
+                Action::Unbind {
+                    device: *a,
+                    from: None,
+                },
+                why.clone(),
+            );
+            g.push(
+                node.clone(),
+                Action::Bind {
+                    device: *a,
+                    driver: c.driver.clone(),
+                },
+                why,
+            );
+            if let Some(pf) = res.pending.get(a) {
+                g.edge(Node::Pf(*pf), node.clone());
+            }
+            modules.need(&mut g, &loaded, &c.driver, *a, node);
+        } else if let (Some(dev), Some(grp)) = (snap.device(*a), group_of(snap, *a)) {
+            let node = Node::Group(grp);
+            let target = Some(c.driver.as_str());
+            if converge(&mut g, &node, dev, target, target, &why) {
+                modules.need(&mut g, &loaded, &c.driver, *a, node);
+            }
+        }
+    }
+
+    for (a, r) in &claims.releases {
+        let (Some(dev), Some(grp)) = (snap.device(*a), group_of(snap, *a)) else {
+            continue;
+        };
+        if failed_groups.contains(&grp) {
+            continue;
+        }
+        let why = match &r.driver {
+            Some(d) => format!("no longer in the config: back to {d}, as vfioctl found it"),
+            None => "no longer in the config: left unbound, as vfioctl found it".to_string(),
+        };
+        let node = Node::Group(grp);
+        if converge(
+            &mut g,
+            &node,
+            dev,
+            r.driver.as_deref(),
+            r.driver_override.as_deref(),
+            &why,
+        ) {
+            if let Some(d) = &r.driver {
+                modules.need(&mut g, &loaded, d, *a, node);
+            }
+        }
+    }
+
+    for change in res.vf_changes.values() {
+        let node = Node::Pf(change.pf);
+        let why = format!(
+            "[[sriov]] wants {} VFs on {} (has {}); the kernel needs 0 before a new count",
+            change.to, change.pf, change.from
+        );
+        if change.from != 0 {
+            g.push(
+                node.clone(),
+                Action::SetNumVfs {
+                    device: change.pf,
+                    from: change.from,
+                    to: 0,
+                },
+                why.clone(),
+            );
+        }
+        if change.to != 0 {
+            g.push(
+                node,
+                Action::SetNumVfs {
+                    device: change.pf,
+                    from: 0,
+                    to: change.to,
+                },
+                why,
+            );
+        }
+    }
+
+    for (key, want) in &nodes.wants {
+        let why = match &want.user {
+            Some(u) => format!("[[user]] `{u}` may open this group"),
+            None => "claimed group without a [[user]]: root only".to_string(),
+        };
+        match key {
+            NodeKey::Group(grp) => {
+                let current = snap
+                    .group(*grp)
+                    .and_then(|x| x.node.as_ref())
+                    .map(|n| Ownership {
+                        uid: n.uid,
+                        gid: n.gid,
+                        mode: Mode(n.mode & 0o7777),
+                    });
+                let expected = current.unwrap_or(Ownership::KERNEL_DEFAULT);
+                if expected != want.owner {
+                    g.push(
+                        Node::Group(*grp),
+                        Action::SetNodeOwner {
+                            device: want.device,
+                            group: Some(*grp),
+                            from: current,
+                            to: want.owner,
+                        },
+                        why,
+                    );
+                }
+            }
+            NodeKey::Pending(a) => {
+                if want.owner != Ownership::KERNEL_DEFAULT {
+                    g.push(
+                        Node::Vf(*a),
+                        Action::SetNodeOwner {
+                            device: *a,
+                            group: None,
+                            from: None,
+                            to: want.owner,
+                        },
+                        why,
+                    );
+                }
+            }
+        }
+    }
+
+    for dom in &config.domains {
+        for name in &dom.devices {
+            for (a, c) in &active {
+                if config.devices.get(c.entry).is_some_and(|d| &d.name == name) {
+                    let member = if c.pending {
+                        Node::Vf(*a)
+                    } else {
+                        match group_of(snap, *a) {
+                            Some(grp) => Node::Group(grp),
+                            None => continue,
+                        }
+                    };
+                    g.edge(member, Node::Domain(dom.name.clone()));
+                }
+            }
+        }
+    }
+
+    let actions = match g.order() {
+        Ok(steps) => steps,
+        Err(p) => {
+            problems.push(p);
+            Vec::new()
+        }
+    };
+    let plan = Plan {
+        actions,
+        problems,
+        notes,
+    };
+    match ctx.scope {
+        Some(dev) => scope(plan, snap, &res, dev),
+        None => plan,
+    }
+}
+
+fn group_of(snap: &Snapshot, a: PciAddress) -> Option<u32> {
+    snap.device(a).and_then(|d| d.iommu_group)
+}
+
+fn claim_reason(config: &Config, c: &Claim) -> String {
+    let name = config
+        .devices
+        .get(c.entry)
+        .map(|d| d.name.as_str())
+        .unwrap_or("?");
+    match c.role {
+        claims::Role::Declared => format!("[[device]] `{name}` wants {}", c.driver),
+        claims::Role::Companion => {
+            format!("companion of [[device]] `{name}`: its group needs it off DMA drivers")
+        }
+    }
+}
+
+/// Plans the steps that move `dev` to (`driver`, `over`ride) at `node`: override first (so a
+/// re-probe keeps the function where we want it), then unbind, then bind. Returns whether a
+/// bind was planned.
+fn converge(
+    g: &mut Graph,
+    node: &Node,
+    dev: &PciDevice,
+    driver: Option<&str>,
+    over: Option<&str>,
+    why: &str,
+) -> bool {
+    let a = dev.address;
+    if dev.driver_override.as_deref() != over {
+        let action = match over {
+            Some(to) => Action::SetOverride {
+                device: a,
+                from: dev.driver_override.clone(),
+                to: to.to_string(),
+            },
+            // They differ, so an override is set now.
+            None => Action::ClearOverride {
+                device: a,
+                from: dev.driver_override.clone().unwrap_or_default(),
+            },
+        };
+        g.push(node.clone(), action, why);
+    }
+    if dev.driver.as_deref() == driver {
+        return false;
+    }
+    if let Some(from) = &dev.driver {
+        g.push(
+            node.clone(),
+            Action::Unbind {
+                device: a,
+                from: Some(from.clone()),
+            },
+            why,
+        );
+    }
+    match driver {
+        Some(d) => {
+            g.push(
+                node.clone(),
+                Action::Bind {
+                    device: a,
+                    driver: d.to_string(),
+                },
+                why,
+            );
+            true
+        }
+        None => false,
+    }
+}
+
+/// Drivers registered on the PCI bus, or evidently loaded (a module, or a function on it).
+fn loaded_drivers(snap: &Snapshot) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = snap.pci_drivers.iter().cloned().collect();
+    for m in &snap.vfio.modules {
+        out.insert(m.replace('_', "-"));
+        out.insert(m.clone());
+    }
+    for d in &snap.devices {
+        if let Some(drv) = &d.driver {
+            out.insert(drv.clone());
+        }
+    }
+    out
+}
+
+/// The module that registers `driver` (module names use `_` where drivers may use `-`).
+pub fn module_for(driver: &str) -> String {
+    driver.replace('-', "_")
+}
+
+#[derive(Default)]
+struct ModuleLoads {
+    planned: BTreeSet<String>,
+}
+
+impl ModuleLoads {
+    fn need(
+        &mut self,
+        g: &mut Graph,
+        loaded: &BTreeSet<String>,
+        driver: &str,
+        by: PciAddress,
+        node: Node,
+    ) {
+        if loaded.contains(driver) || loaded.contains(&module_for(driver)) {
+            return;
+        }
+        if self.planned.insert(driver.to_string()) {
+            g.push(
+                Node::Modules,
+                Action::LoadModule {
+                    module: module_for(driver),
+                    driver: driver.to_string(),
+                },
+                format!("{driver} is not registered on the PCI bus; {by} needs it"),
+            );
+        }
+        g.edge(Node::Modules, node);
+    }
+}
+
+/// Keeps only the steps and problems about `dev`'s group closure (its group, or the VF it will
+/// be, and the SR-IOV change of a PF), and the module loads they need; renumbers batches.
+fn scope(plan: Plan, snap: &Snapshot, res: &resolve::Resolution, dev: PciAddress) -> Plan {
+    let mut units: BTreeSet<Unit> = BTreeSet::new();
+    let mut members: BTreeSet<PciAddress> = BTreeSet::new();
+    members.insert(dev);
+    let group = group_of(snap, dev);
+    if let Some(g) = group {
+        units.insert(Unit::Group { group: g });
+        if let Some(x) = snap.group(g) {
+            members.extend(x.devices.iter().copied());
+        }
+    }
+    if res.pending.contains_key(&dev) {
+        units.insert(Unit::Pending { device: dev });
+    }
+    if res.vf_changes.contains_key(&dev) {
+        units.insert(Unit::Sriov { pf: dev });
+    }
+    let mut problems: Vec<Problem> = plan
+        .problems
+        .into_iter()
+        .filter(|p| {
+            p.kind == ProblemKind::Cycle
+                || p.devices.iter().any(|a| members.contains(a))
+                || group.is_some_and(|g| p.groups.contains(&g))
+        })
+        .collect();
+    if snap.device(dev).is_none() && !res.pending.contains_key(&dev) {
+        problems.push(
+            Problem::new(
+                ProblemKind::Missing,
+                format!("{dev} is not present on this host"),
+            )
+            .device(dev),
+        );
+    }
+    let kept: Vec<Step> = plan
+        .actions
+        .iter()
+        .filter(|s| units.contains(&s.unit))
+        .cloned()
+        .collect();
+    let drivers: BTreeSet<String> = kept
+        .iter()
+        .filter_map(|s| match &s.action {
+            Action::Bind { driver, .. } => Some(driver.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut actions: Vec<Step> = plan
+        .actions
+        .iter()
+        .filter(|s| match &s.action {
+            Action::LoadModule { driver, .. } => drivers.contains(driver),
+            _ => false,
+        })
+        .cloned()
+        .chain(kept)
+        .collect();
+    let mut used: Vec<usize> = actions.iter().map(|s| s.batch).collect();
+    used.sort_unstable();
+    used.dedup();
+    for s in &mut actions {
+        s.batch = used.partition_point(|b| *b < s.batch) + 1;
+    }
+    Plan {
+        actions,
+        problems,
+        notes: plan.notes,
+    }
+}

@@ -1,0 +1,239 @@
+//! Who may open which group node: `[[user]]` entries resolved to uids and gids through an
+//! accounts table the caller supplies (the planner reads no `/etc/passwd`), the owner, group and
+//! mode each claimed group's `/dev/vfio/N` should have, conflicts between users, and memlock
+//! budgets against the limits the caller could read.
+//!
+//! Every claimed group that goes to a vfio driver has a desired node: its user's ownership, or
+//! root:root 0600 (the kernel's default) when no user names it or when it belongs to a
+//! `[[domain]]`, whose group the daemon holds and hands out.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::{Config, UserRef, UserSpec};
+use crate::host::{is_vfio_driver, Snapshot};
+use crate::pci::PciAddress;
+
+use super::action::{Mode, Ownership};
+use super::claims::Claim;
+use super::problem::{Problem, ProblemKind};
+
+/// One account as the caller read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub uid: u32,
+    /// Primary group.
+    pub gid: u32,
+    /// The account's locked-memory limit in bytes, when the caller could read it.
+    pub memlock_limit: Option<u64>,
+}
+
+/// Users and groups by name (from `/etc/passwd` and `/etc/group`, or a test's map).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accounts {
+    pub users: BTreeMap<String, Account>,
+    pub groups: BTreeMap<String, u32>,
+}
+
+impl Accounts {
+    fn uid(&self, r: &UserRef) -> Option<(u32, Option<&Account>)> {
+        match r {
+            UserRef::Uid(u) => Some((*u, self.users.values().find(|a| a.uid == *u))),
+            UserRef::Name(n) => self.users.get(n).map(|a| (a.uid, Some(a))),
+        }
+    }
+
+    fn gid(&self, r: &UserRef) -> Option<u32> {
+        match r {
+            UserRef::Uid(g) => Some(*g),
+            UserRef::Name(n) => self.groups.get(n).copied(),
+        }
+    }
+}
+
+/// The node a claimed function's group has: known now, or known once the VF exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NodeKey {
+    Group(u32),
+    Pending(PciAddress),
+}
+
+/// The desired ownership of one node, and who asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeWant {
+    pub owner: Ownership,
+    /// The `[[user]]` it comes from, for the plan's reasons.
+    pub user: Option<String>,
+    /// A representative function in the group (the lowest claimed address).
+    pub device: PciAddress,
+}
+
+/// Result of the ownership pass.
+#[derive(Debug, Default)]
+pub struct Nodes {
+    pub wants: BTreeMap<NodeKey, NodeWant>,
+    pub problems: Vec<Problem>,
+    pub notes: Vec<String>,
+}
+
+fn key_of(snap: &Snapshot, a: PciAddress, c: &Claim) -> Option<NodeKey> {
+    if c.pending {
+        return Some(NodeKey::Pending(a));
+    }
+    snap.device(a)?.iommu_group.map(NodeKey::Group)
+}
+
+fn describe(u: &UserSpec) -> String {
+    format!("[[user]] `{}` (line {})", u.user, u.origin.line)
+}
+
+/// Computes the desired node of every group holding an active claim to a vfio driver.
+pub fn nodes(
+    config: &Config,
+    snap: &Snapshot,
+    active: &BTreeMap<PciAddress, Claim>,
+    accounts: &Accounts,
+) -> Nodes {
+    let mut out = Nodes::default();
+    // Every vfio-claimed group starts at the kernel default.
+    for (a, c) in active {
+        if !is_vfio_driver(&c.driver) {
+            continue;
+        }
+        if let Some(k) = key_of(snap, *a, c) {
+            out.wants.entry(k).or_insert(NodeWant {
+                owner: Ownership::KERNEL_DEFAULT,
+                user: None,
+                device: *a,
+            });
+        }
+    }
+
+    let in_domain: BTreeMap<&str, &str> = config
+        .domains
+        .iter()
+        .flat_map(|d| d.devices.iter().map(move |n| (n.as_str(), d.name.as_str())))
+        .collect();
+    let entry_index: BTreeMap<&str, usize> = config
+        .devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.name.as_str(), i))
+        .collect();
+
+    // Who asked for each node first, to name both sides of a conflict.
+    let mut claimed_by: BTreeMap<NodeKey, (usize, Ownership)> = BTreeMap::new();
+    let mut conflicted: BTreeSet<NodeKey> = BTreeSet::new();
+    for (ui, u) in config.users.iter().enumerate() {
+        let Some((uid, account)) = accounts.uid(&u.user) else {
+            out.problems.push(Problem::new(
+                ProblemKind::UnknownAccount,
+                format!(
+                    "{}: no user `{}` on this host; create it or name an existing user",
+                    describe(u),
+                    u.user
+                ),
+            ));
+            continue;
+        };
+        let gid = match &u.group {
+            None => 0,
+            Some(g) => match accounts.gid(g) {
+                Some(gid) => gid,
+                None => {
+                    out.problems.push(Problem::new(
+                        ProblemKind::UnknownAccount,
+                        format!(
+                            "{}: no group `{g}` on this host; create it or name an existing group",
+                            describe(u)
+                        ),
+                    ));
+                    continue;
+                }
+            },
+        };
+        if let (Some(budget), Some(limit)) = (u.memlock, account.and_then(|a| a.memlock_limit)) {
+            if budget > limit {
+                out.notes.push(format!(
+                    "{}: memlock budget of {budget} bytes exceeds the user's locked-memory \
+                     limit of {limit} bytes; raise it (limits.conf `memlock`, or \
+                     LimitMEMLOCK= for a service) or DMA mappings will fail",
+                    describe(u)
+                ));
+            }
+        }
+        let owner = Ownership {
+            uid,
+            gid,
+            mode: Mode(u.mode),
+        };
+        for name in &u.devices {
+            let Some(&ei) = entry_index.get(name.as_str()) else {
+                out.problems.push(
+                    Problem::new(
+                        ProblemKind::UnknownEntry,
+                        format!("{}: no [[device]] is named `{name}`", describe(u)),
+                    )
+                    .entry(name),
+                );
+                continue;
+            };
+            if let Some(dom) = in_domain.get(name.as_str()) {
+                out.notes.push(format!(
+                    "{}: `{name}` is in [[domain]] `{dom}`, whose groups the daemon holds and \
+                     hands out; its node stays root-only",
+                    describe(u)
+                ));
+                continue;
+            }
+            let keys: BTreeSet<NodeKey> = active
+                .iter()
+                .filter(|(_, c)| c.entry == ei && is_vfio_driver(&c.driver))
+                .filter_map(|(a, c)| key_of(snap, *a, c))
+                .collect();
+            for k in keys {
+                match claimed_by.get(&k) {
+                    Some((prev, prev_owner)) if *prev != ui || *prev_owner != owner => {
+                        if conflicted.insert(k) {
+                            let other = &config.users[*prev];
+                            let node = match k {
+                                NodeKey::Group(g) => format!("group {g} (/dev/vfio/{g})"),
+                                NodeKey::Pending(a) => format!("the group of {a}"),
+                            };
+                            let mut p = Problem::new(
+                                ProblemKind::OwnerConflict,
+                                format!(
+                                    "{node} is claimed by {} and by {}; a group node has one \
+                                     owner: give the devices in it to one user, or use a \
+                                     group with mode 0660",
+                                    describe(other),
+                                    describe(u)
+                                ),
+                            )
+                            .entry(name);
+                            if let NodeKey::Group(g) = k {
+                                p = p.group(g);
+                            }
+                            if let Some(w) = out.wants.get(&k) {
+                                p = p.device(w.device);
+                            }
+                            out.problems.push(p);
+                        }
+                    }
+                    Some(_) => {}
+                    None => {
+                        claimed_by.insert(k, (ui, owner));
+                        if let Some(w) = out.wants.get_mut(&k) {
+                            w.owner = owner;
+                            w.user = Some(u.user.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // A conflicted node is left as it is: neither user gets it.
+    for k in conflicted {
+        out.wants.remove(&k);
+    }
+    out
+}

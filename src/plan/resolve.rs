@@ -1,0 +1,265 @@
+//! Selectors to functions: which functions each `[[device]]` entry names on this host, once the
+//! `[[sriov]]` entries have set their VF counts. Owns the VF arithmetic (future VFs from the
+//! PF's `sriov_offset`/`sriov_stride`) and the "declared but not present" problems.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::{Config, DeviceSpec, Selector};
+use crate::host::{PciDevice, Snapshot};
+use crate::pci::{PciAddress, PciClass, PciId};
+
+use super::problem::{Problem, ProblemKind};
+
+/// A VF count change one `[[sriov]]` entry asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VfChange {
+    pub pf: PciAddress,
+    pub from: u32,
+    pub to: u32,
+    /// Existing VFs the change removes (all of them: the count goes through 0).
+    pub destroyed: Vec<PciAddress>,
+    /// VFs the change creates, in VF index order.
+    pub created: Vec<PciAddress>,
+}
+
+/// Identity of a function that will exist after the SR-IOV changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FutureIds {
+    pub vendor: PciId,
+    pub device: PciId,
+    pub class: PciClass,
+}
+
+/// The functions the config names, and the SR-IOV changes it asks for.
+#[derive(Debug, Default)]
+pub struct Resolution {
+    /// Per `[[device]]` entry (same order as the config), the functions it selects.
+    pub entries: Vec<Vec<PciAddress>>,
+    /// VF count changes, by PF.
+    pub vf_changes: BTreeMap<PciAddress, VfChange>,
+    /// Functions that do not exist yet and will be created, with their PF.
+    pub pending: BTreeMap<PciAddress, PciAddress>,
+    /// Existing functions the SR-IOV changes remove.
+    pub destroyed: BTreeSet<PciAddress>,
+    pub problems: Vec<Problem>,
+}
+
+impl Resolution {
+    /// Whether `a` exists now and survives the SR-IOV changes.
+    pub fn survives(&self, snap: &Snapshot, a: PciAddress) -> bool {
+        snap.device(a).is_some() && !self.destroyed.contains(&a)
+    }
+}
+
+/// Resolves every selector and SR-IOV entry of `config` against `snap`.
+pub fn resolve(config: &Config, snap: &Snapshot) -> Resolution {
+    let mut r = Resolution::default();
+    for spec in &config.sriov {
+        vf_change(snap, spec, &mut r);
+    }
+    let future: Vec<(PciAddress, FutureIds)> = r
+        .vf_changes
+        .values()
+        .flat_map(|c| {
+            let pf = snap.device(c.pf);
+            c.created.iter().filter_map(move |a| {
+                let pf = pf?;
+                Some((*a, future_ids(pf)))
+            })
+        })
+        .collect();
+    for spec in &config.devices {
+        let found = select(spec, snap, &r, &future);
+        if found.is_empty() {
+            r.problems.push(missing(spec, snap));
+        }
+        r.entries.push(found);
+    }
+    r
+}
+
+fn future_ids(pf: &PciDevice) -> FutureIds {
+    FutureIds {
+        vendor: pf.vendor,
+        device: pf
+            .sriov
+            .as_ref()
+            .and_then(|s| s.vf_device)
+            .unwrap_or(pf.device),
+        class: pf.class,
+    }
+}
+
+fn vf_change(snap: &Snapshot, spec: &crate::config::SriovSpec, r: &mut Resolution) {
+    let problem = |msg: String| Problem::new(ProblemKind::Sriov, msg).device(spec.pf);
+    let Some(pf) = snap.device(spec.pf) else {
+        r.problems.push(problem(format!(
+            "[[sriov]] names {}, which is not present on this host",
+            spec.pf
+        )));
+        return;
+    };
+    let Some(sriov) = &pf.sriov else {
+        r.problems.push(problem(format!(
+            "[[sriov]] names {} ({}:{}, {}), which has no SR-IOV capability",
+            spec.pf,
+            pf.vendor,
+            pf.device,
+            pf.class.name()
+        )));
+        return;
+    };
+    if spec.num_vfs > sriov.total_vfs {
+        r.problems.push(problem(format!(
+            "[[sriov]] asks {} for {} VFs but it supports at most {} (sriov_totalvfs); \
+             set num_vfs to {} or less",
+            spec.pf, spec.num_vfs, sriov.total_vfs, sriov.total_vfs
+        )));
+        return;
+    }
+    if spec.num_vfs > 0 && sriov.stride == 0 && spec.num_vfs > 1 {
+        r.problems.push(problem(format!(
+            "{} reports sriov_stride 0, so the addresses of its VFs cannot be computed",
+            spec.pf
+        )));
+        return;
+    }
+    if spec.num_vfs == sriov.num_vfs {
+        return;
+    }
+    let mut destroyed: Vec<PciAddress> = sriov.vfs.clone();
+    // VFs the snapshot lists by physfn but the PF's list missed are gone all the same.
+    for d in &snap.devices {
+        if d.physfn == Some(spec.pf) && !destroyed.contains(&d.address) {
+            destroyed.push(d.address);
+        }
+    }
+    // Changing the count removes every VF; refuse when the host is using one.
+    let busy: Vec<String> = destroyed
+        .iter()
+        .filter_map(|a| snap.device(*a))
+        .filter(|d| d.usage.in_use())
+        .map(|d| format!("{}: {}", d.address, d.usage.reasons().join("; ")))
+        .collect();
+    if !busy.is_empty() {
+        r.problems.push(problem(format!(
+            "[[sriov]] {}: changing the VF count from {} to {} removes every VF, and the host \
+             is using some:\n  {}\nstop using them first",
+            spec.pf,
+            sriov.num_vfs,
+            spec.num_vfs,
+            busy.join("\n  ")
+        )));
+        return;
+    }
+    let created: Vec<PciAddress> = (0..spec.num_vfs)
+        .map(|i| sriov.vf_address(spec.pf, i))
+        .collect();
+    for a in &destroyed {
+        r.destroyed.insert(*a);
+    }
+    for a in &created {
+        r.pending.insert(*a, spec.pf);
+    }
+    r.vf_changes.insert(
+        spec.pf,
+        VfChange {
+            pf: spec.pf,
+            from: sriov.num_vfs,
+            to: spec.num_vfs,
+            destroyed,
+            created,
+        },
+    );
+}
+
+fn select(
+    spec: &DeviceSpec,
+    snap: &Snapshot,
+    r: &Resolution,
+    future: &[(PciAddress, FutureIds)],
+) -> Vec<PciAddress> {
+    match &spec.selector {
+        Selector::Address(a) => {
+            if r.pending.contains_key(a) || r.survives(snap, *a) {
+                vec![*a]
+            } else {
+                Vec::new()
+            }
+        }
+        Selector::Ids {
+            vendor,
+            device,
+            subsystem_vendor,
+            subsystem_device,
+            class,
+        } => {
+            let mut out: Vec<PciAddress> = snap
+                .devices
+                .iter()
+                .filter(|d| !r.destroyed.contains(&d.address))
+                .filter(|d| {
+                    d.vendor == *vendor
+                        && d.device == *device
+                        && subsystem_vendor.map_or(true, |s| d.subsystem_vendor == Some(s))
+                        && subsystem_device.map_or(true, |s| d.subsystem_device == Some(s))
+                        && class.map_or(true, |c| d.class == c)
+                })
+                .map(|d| d.address)
+                .collect();
+            // A VF that does not exist yet has no subsystem ids to compare.
+            if subsystem_vendor.is_none() && subsystem_device.is_none() {
+                out.extend(
+                    future
+                        .iter()
+                        .filter(|(_, f)| {
+                            f.vendor == *vendor
+                                && f.device == *device
+                                && class.map_or(true, |c| f.class == c)
+                        })
+                        .map(|(a, _)| *a),
+                );
+            }
+            out.sort();
+            out.dedup();
+            out
+        }
+    }
+}
+
+fn missing(spec: &DeviceSpec, snap: &Snapshot) -> Problem {
+    match &spec.selector {
+        Selector::Address(a) => {
+            let mut msg = format!(
+                "[[device]] `{}`: {} is not present on this host",
+                spec.name, a
+            );
+            if let Some(pf) = snap.devices.iter().find(|d| {
+                d.sriov
+                    .as_ref()
+                    .is_some_and(|s| covers_vf(s, d.address, *a))
+            }) {
+                msg.push_str(&format!(
+                    " (it would be a VF of {}; add an [[sriov]] entry for {} with enough VFs)",
+                    pf.address, pf.address
+                ));
+            }
+            Problem::new(ProblemKind::Missing, msg)
+                .entry(&spec.name)
+                .device(*a)
+        }
+        Selector::Ids { vendor, device, .. } => Problem::new(
+            ProblemKind::Missing,
+            format!(
+                "[[device]] `{}`: no function on this host matches {}:{}",
+                spec.name, vendor, device
+            ),
+        )
+        .entry(&spec.name),
+    }
+}
+
+/// Whether `a` is one of the addresses PF `pf` can give a VF.
+fn covers_vf(s: &crate::host::Sriov, pf: PciAddress, a: PciAddress) -> bool {
+    (0..s.total_vfs.min(4096)).any(|i| s.vf_address(pf, i) == a)
+}

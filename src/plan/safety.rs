@@ -1,0 +1,56 @@
+//! Safety: refuse to take a function the host is using (an interface up with addresses or
+//! routes, a mounted or held block device, the boot console) unless its entry says
+//! `force = true`. Owns the in-use refusal and the note a forced take leaves in the plan.
+//! An entry is refused as a whole: if any function it selects is in use, none is taken.
+
+use crate::config::Config;
+use crate::host::Snapshot;
+
+use super::claims::{Claims, Role};
+use super::problem::{Problem, ProblemKind};
+
+/// Marks entries that would take a function in use; returns problems and notes for forced ones.
+pub fn check(config: &Config, snap: &Snapshot, claims: &mut Claims) -> (Vec<Problem>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    for (i, spec) in config.devices.iter().enumerate() {
+        let mut lines = Vec::new();
+        let mut p = Problem::new(ProblemKind::InUse, String::new()).entry(&spec.name);
+        for (a, c) in claims.of_entry(i) {
+            let Some(dev) = snap.device(a) else { continue };
+            if dev.driver.as_deref() == Some(c.driver.as_str()) {
+                continue;
+            }
+            let reasons = dev.usage.reasons();
+            if reasons.is_empty() {
+                continue;
+            }
+            let role = match c.role {
+                Role::Declared => "",
+                Role::Companion => "companion ",
+            };
+            lines.push(format!("{role}{a}: {}", reasons.join("; ")));
+            p = p.device(a);
+        }
+        if lines.is_empty() {
+            continue;
+        }
+        if spec.force {
+            notes.push(format!(
+                "[[device]] `{}` takes functions the host is using, because of force = true: {}",
+                spec.name,
+                lines.join("; ")
+            ));
+            continue;
+        }
+        p.message = format!(
+            "[[device]] `{}` would take functions the host is using:\n  {}\nstop using them \
+             first, or set `force = true` in the entry to take them anyway",
+            spec.name,
+            lines.join("\n  ")
+        );
+        problems.push(p);
+        claims.fail_entry(i);
+    }
+    (problems, notes)
+}
