@@ -89,6 +89,7 @@ impl Reconciler for RecordingReconciler {
         self.outcomes.pop_front().unwrap_or(Outcome::Converged {
             changed: 0,
             waiting: 0,
+            problems: 0,
         })
     }
 }
@@ -298,6 +299,7 @@ fn a_configured_device_that_appears_is_claimed_at_once_in_its_own_scope() {
         vec![Outcome::Converged {
             changed: 0,
             waiting: 1,
+            problems: 0,
         }],
         vec![
             step(1000, vec![device(DeviceAction::Add, "0000:03:00.0", None)]),

@@ -106,9 +106,8 @@ pub fn wanted_driver<'c>(
             subsystem_device,
             class,
         } => {
-            let narrower = |want: &Option<PciId>, have: &Option<PciId>| {
-                want.is_none() || want == have
-            };
+            let narrower =
+                |want: &Option<PciId>, have: &Option<PciId>| want.is_none() || want == have;
             *vendor == ids.vendor
                 && *device == ids.device
                 && narrower(subsystem_vendor, &ids.subsystem_vendor)
@@ -225,13 +224,25 @@ mod tests {
     fn address_ids_and_companions_are_wanted() {
         let c = config();
         let any = ids(0x1b36, 0x0010, None);
-        assert_eq!(wanted_driver(&c, &addr("0000:01:00.0"), &any), Some("vfio-pci"));
-        assert_eq!(wanted_driver(&c, &addr("0000:01:00.1"), &any), Some("vfio-pci"));
+        assert_eq!(
+            wanted_driver(&c, &addr("0000:01:00.0"), &any),
+            Some("vfio-pci")
+        );
+        assert_eq!(
+            wanted_driver(&c, &addr("0000:01:00.1"), &any),
+            Some("vfio-pci")
+        );
         assert_eq!(wanted_driver(&c, &addr("0000:02:00.0"), &any), None);
         let nic = ids(0x8086, 0x10d3, Some(0x1af4));
-        assert_eq!(wanted_driver(&c, &addr("0000:03:00.0"), &nic), Some("vfio-pci"));
+        assert_eq!(
+            wanted_driver(&c, &addr("0000:03:00.0"), &nic),
+            Some("vfio-pci")
+        );
         let other_subsystem = ids(0x8086, 0x10d3, Some(0x8086));
-        assert_eq!(wanted_driver(&c, &addr("0000:03:00.0"), &other_subsystem), None);
+        assert_eq!(
+            wanted_driver(&c, &addr("0000:03:00.0"), &other_subsystem),
+            None
+        );
     }
 
     fn fake_function(root: &Path, a: &str, override_: &str) -> Roots {
@@ -263,7 +274,10 @@ mod tests {
         assert_eq!(fs::read_to_string(&ov).unwrap(), "vfio-pci");
         assert_eq!(fs::read_to_string(record_path(&run, &a)).unwrap(), "");
 
-        assert_eq!(claim(&roots, &run, &a, "vfio-pci").unwrap(), Claim::AlreadySet);
+        assert_eq!(
+            claim(&roots, &run, &a, "vfio-pci").unwrap(),
+            Claim::AlreadySet
+        );
         // A different target later keeps the first record (the true original).
         fs::write(&ov, "other\n").unwrap();
         assert_eq!(

@@ -12,12 +12,14 @@
 //! - [`reload`]: re-reading the config, keeping the last good one when a new one is invalid;
 //! - [`early_claim`]: the boot-time `driver_override` write the udev rule runs;
 //! - [`relevance`]: whether a device event names a configured device;
+//! - [`host_reconciler`]: the production reconciler, one `apply::reconcile` pass per call;
 //! - [`run_loop`]: the single loop tying them together, generic over all its collaborators;
 //! - [`notify_systemd`]: READY / RELOADING / STATUS / STOPPING for systemd.
 
 pub mod coalesce;
 pub mod early_claim;
 pub mod events;
+pub mod host_reconciler;
 pub mod live_source;
 pub mod notify_systemd;
 pub mod relevance;

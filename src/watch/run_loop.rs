@@ -28,9 +28,15 @@ pub enum Scope {
 /// How a pass ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The host matches the config for this scope. `changed` actions were applied; `waiting`
-    /// configured devices are absent (hot-plug or VF creation will bring them).
-    Converged { changed: usize, waiting: usize },
+    /// The pass completed. `changed` actions were applied; `waiting` configured devices are
+    /// absent (hot-plug or VF creation will bring them); `problems` parts of the config cannot
+    /// be realised on this host as it is (logged by the reconciler; a later change may fix
+    /// them, so they are no reason to retry).
+    Converged {
+        changed: usize,
+        waiting: usize,
+        problems: usize,
+    },
     /// Another reconcile holds the lock; retry shortly.
     Busy,
     /// The pass failed (and undid what it did); the reason, for the log. Retried with backoff.
@@ -204,14 +210,21 @@ where
             Scope::Device(a) => a.to_string(),
         };
         let status = match &outcome {
-            Outcome::Converged { changed, waiting } => {
+            Outcome::Converged {
+                changed,
+                waiting,
+                problems,
+            } => {
                 self.coalescer.succeeded();
-                tracing::info!(scope = %what, changed, waiting, ?took, "converged");
+                tracing::info!(scope = %what, changed, waiting, problems, ?took, "pass done");
+                let mut status = format!("converged ({changed} changes)");
                 if *waiting > 0 {
-                    format!("converged ({changed} changes); waiting for {waiting} absent device(s)")
-                } else {
-                    format!("converged ({changed} changes)")
+                    status += &format!("; waiting for {waiting} absent device(s)");
                 }
+                if *problems > 0 {
+                    status += &format!("; {problems} problem(s) keep parts of the config out");
+                }
+                status
             }
             Outcome::Busy => {
                 let delay = self.coalescer.busy(now);
