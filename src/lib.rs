@@ -18,6 +18,8 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fixtures;
 pub mod host;
 pub mod kernel;
 pub mod pci;
