@@ -94,7 +94,12 @@ fn ten_mistakes_give_ten_located_diagnostics() {
     .iter()
     .enumerate()
     {
-        assert!(messages[i].contains(want), "#{}: {:?} lacks {want:?}", i + 1, messages[i]);
+        assert!(
+            messages[i].contains(want),
+            "#{}: {:?} lacks {want:?}",
+            i + 1,
+            messages[i]
+        );
     }
     // Every underline covers exactly the offending value.
     let d = check_str(TEN_MISTAKES, Path::new("test.toml")).diagnostics;
@@ -118,7 +123,10 @@ fn ten_mistakes_give_ten_located_diagnostics() {
             "\"gpu\""
         ]
     );
-    assert!(d.items().iter().all(|d| d.hint.is_some()), "every diagnostic has a hint");
+    assert!(
+        d.items().iter().all(|d| d.hint.is_some()),
+        "every diagnostic has a hint"
+    );
 }
 
 #[test]
@@ -499,7 +507,10 @@ size = 4096
     let c = parse_str(src, Path::new("t.toml")).expect("valid");
     assert_eq!(c.version, 1);
     let gpu = c.device("gpu").unwrap();
-    assert_eq!(gpu.selector, Selector::Address(PciAddress::new(0, 0x0b, 0, 0)));
+    assert_eq!(
+        gpu.selector,
+        Selector::Address(PciAddress::new(0, 0x0b, 0, 0))
+    );
     assert_eq!(gpu.companions, vec![PciAddress::new(0, 0x0b, 0, 1)]);
     assert_eq!(gpu.driver, "vfio-pci");
     assert!(gpu.force);
@@ -533,12 +544,20 @@ size = 4096
     assert!(d.windows[0].hugepages);
     assert_eq!(d.windows[0].name, None);
     assert_eq!(d.windows[1].name.as_deref(), Some("high"));
-    assert_eq!((d.windows[1].iova, d.windows[1].end()), (1 << 32, (1 << 32) + 4096));
-    assert_eq!((d.windows[1].origin.line, d.windows[1].origin.column), (33, 1));
+    assert_eq!(
+        (d.windows[1].iova, d.windows[1].end()),
+        (1 << 32, (1 << 32) + 4096)
+    );
+    assert_eq!(
+        (d.windows[1].origin.line, d.windows[1].origin.column),
+        (33, 1)
+    );
 }
 
 #[test]
 fn an_empty_config_is_valid() {
     let c = parse_str("version = 1\n", Path::new("t.toml")).unwrap();
-    assert!(c.devices.is_empty() && c.users.is_empty() && c.sriov.is_empty() && c.domains.is_empty());
+    assert!(
+        c.devices.is_empty() && c.users.is_empty() && c.sriov.is_empty() && c.domains.is_empty()
+    );
 }

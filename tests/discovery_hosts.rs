@@ -39,7 +39,11 @@ fn check_consistent(name: &str, snap: &Snapshot) {
             assert!(b.bridge, "{name}: parent {p} of {} is no bridge", d.address);
         }
         if let Some(g) = d.iommu_group {
-            assert!(snap.group(g).is_some(), "{name}: {} in missing group {g}", d.address);
+            assert!(
+                snap.group(g).is_some(),
+                "{name}: {} in missing group {g}",
+                d.address
+            );
         }
     }
 }
@@ -52,7 +56,11 @@ fn every_host_tree_scans_as_expected() {
         .filter(|p| p.join("sys").is_dir())
         .collect();
     dirs.sort();
-    assert!(!dirs.is_empty(), "no host trees under {}", hosts_dir().display());
+    assert!(
+        !dirs.is_empty(),
+        "no host trees under {}",
+        hosts_dir().display()
+    );
     for dir in dirs {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let snap = scan(&Roots::under(&dir)).unwrap_or_else(|e| panic!("{name}: {e}"));

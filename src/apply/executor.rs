@@ -109,18 +109,42 @@ impl Recorder {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records what `object` is now, unless this pass recorded it already. Written to disk
-    /// (in-flight first, then the journal of originals) before returning.
+    /// Records what `object` is now, and what the change may take with it, unless this pass
+    /// recorded them already. Written to disk (in-flight first, then the journal of
+    /// originals) before returning.
+    ///
+    /// A change of a function's driver can remove and re-create its group node (which comes
+    /// back root:root 0600), so the node is recorded with it, first, to be restored after
+    /// the function. A VF count change removes the VFs, so their state is recorded first too.
     pub fn before(&self, host: &dyn Host, object: Object) -> Result<(), StepError> {
         let mut g = self.lock();
-        if g.1.entries.iter().any(|e| e.object == object) {
-            return Ok(());
+        let mut objects = Vec::new();
+        match object {
+            Object::Device { device } => objects.push(Object::Node { device }),
+            Object::Sriov { pf } => {
+                for vf in host.virtfns(pf)? {
+                    objects.push(Object::Node { device: vf });
+                    objects.push(Object::Device { device: vf });
+                }
+            }
+            Object::Node { .. } => {}
         }
-        let was = current(host, &object)?;
-        g.1.record(object, was.clone());
-        g.1.save(&self.run_dir)?;
-        if g.0.record(object, was) {
-            g.0.save(&self.state_dir)?;
+        objects.push(object);
+        let (journal, inflight) = &mut *g;
+        let (mut new_inflight, mut new_journal) = (false, false);
+        for o in objects {
+            if inflight.entries.iter().any(|e| e.object == o) {
+                continue;
+            }
+            let was = current(host, &o)?;
+            new_journal |= journal.record(o, was.clone());
+            new_inflight |= inflight.record(o, was);
+        }
+        if new_inflight {
+            inflight.save(&self.run_dir)?;
+        }
+        if new_journal {
+            journal.save(&self.state_dir)?;
         }
         Ok(())
     }
@@ -146,8 +170,11 @@ pub fn current(host: &dyn Host, object: &Object) -> Result<Recorded, KernelError
         Object::Sriov { pf } => Recorded::Sriov {
             num_vfs: host.num_vfs(*pf)?,
         },
-        Object::Node { group } => Recorded::Node {
-            owner: host.node_owner(*group)?,
+        Object::Node { device } => Recorded::Node {
+            owner: match host.iommu_group(*device)? {
+                Some(g) => host.node_owner(g)?,
+                None => None,
+            },
         },
     })
 }
@@ -216,7 +243,7 @@ fn run_step(
                         found: "none".to_string(),
                     })?,
             };
-            rec.before(host, Object::Node { group })?;
+            rec.before(host, Object::Node { device: *device })?;
             let owner = NodeOwner {
                 uid: to.uid,
                 gid: to.gid,

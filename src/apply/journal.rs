@@ -32,8 +32,9 @@ pub enum Object {
     Device { device: PciAddress },
     /// A physical function's `sriov_numvfs`.
     Sriov { pf: PciAddress },
-    /// The owner and mode of `/dev/vfio/GROUP`.
-    Node { group: u32 },
+    /// The owner and mode of the group node (`/dev/vfio/N`) of this function's IOMMU group.
+    /// Keyed by a member, not the group number: a re-created VF gets a new group number.
+    Node { device: PciAddress },
 }
 
 impl std::fmt::Display for Object {
@@ -41,7 +42,7 @@ impl std::fmt::Display for Object {
         match self {
             Object::Device { device } => write!(f, "{device}"),
             Object::Sriov { pf } => write!(f, "{pf} (sriov_numvfs)"),
-            Object::Node { group } => write!(f, "/dev/vfio/{group}"),
+            Object::Node { device } => write!(f, "the group node of {device}"),
         }
     }
 }
@@ -337,7 +338,9 @@ mod tests {
         let (o, r) = dev_entry("0000:01:00.0", "nvme");
         j.record(o, r);
         j.record(
-            Object::Node { group: 8 },
+            Object::Node {
+                device: a("0000:01:00.0"),
+            },
             Recorded::Node {
                 owner: Some(NodeOwner::KERNEL_DEFAULT),
             },

@@ -85,14 +85,19 @@ pub fn restore(host: &dyn Host, object: &Object, to: &Recorded) -> Result<bool, 
             host.set_num_vfs(*pf, *num_vfs)?;
             Ok(true)
         }
-        (Object::Node { group }, Recorded::Node { owner }) => {
+        (Object::Node { device }, Recorded::Node { owner }) => {
             let Some(want) = owner else {
                 // There was no node: it goes away with its last vfio member.
                 return Ok(false);
             };
-            match host.node_owner(*group)? {
+            let group = match host.iommu_group(*device) {
+                Ok(Some(g)) => g,
+                Ok(None) | Err(KernelError::NoSuchDevice(_)) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            match host.node_owner(group)? {
                 Some(now) if now != *want => {
-                    host.set_node_owner(*group, *want, NODE_WAIT)?;
+                    host.set_node_owner(group, *want, NODE_WAIT)?;
                     Ok(true)
                 }
                 _ => Ok(false),
@@ -192,9 +197,13 @@ pub fn is_at(host: &dyn Host, object: &Object, was: &Recorded) -> Result<bool, K
             Err(e) => return Err(e),
         },
         (Object::Sriov { pf }, Recorded::Sriov { num_vfs }) => host.num_vfs(*pf)? == *num_vfs,
-        (Object::Node { group }, Recorded::Node { owner }) => match owner {
+        (Object::Node { device }, Recorded::Node { owner }) => match owner {
             None => true,
-            Some(o) => host.node_owner(*group)?.map_or(true, |now| now == *o),
+            Some(o) => match host.iommu_group(*device) {
+                Ok(Some(g)) => host.node_owner(g)?.map_or(true, |now| now == *o),
+                Ok(None) | Err(KernelError::NoSuchDevice(_)) => true,
+                Err(e) => return Err(e),
+            },
         },
         _ => false,
     })
@@ -300,7 +309,9 @@ mod tests {
         let before = k.snapshot().unwrap();
         let e = dev_entry(&k, "0000:01:00.0");
         let n = Entry {
-            object: Object::Node { group: 8 },
+            object: Object::Node {
+                device: a("0000:01:00.0"),
+            },
             was: Recorded::Node { owner: None },
         };
         take(&k, "0000:01:00.0");

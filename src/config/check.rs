@@ -166,10 +166,10 @@ impl Checker<'_, '_> {
         let mut id_selectors: HashMap<IdKey, (String, Range<usize>)> = HashMap::new();
         for entry in raw {
             let d = self.device(entry);
-            let label = d
-                .name
-                .as_ref()
-                .map_or_else(|| "this device".to_string(), |(n, _)| format!("device `{n}`"));
+            let label = d.name.as_ref().map_or_else(
+                || "this device".to_string(),
+                |(n, _)| format!("device `{n}`"),
+            );
             if let Some((name, span)) = &d.name {
                 let first = out
                     .iter()
@@ -188,56 +188,53 @@ impl Checker<'_, '_> {
             }
             let entry_dev = entry.get_ref();
             let shown = d.name.as_ref().map_or("?", |(n, _)| n.as_str()).to_string();
-            if let (Some(selector), Some(addr_v)) = (&d.selector, &entry_dev.address) {
-                if let Selector::Address(a) = *selector {
-                    let written = self.rep.text(addr_v.span()).trim_matches('"');
-                    if let Some((other, first)) = addresses.get(&a) {
-                        let first_text = self.rep.text(first.clone()).trim_matches('"');
-                        let canonical = a.to_string();
-                        let same = [written, first_text]
-                            .into_iter()
-                            .find(|t| *t != canonical)
-                            .map(|t| format!(" (`{t}` is `{canonical}`)"))
-                            .unwrap_or_default();
-                        self.rep.report(
-                            Severity::Error,
-                            addr_v.span(),
-                            format!("address {a} is already taken by device `{other}`{same}"),
-                            Some("each function is listed once; remove one entry or merge them".into()),
-                            vec![(first.clone(), "first listed here".into())],
-                        );
-                    } else {
-                        addresses.insert(a, (shown.clone(), addr_v.span()));
-                    }
+            if let (Some(Selector::Address(a)), Some(addr_v)) = (&d.selector, &entry_dev.address) {
+                let a = *a;
+                let written = self.rep.text(addr_v.span()).trim_matches('"');
+                if let Some((other, first)) = addresses.get(&a) {
+                    let first_text = self.rep.text(first.clone()).trim_matches('"');
+                    let canonical = a.to_string();
+                    let same = [written, first_text]
+                        .into_iter()
+                        .find(|t| *t != canonical)
+                        .map(|t| format!(" (`{t}` is `{canonical}`)"))
+                        .unwrap_or_default();
+                    self.rep.report(
+                        Severity::Error,
+                        addr_v.span(),
+                        format!("address {a} is already taken by device `{other}`{same}"),
+                        Some("each function is listed once; remove one entry or merge them".into()),
+                        vec![(first.clone(), "first listed here".into())],
+                    );
+                } else {
+                    addresses.insert(a, (shown.clone(), addr_v.span()));
                 }
             }
-            if let Some(selector) = &d.selector {
-                if let Selector::Ids {
-                    vendor,
-                    device,
-                    subsystem_vendor,
-                    subsystem_device,
-                    class,
-                } = *selector
-                {
-                    let key = (vendor, device, subsystem_vendor, subsystem_device, class);
-                    let span = entry_dev
-                        .vendor
-                        .as_ref()
-                        .map_or_else(|| entry.span(), |v| v.span());
-                    if let Some((other, first)) = id_selectors.get(&key) {
-                        self.rep.report(
-                            Severity::Error,
-                            span,
-                            format!(
-                                "{label} selects the same functions ({vendor}:{device}) as device `{other}`"
-                            ),
-                            Some("remove one entry, or narrow them with subsystem_vendor/subsystem_device/class".into()),
-                            vec![(first.clone(), "first selected here".into())],
-                        );
-                    } else {
-                        id_selectors.insert(key, (shown.clone(), span));
-                    }
+            if let Some(Selector::Ids {
+                vendor,
+                device,
+                subsystem_vendor,
+                subsystem_device,
+                class,
+            }) = d.selector.clone()
+            {
+                let key = (vendor, device, subsystem_vendor, subsystem_device, class);
+                let span = entry_dev
+                    .vendor
+                    .as_ref()
+                    .map_or_else(|| entry.span(), |v| v.span());
+                if let Some((other, first)) = id_selectors.get(&key) {
+                    self.rep.report(
+                        Severity::Error,
+                        span,
+                        format!(
+                            "{label} selects the same functions ({vendor}:{device}) as device `{other}`"
+                        ),
+                        Some("remove one entry, or narrow them with subsystem_vendor/subsystem_device/class".into()),
+                        vec![(first.clone(), "first selected here".into())],
+                    );
+                } else {
+                    id_selectors.insert(key, (shown.clone(), span));
                 }
             }
             out.push(d);
@@ -270,12 +267,16 @@ impl Checker<'_, '_> {
         let ssd = self.opt(&d.subsystem_device, |v, t| {
             value::pci_id("subsystem_device", v, t)
         });
-        let class = self.opt(&d.class, |v, t| value::pci_class(v, t));
+        let class = self.opt(&d.class, value::pci_class);
 
         // The selector, from which keys are present (each value is checked on its own above).
         let selector = match (&d.address, &d.vendor, &d.device) {
             (Some(a), Some(v), _) | (Some(a), None, Some(v)) => {
-                let key = if d.vendor.is_some() { "vendor" } else { "device" };
+                let key = if d.vendor.is_some() {
+                    "vendor"
+                } else {
+                    "device"
+                };
                 self.rep.report(
                     Severity::Error,
                     v.span(),
@@ -354,7 +355,14 @@ impl Checker<'_, '_> {
         let companions = self.companions(&d.companions, own, &label);
         ok &= companions.is_some();
 
-        let spec = match (ok, name.clone(), selector.clone(), driver, force, companions) {
+        let spec = match (
+            ok,
+            name.clone(),
+            selector.clone(),
+            driver,
+            force,
+            companions,
+        ) {
             (true, Some(name), Some(selector), Ok(driver), Ok(force), Some(companions)) => {
                 Some(DeviceSpec {
                     name,
@@ -380,7 +388,9 @@ impl Checker<'_, '_> {
         own: Option<PciAddress>,
         label: &str,
     ) -> Option<Vec<PciAddress>> {
-        let Some(v) = field else { return Some(Vec::new()) };
+        let Some(v) = field else {
+            return Some(Vec::new());
+        };
         let items = self.list(v, "companions", "PCI addresses")?;
         let mut out: Vec<(PciAddress, Range<usize>)> = Vec::new();
         let mut ok = true;
@@ -454,7 +464,10 @@ impl Checker<'_, '_> {
             let RawValue::String(name) = item.get_ref() else {
                 self.rep.error(
                     item.span(),
-                    format!("a device reference must be a name, found {}", item.get_ref().kind()),
+                    format!(
+                        "a device reference must be a name, found {}",
+                        item.get_ref().kind()
+                    ),
                     "write the `name` of a [[device]] entry in quotes",
                 );
                 ok = false;
@@ -470,9 +483,13 @@ impl Checker<'_, '_> {
                     })
                 });
                 let hint = match (by_address, closest(name, known.iter().copied())) {
-                    (Some(n), _) => format!("devices are referred to by name: device `{n}` has this address"),
+                    (Some(n), _) => {
+                        format!("devices are referred to by name: device `{n}` has this address")
+                    }
                     (None, Some(s)) => format!("did you mean `{s}`?"),
-                    (None, None) if known.is_empty() => "there are no [[device]] entries; add one with this name".into(),
+                    (None, None) if known.is_empty() => {
+                        "there are no [[device]] entries; add one with this name".into()
+                    }
                     (None, None) => format!("known devices: {}", known.join(", ")),
                 };
                 self.rep
@@ -534,7 +551,7 @@ impl Checker<'_, '_> {
                 .map_or_else(|| "this user".to_string(), |u| format!("user `{u}`"));
             let group = self.opt(&u.group, |v, _| value::unix_ref("group", v));
             let has_group = u.group.is_some();
-            let mode = self.opt(&u.mode, |v, t| value::mode(v, t));
+            let mode = self.opt(&u.mode, value::mode);
             if let (Ok(Some(m)), Some(v)) = (&mode, &u.mode) {
                 self.mode_warnings(*m, v.span(), has_group, &label);
             }

@@ -390,8 +390,19 @@ impl<'s> Reporter<'s> {
         });
     }
 
-    pub fn error(&mut self, span: Range<usize>, message: impl Into<String>, hint: impl Into<String>) {
-        self.report(Severity::Error, span, message, Some(hint.into()), Vec::new());
+    pub fn error(
+        &mut self,
+        span: Range<usize>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        self.report(
+            Severity::Error,
+            span,
+            message,
+            Some(hint.into()),
+            Vec::new(),
+        );
     }
 
     pub fn warning(
@@ -400,7 +411,13 @@ impl<'s> Reporter<'s> {
         message: impl Into<String>,
         hint: impl Into<String>,
     ) {
-        self.report(Severity::Warning, span, message, Some(hint.into()), Vec::new());
+        self.report(
+            Severity::Warning,
+            span,
+            message,
+            Some(hint.into()),
+            Vec::new(),
+        );
     }
 
     pub fn has_errors(&self) -> bool {

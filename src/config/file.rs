@@ -98,7 +98,11 @@ mod tests {
         assert!(file_permission_warning(p, 0, 0o600).is_none());
         assert!(file_permission_warning(p, 0, 0o100644).is_none());
         let w = file_permission_warning(p, 0, 0o666).unwrap();
-        assert!(w.message.contains("its group and every user"), "{}", w.message);
+        assert!(
+            w.message.contains("its group and every user"),
+            "{}",
+            w.message
+        );
         assert_eq!(w.severity, Severity::Warning);
         let w = file_permission_warning(p, 1000, 0o644).unwrap();
         assert!(w.message.contains("uid 1000"), "{}", w.message);

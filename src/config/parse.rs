@@ -119,11 +119,7 @@ impl UnknownKeys {
                 Some(s) => format!("did you mean `{s}`? {place} takes: {}", allowed.join(", ")),
                 None => format!("{place} takes: {}", allowed.join(", ")),
             };
-            rep.error(
-                key.span(),
-                format!("unknown key `{name}` in {place}"),
-                hint,
-            );
+            rep.error(key.span(), format!("unknown key `{name}` in {place}"), hint);
             if is_inline(value) && key.span().start <= value.span().start {
                 self.blank.push(key.span().start..value.span().end);
             } else {

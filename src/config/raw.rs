@@ -293,8 +293,7 @@ pub const WINDOW_KEYS: &[&str] = &["name", "iova", "size", "hugepages"];
 // semantic pass checks ranges and gives the hints.
 
 /// The pattern of a PCI address, long or short form.
-const ADDRESS_PATTERN: &str =
-    r"^([0-9a-fA-F]{1,4}:)?[0-9a-fA-F]{1,2}:[0-1]?[0-9a-fA-F]\.[0-7]$";
+const ADDRESS_PATTERN: &str = r"^([0-9a-fA-F]{1,4}:)?[0-9a-fA-F]{1,2}:[0-1]?[0-9a-fA-F]\.[0-7]$";
 /// The pattern of a size string.
 const SIZE_PATTERN: &str = r"^[0-9]+ ?(B|KiB|MiB|GiB|TiB)?$";
 /// The pattern of a logical name.

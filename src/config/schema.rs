@@ -63,7 +63,10 @@ mod tests {
         assert_eq!(s["additionalProperties"], false);
         assert_eq!(s["definitions"]["Device"]["additionalProperties"], false);
         let addr = &s["definitions"]["Device"]["properties"]["address"];
-        assert!(addr["description"].as_str().unwrap().contains("PCI address"));
+        assert!(addr["description"]
+            .as_str()
+            .unwrap()
+            .contains("PCI address"));
         assert_eq!(s["$schema"], "http://json-schema.org/draft-07/schema#");
     }
 }

@@ -106,10 +106,7 @@ fn size_str(what: &str, s: &str) -> Res<u64> {
     let (num, unit) = t.split_at(split);
     let unit = unit.trim_start();
     if num.is_empty() {
-        return Err(Problem::new(
-            format!("{what} `{s}` is not a size"),
-            example,
-        ));
+        return Err(Problem::new(format!("{what} `{s}` is not a size"), example));
     }
     let factor = match unit {
         "" | "B" => Some(1),
@@ -119,11 +116,13 @@ fn size_str(what: &str, s: &str) -> Res<u64> {
         return Err(match iec_for(unit) {
             Some((iec, _)) => Problem::new(
                 format!("{what} `{s}` uses the unit `{unit}`, which is not an IEC unit"),
-                format!(
-                    "sizes use binary IEC units (KiB, MiB, GiB, TiB); write \"{num}{iec}\""
-                ),
+                format!("sizes use binary IEC units (KiB, MiB, GiB, TiB); write \"{num}{iec}\""),
             ),
-            None if matches!(unit.to_ascii_lowercase().as_str(), "p" | "pb" | "pi" | "pib") => {
+            None if matches!(
+                unit.to_ascii_lowercase().as_str(),
+                "p" | "pb" | "pi" | "pib"
+            ) =>
+            {
                 Problem::new(
                     format!("{what} `{s}` uses a unit larger than TiB"),
                     match num.parse::<u64>().ok().and_then(|n| n.checked_mul(1024)) {
@@ -132,7 +131,10 @@ fn size_str(what: &str, s: &str) -> Res<u64> {
                     },
                 )
             }
-            None => Problem::new(format!("{what} `{s}` has an unknown unit `{unit}`"), example),
+            None => Problem::new(
+                format!("{what} `{s}` has an unknown unit `{unit}`"),
+                example,
+            ),
         });
     };
     if num.contains('.') {
@@ -181,15 +183,18 @@ fn fraction(what: &str, s: &str, num: &str, factor: u64) -> Problem {
 pub fn iova(v: &RawValue) -> Res<u64> {
     let hint = "write an integer or a hex string such as \"0x100000000\"";
     match v {
-        RawValue::Integer(n) => u64::try_from(*n).map_err(|_| {
-            Problem::new(format!("iova is negative ({n})"), hint)
-        }),
+        RawValue::Integer(n) => {
+            u64::try_from(*n).map_err(|_| Problem::new(format!("iova is negative ({n})"), hint))
+        }
         RawValue::String(s) => {
             let t = s.trim();
             if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
                 let digits: String = hex.chars().filter(|&c| c != '_').collect();
                 if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
-                    return Err(Problem::new(format!("iova `{s}` is not a hex number"), hint));
+                    return Err(Problem::new(
+                        format!("iova `{s}` is not a hex number"),
+                        hint,
+                    ));
                 }
                 return u64::from_str_radix(&digits, 16).map_err(|_| {
                     Problem::new(
@@ -216,7 +221,12 @@ pub fn iova(v: &RawValue) -> Res<u64> {
             }
             Err(Problem::new(format!("iova `{s}` is not an address"), hint))
         }
-        other => Err(wrong_type("iova", "an integer or a \"0x...\" string", other, hint)),
+        other => Err(wrong_type(
+            "iova",
+            "an integer or a \"0x...\" string",
+            other,
+            hint,
+        )),
     }
 }
 
@@ -228,7 +238,10 @@ pub fn mode(v: &RawValue, text: &str) -> Res<u32> {
         RawValue::String(s) => {
             let t = s.trim();
             let digits = t.strip_prefix("0o").unwrap_or(t);
-            if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            if digits.is_empty()
+                || digits.len() > 5
+                || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+            {
                 return Err(Problem::new(
                     format!("mode `{s}` is not an octal permission mode"),
                     hint,
@@ -280,9 +293,11 @@ fn id_suggestion(text: &str, width: usize) -> Option<String> {
         .then(|| format!("\"{:0>width$}\"", digits.to_ascii_lowercase()))
 }
 
-fn hex_digits<'a>(s: &'a str) -> &'a str {
+fn hex_digits(s: &str) -> &str {
     let t = s.trim();
-    t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t)
+    t.strip_prefix("0x")
+        .or_else(|| t.strip_prefix("0X"))
+        .unwrap_or(t)
 }
 
 /// A 16-bit PCI id (vendor, device, subsystem): a string of exactly 4 hex digits, optional `0x`.
@@ -307,7 +322,12 @@ pub fn pci_id(key: &str, v: &RawValue, text: &str) -> Res<PciId> {
                 None => "write it as 4 hex digits in quotes, e.g. \"10de\"".into(),
             },
         )),
-        other => Err(wrong_type(key, "a string of 4 hex digits", other, "e.g. \"10de\"")),
+        other => Err(wrong_type(
+            key,
+            "a string of 4 hex digits",
+            other,
+            "e.g. \"10de\"",
+        )),
     }
 }
 
@@ -333,7 +353,12 @@ pub fn pci_class(v: &RawValue, text: &str) -> Res<PciClass> {
                 None => "write it as 6 hex digits in quotes, e.g. \"030000\"".into(),
             },
         )),
-        other => Err(wrong_type("class", "a string of 6 hex digits", other, "e.g. \"030000\"")),
+        other => Err(wrong_type(
+            "class",
+            "a string of 6 hex digits",
+            other,
+            "e.g. \"030000\"",
+        )),
     }
 }
 
@@ -363,11 +388,15 @@ pub fn is_logical_name(s: &str) -> bool {
 
 /// A logical name.
 pub fn logical_name(key: &str, v: &RawValue) -> Res<String> {
-    let hint = "use letters, digits, `_`, `.` and `-`, starting with a letter or digit (at most 64)";
+    let hint =
+        "use letters, digits, `_`, `.` and `-`, starting with a letter or digit (at most 64)";
     match v {
         RawValue::String(s) if is_logical_name(s) => Ok(s.clone()),
         RawValue::String(s) if s.is_empty() => Err(Problem::new(format!("{key} is empty"), hint)),
-        RawValue::String(s) => Err(Problem::new(format!("{key} `{s}` is not a valid name"), hint)),
+        RawValue::String(s) => Err(Problem::new(
+            format!("{key} `{s}` is not a valid name"),
+            hint,
+        )),
         other => Err(wrong_type(key, "a string", other, hint)),
     }
 }
@@ -428,7 +457,8 @@ pub fn driver(v: &RawValue) -> Res<String> {
         RawValue::String(s)
             if s.len() > "_vfio_pci".len()
                 && s.ends_with("_vfio_pci")
-                && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
         {
             Ok(s.clone())
         }
@@ -452,7 +482,12 @@ pub fn flag(key: &str, v: &RawValue) -> Res<bool> {
             format!("{key} must be a boolean, found the string \"{s}\""),
             format!("drop the quotes: {key} = {s}"),
         )),
-        other => Err(wrong_type(key, "true or false", other, &format!("write {key} = true or {key} = false"))),
+        other => Err(wrong_type(
+            key,
+            "true or false",
+            other,
+            &format!("write {key} = true or {key} = false"),
+        )),
     }
 }
 
@@ -461,7 +496,8 @@ pub const MAX_VFS: u32 = u16::MAX as u32;
 
 /// A number of SR-IOV virtual functions.
 pub fn num_vfs(v: &RawValue) -> Res<u32> {
-    let hint = "num_vfs is how many VFs to create, 0 to 65535 (at most the device's sriov_totalvfs)";
+    let hint =
+        "num_vfs is how many VFs to create, 0 to 65535 (at most the device's sriov_totalvfs)";
     match v {
         RawValue::Integer(n) => u32::try_from(*n)
             .ok()
@@ -515,16 +551,38 @@ mod tests {
 
     #[test]
     fn bad_sizes_are_rejected() {
-        assert!(size("size", &RawValue::Integer(-1)).unwrap_err().message.contains("negative"));
+        assert!(size("size", &RawValue::Integer(-1))
+            .unwrap_err()
+            .message
+            .contains("negative"));
         assert!(size("size", &s("")).is_err());
         assert!(size("size", &s("GiB")).is_err());
-        assert!(size("size", &s("1XB")).unwrap_err().message.contains("unknown unit"));
-        assert!(size("size", &s("1PiB")).unwrap_err().hint.unwrap().contains("\"1024TiB\""));
-        assert!(size("size", &s("16777216TiB")).unwrap_err().message.contains("too large"));
-        assert!(size("size", &s("99999999999999999999")).unwrap_err().message.contains("too large"));
-        assert!(size("size", &RawValue::Boolean(true)).unwrap_err().message.contains("found a boolean"));
+        assert!(size("size", &s("1XB"))
+            .unwrap_err()
+            .message
+            .contains("unknown unit"));
+        assert!(size("size", &s("1PiB"))
+            .unwrap_err()
+            .hint
+            .unwrap()
+            .contains("\"1024TiB\""));
+        assert!(size("size", &s("16777216TiB"))
+            .unwrap_err()
+            .message
+            .contains("too large"));
+        assert!(size("size", &s("99999999999999999999"))
+            .unwrap_err()
+            .message
+            .contains("too large"));
+        assert!(size("size", &RawValue::Boolean(true))
+            .unwrap_err()
+            .message
+            .contains("found a boolean"));
         let p = size("size", &s("1.5GiB")).unwrap_err();
-        assert_eq!(p.hint.unwrap(), "sizes are whole numbers; write \"1536MiB\"");
+        assert_eq!(
+            p.hint.unwrap(),
+            "sizes are whole numbers; write \"1536MiB\""
+        );
         let p = size("size", &s("0.1KiB")).unwrap_err();
         assert!(p.hint.unwrap().contains("smaller unit"));
     }
@@ -543,10 +601,16 @@ mod tests {
         assert_eq!(iova(&s("0x100000000")), Ok(1 << 32));
         assert_eq!(iova(&s("0XFFFF_F000")), Ok(0xffff_f000));
         assert_eq!(iova(&s("0xffffffffffffffff")), Ok(u64::MAX));
-        assert!(iova(&s("0x1_0000_0000_0000_0000")).unwrap_err().message.contains("64 bits"));
+        assert!(iova(&s("0x1_0000_0000_0000_0000"))
+            .unwrap_err()
+            .message
+            .contains("64 bits"));
         assert!(iova(&s("0x")).is_err());
         assert!(iova(&s("0xg")).is_err());
-        assert!(iova(&RawValue::Integer(-4096)).unwrap_err().message.contains("negative"));
+        assert!(iova(&RawValue::Integer(-4096))
+            .unwrap_err()
+            .message
+            .contains("negative"));
         let p = iova(&s("4096")).unwrap_err();
         assert!(p.hint.unwrap().contains("\"0x1000\""));
         let p = iova(&s("4GiB")).unwrap_err();
@@ -562,11 +626,17 @@ mod tests {
         assert!(mode(&s("0888"), "").is_err());
         assert!(mode(&s("rw-rw----"), "").is_err());
         assert!(mode(&s(""), "").is_err());
-        assert!(mode(&s("04755"), "").unwrap_err().message.contains("setuid"));
+        assert!(mode(&s("04755"), "")
+            .unwrap_err()
+            .message
+            .contains("setuid"));
         assert!(mode(&s("1777"), "").unwrap_err().message.contains("setuid"));
         assert!(mode(&RawValue::Integer(0o4755), "0o4755").is_err());
         let p = mode(&RawValue::Integer(660), "660").unwrap_err();
-        assert_eq!(p.hint.unwrap(), "a mode is octal; quote it: mode = \"0660\"");
+        assert_eq!(
+            p.hint.unwrap(),
+            "a mode is octal; quote it: mode = \"0660\""
+        );
     }
 
     #[test]
@@ -586,9 +656,18 @@ mod tests {
 
     #[test]
     fn unix_refs_take_names_and_numeric_ids() {
-        assert_eq!(unix_ref("name", &s("alice")), Ok(UserRef::Name("alice".into())));
-        assert_eq!(unix_ref("name", &s("_svc-1.x")), Ok(UserRef::Name("_svc-1.x".into())));
-        assert_eq!(unix_ref("name", &s("host$")), Ok(UserRef::Name("host$".into())));
+        assert_eq!(
+            unix_ref("name", &s("alice")),
+            Ok(UserRef::Name("alice".into()))
+        );
+        assert_eq!(
+            unix_ref("name", &s("_svc-1.x")),
+            Ok(UserRef::Name("_svc-1.x".into()))
+        );
+        assert_eq!(
+            unix_ref("name", &s("host$")),
+            Ok(UserRef::Name("host$".into()))
+        );
         assert_eq!(unix_ref("name", &s("1000")), Ok(UserRef::Uid(1000)));
         assert_eq!(unix_ref("name", &RawValue::Integer(0)), Ok(UserRef::Uid(0)));
         assert!(unix_ref("name", &RawValue::Integer(4294967295)).is_err());
@@ -605,8 +684,15 @@ mod tests {
         assert_eq!(driver(&s("vfio-pci")), Ok("vfio-pci".into()));
         assert_eq!(driver(&s("mlx5_vfio_pci")), Ok("mlx5_vfio_pci".into()));
         assert!(driver(&s("_vfio_pci")).is_err());
-        assert!(driver(&s("nvidia")).unwrap_err().hint.unwrap().contains("vfio-pci"));
-        assert!(driver(&s("vfio_pci")).unwrap_err().message.contains("module name"));
+        assert!(driver(&s("nvidia"))
+            .unwrap_err()
+            .hint
+            .unwrap()
+            .contains("vfio-pci"));
+        assert!(driver(&s("vfio_pci"))
+            .unwrap_err()
+            .message
+            .contains("module name"));
     }
 
     #[test]
@@ -615,12 +701,23 @@ mod tests {
         assert!(!is_logical_name("-x"));
         assert!(!is_logical_name("a b"));
         assert!(!is_logical_name(&"a".repeat(65)));
-        assert!(logical_name("name", &s("")).unwrap_err().message.contains("empty"));
+        assert!(logical_name("name", &s(""))
+            .unwrap_err()
+            .message
+            .contains("empty"));
         assert_eq!(flag("force", &RawValue::Boolean(true)), Ok(true));
-        assert!(flag("force", &s("true")).unwrap_err().hint.unwrap().contains("force = true"));
+        assert!(flag("force", &s("true"))
+            .unwrap_err()
+            .hint
+            .unwrap()
+            .contains("force = true"));
         assert_eq!(num_vfs(&RawValue::Integer(8)), Ok(8));
         assert!(num_vfs(&RawValue::Integer(-1)).is_err());
         assert!(num_vfs(&RawValue::Integer(65536)).is_err());
-        assert!(num_vfs(&s("4")).unwrap_err().hint.unwrap().contains("num_vfs = 4"));
+        assert!(num_vfs(&s("4"))
+            .unwrap_err()
+            .hint
+            .unwrap()
+            .contains("num_vfs = 4"));
     }
 }

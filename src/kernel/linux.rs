@@ -207,9 +207,7 @@ fn parse_override(s: &str) -> Option<String> {
 
 impl Host for LinuxHost {
     fn snapshot(&self) -> Result<Snapshot, KernelError> {
-        Err(KernelError::Scan(
-            "the host scanner is not part of this build yet".to_string(),
-        ))
+        crate::host::scan(&self.roots).map_err(|e| KernelError::Scan(e.to_string()))
     }
 
     fn device_state(&self, dev: PciAddress) -> Result<DeviceState, KernelError> {
@@ -235,6 +233,36 @@ impl Host for LinuxHost {
             errno: None,
             message: format!("`{s}` is not a number"),
         })
+    }
+
+    fn virtfns(&self, pf: PciAddress) -> Result<Vec<PciAddress>, KernelError> {
+        let dir = self.roots.pci_device(&pf);
+        let entries = fs::read_dir(&dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => KernelError::NoSuchDevice(pf),
+            _ => KernelError::io("list virtfn links", dir.display(), &e),
+        })?;
+        let mut vfs: Vec<(u32, PciAddress)> = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(idx) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("virtfn"))
+                .and_then(|n| n.parse().ok())
+            else {
+                continue;
+            };
+            let target = fs::read_link(e.path())
+                .map_err(|err| KernelError::io("read virtfn link", e.path().display(), &err))?;
+            if let Some(addr) = target
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse().ok())
+            {
+                vfs.push((idx, addr));
+            }
+        }
+        vfs.sort();
+        Ok(vfs.into_iter().map(|(_, a)| a).collect())
     }
 
     fn node_owner(&self, group: u32) -> Result<Option<NodeOwner>, KernelError> {

@@ -118,6 +118,8 @@ pub trait Host: Send + Sync {
     fn num_vfs(&self, pf: PciAddress) -> Result<u32, KernelError>;
     /// The owner of `/dev/vfio/GROUP`, `None` when the node does not exist.
     fn node_owner(&self, group: u32) -> Result<Option<NodeOwner>, KernelError>;
+    /// The VFs a physical function has now (`virtfn*`), in VF order.
+    fn virtfns(&self, pf: PciAddress) -> Result<Vec<PciAddress>, KernelError>;
     /// The IOMMU group of a function (`None` without an IOMMU).
     fn iommu_group(&self, dev: PciAddress) -> Result<Option<u32>, KernelError>;
 

@@ -543,6 +543,15 @@ impl Host for SimKernel {
         self.read(|s| Ok(s.dev(pf)?.sriov.as_ref().map_or(0, |x: &Sriov| x.num_vfs)))
     }
 
+    fn virtfns(&self, pf: PciAddress) -> Result<Vec<PciAddress>, KernelError> {
+        self.read(|s| {
+            Ok(s.dev(pf)?
+                .sriov
+                .as_ref()
+                .map_or(Vec::new(), |x| x.vfs.clone()))
+        })
+    }
+
     fn node_owner(&self, group: u32) -> Result<Option<NodeOwner>, KernelError> {
         self.read(|s| Ok(s.groups.get(&group).and_then(|g| g.node)))
     }
