@@ -510,6 +510,7 @@ fn a_held_lock_is_retried_soon() {
             Outcome::Converged {
                 changed: 0,
                 waiting: 0,
+                problems: 0,
             },
             Outcome::Busy,
         ],

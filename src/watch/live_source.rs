@@ -192,6 +192,9 @@ fn watch_config_dir(
     let mut wake = File::from(wake);
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let relevant = match &res {
+            // Opens and reads (our own reload among them) change nothing; reacting to them
+            // would make every reload schedule the next one.
+            Ok(event) if matches!(event.kind, notify::EventKind::Access(_)) => false,
             Ok(event) => event.paths.iter().any(|p| {
                 p.file_name().is_some_and(|f| {
                     Some(f) == name.as_deref() || f.as_encoded_bytes().starts_with(b"..")
@@ -240,5 +243,63 @@ fn translate(e: &udev::Event) -> Option<Event> {
             }))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Polls the pipe for up to `wait`; true when a wake-up byte arrived.
+    fn woke(pipe: &mut File, wait: Duration) -> bool {
+        let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
+        let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+        let ready = poll(&mut fds, PollTimeout::from(ms)).unwrap_or(0) > 0;
+        let mut buf = [0u8; 64];
+        while ready && pipe.read(&mut buf).is_ok_and(|n| n > 0) {}
+        ready
+    }
+
+    #[test]
+    fn config_dir_watch_wakes_on_rename_and_symlink_swap_not_on_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("vfio.toml");
+        std::fs::write(&config, "version = 1\n").unwrap();
+        let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).unwrap();
+        let mut rx = File::from(rx);
+        let _watcher = watch_config_dir(&config, tx).unwrap();
+
+        // Reading the config (what a reload does) is not a change.
+        for _ in 0..3 {
+            std::fs::read_to_string(&config).unwrap();
+        }
+        assert!(
+            !woke(&mut rx, Duration::from_millis(300)),
+            "a read woke the loop"
+        );
+
+        // Unrelated files in the same directory are not either.
+        std::fs::write(dir.path().join("other.conf"), "x").unwrap();
+        assert!(
+            !woke(&mut rx, Duration::from_millis(300)),
+            "another file woke the loop"
+        );
+
+        // An editor's save: write a temporary file, rename it over the config.
+        let tmp = dir.path().join(".vfio.toml.swp");
+        std::fs::write(&tmp, "version = 1\n# edited\n").unwrap();
+        std::fs::rename(&tmp, &config).unwrap();
+        assert!(
+            woke(&mut rx, Duration::from_secs(5)),
+            "the rename was missed"
+        );
+
+        // A Kubernetes ConfigMap update: a new `..data` symlink renamed over the old one.
+        std::os::unix::fs::symlink("..2026_11_25", dir.path().join("..data_tmp")).unwrap();
+        std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+        assert!(
+            woke(&mut rx, Duration::from_secs(5)),
+            "the ..data swap was missed"
+        );
     }
 }
