@@ -101,9 +101,10 @@ impl LinuxHost {
 
 /// Writes `data` to `path` in a forked child, waiting at most `timeout` for it to return.
 ///
-/// The child does only async-signal-safe work (open, write, close, `_exit`) with buffers
-/// prepared before the fork, so this is sound in a multi-threaded process. On a timeout the
-/// child is left to finish in the kernel and reaped by a detached thread.
+/// The child does only async-signal-safe work (dup2, close, open, write, `_exit`) with buffers
+/// prepared before the fork, so this is sound in a multi-threaded process. It closes every
+/// inherited descriptor but its result pipe first. On a timeout the child is left to finish in
+/// the kernel and reaped by a detached thread.
 pub fn write_abandonable(
     what: &str,
     path: &Path,
@@ -130,6 +131,20 @@ pub fn write_abandonable(
             use nix::libc;
             // SAFETY: raw syscalls on valid pointers; see above.
             unsafe {
+                // Keep only the result pipe (as fd 3): a child left blocked in the kernel must
+                // not hold our stdout (a caller reading it would wait for EOF) or the pass lock.
+                let report = 3;
+                if wr.as_raw_fd() != report && libc::dup2(wr.as_raw_fd(), report) < 0 {
+                    libc::_exit(1);
+                }
+                for fd in 0..report {
+                    libc::close(fd);
+                }
+                if libc::syscall(libc::SYS_close_range, report + 1, libc::c_uint::MAX, 0) != 0 {
+                    for fd in report + 1..4096 {
+                        libc::close(fd);
+                    }
+                }
                 let fd = libc::open(cpath.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
                 let code: i32 = if fd < 0 {
                     Errno::last_raw()
@@ -146,7 +161,7 @@ pub fn write_abandonable(
                     code
                 };
                 let bytes = code.to_ne_bytes();
-                libc::write(wr.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
+                libc::write(report, bytes.as_ptr().cast(), bytes.len());
                 libc::_exit(0);
             }
         }
@@ -520,6 +535,25 @@ mod tests {
             other => panic!("expected a timeout, got {other:?}"),
         }
         // Let the abandoned child finish so it does not linger.
+        let _ = fs::read(&fifo);
+    }
+
+    // An abandoned child must not keep the caller's pipes open: a shell reading vfioctl's
+    // output would otherwise wait for the blocked write too.
+    #[test]
+    fn an_abandoned_child_holds_none_of_our_descriptors() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("unbind");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (rd, wr) = pipe().unwrap();
+        let r = write_abandonable("unbind of X", &fifo, b"x", Duration::from_millis(100));
+        assert!(matches!(r, Err(KernelError::Timeout { .. })));
+        drop(wr);
+        // With our write end closed and the child holding no copy, the read sees EOF at once.
+        let mut fds = [PollFd::new(rd.as_fd(), PollFlags::POLLIN)];
+        assert_eq!(poll(&mut fds, PollTimeout::from(500u16)).unwrap(), 1);
+        let mut buf = [0u8; 1];
+        assert_eq!(nix::unistd::read(&rd, &mut buf).unwrap(), 0);
         let _ = fs::read(&fifo);
     }
 
