@@ -137,6 +137,10 @@ impl Recorder {
                 continue;
             }
             let was = current(host, &o)?;
+            if was == (Recorded::Node { owner: None }) {
+                // No node: nothing to put back (it goes with its last vfio member).
+                continue;
+            }
             new_journal |= journal.record(o, was.clone());
             new_inflight |= inflight.record(o, was);
         }
