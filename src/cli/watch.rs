@@ -46,7 +46,7 @@ pub fn run(global: &args::GlobalArgs, args: &args::WatchArgs) -> Exit {
     );
     let mut watch = WatchLoop::new(
         source,
-        ApplyReconciler::new(host, opts),
+        ApplyReconciler::new(host, opts, super::accounts::resolve),
         loader,
         SystemdNotifier::new(),
         config,

@@ -9,9 +9,9 @@
 use std::time::Duration;
 
 use crate::apply::{self, lock::LockError, ApplyError};
-use crate::config::{Config, UserRef};
+use crate::config::Config;
 use crate::kernel::Host;
-use crate::plan::{Account, Accounts, ProblemKind};
+use crate::plan::{Accounts, ProblemKind};
 
 use super::run_loop::{Outcome, Reconciler, Scope};
 
@@ -22,12 +22,18 @@ pub const WATCH_LOCK_WAIT: Duration = Duration::from_secs(2);
 pub struct ApplyReconciler<H> {
     host: H,
     opts: apply::Options,
+    accounts: fn(&Config) -> Accounts,
 }
 
 impl<H: Host> ApplyReconciler<H> {
-    pub fn new(host: H, mut opts: apply::Options) -> Self {
+    /// `accounts` resolves the user and group names a config mentions (called per pass).
+    pub fn new(host: H, mut opts: apply::Options, accounts: fn(&Config) -> Accounts) -> Self {
         opts.lock_timeout = WATCH_LOCK_WAIT;
-        ApplyReconciler { host, opts }
+        ApplyReconciler {
+            host,
+            opts,
+            accounts,
+        }
     }
 }
 
@@ -38,7 +44,7 @@ impl<H: Host> Reconciler for ApplyReconciler<H> {
             Scope::All => None,
             Scope::Device(a) => Some(a),
         };
-        opts.accounts = accounts_for(config);
+        opts.accounts = (self.accounts)(config);
         match apply::reconcile(&self.host, config, &opts) {
             Ok(outcome) => {
                 if let Some((pid, report)) = &outcome.recovered {
@@ -65,30 +71,4 @@ impl<H: Host> Reconciler for ApplyReconciler<H> {
             Err(e) => Outcome::Failed(e.lines().join("\n")),
         }
     }
-}
-
-/// Resolves the users and groups the config names through NSS (`getpwnam`/`getgrnam`).
-/// Unknown names are left out: the planner reports them.
-pub fn accounts_for(config: &Config) -> Accounts {
-    let mut accounts = Accounts::default();
-    for user in &config.users {
-        if let UserRef::Name(name) = &user.user {
-            if let Ok(Some(u)) = nix::unistd::User::from_name(name) {
-                accounts.users.insert(
-                    name.clone(),
-                    Account {
-                        uid: u.uid.as_raw(),
-                        gid: u.gid.as_raw(),
-                        memlock_limit: None,
-                    },
-                );
-            }
-        }
-        if let Some(UserRef::Name(name)) = &user.group {
-            if let Ok(Some(g)) = nix::unistd::Group::from_name(name) {
-                accounts.groups.insert(name.clone(), g.gid.as_raw());
-            }
-        }
-    }
-    accounts
 }
