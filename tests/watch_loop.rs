@@ -561,3 +561,24 @@ fn a_new_config_makes_its_devices_urgent() {
         ]
     );
 }
+
+#[test]
+fn a_config_edit_inside_a_burst_of_uevents_is_not_lost() {
+    let r = run(
+        config(1, &[]),
+        timing(None),
+        vec![],
+        vec![
+            step(1000, vec![device(DeviceAction::Unbind, "0000:01:00.0", None)]),
+            rewrite(1050, invalid(), vec![Event::ConfigChanged]),
+            step(1100, vec![device(DeviceAction::Bind, "0000:01:00.0", Some("vfio-pci"))]),
+            rewrite(3000, Ok(config(2, &[])), vec![Event::ConfigChanged]),
+            step(3010, vec![Event::VfioNode]),
+            step(5000, vec![Event::Terminate]),
+        ],
+    );
+    // The burst's pass runs with the last good config, and the rejection is reported.
+    assert!(r.sent.iter().any(|s| s.contains("invalid")), "{:?}", r.sent);
+    // The valid edit riding a burst is taken before that burst's pass.
+    assert_eq!(r.passes, vec![full(0, 1), full(1300, 1), full(3210, 2)]);
+}

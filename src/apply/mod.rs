@@ -187,6 +187,12 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
     };
     let plan = plan_for(config, &observed, &ctx);
     if plan.is_empty() {
+        // Nothing to change, but what vfioctl took may have left on its own (a hot-unplugged
+        // device, a VF removed with its PF): forget it, so the journal holds only the present.
+        let mut journal = journal;
+        if rollback::forget_restored(host, &mut journal).map_err(ApplyError::Read)? {
+            journal.save(&opts.state_dir)?;
+        }
         return Ok(Outcome {
             recovered,
             plan,

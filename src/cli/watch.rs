@@ -31,7 +31,7 @@ pub fn run(global: &args::GlobalArgs, args: &args::WatchArgs) -> Exit {
         }
     };
     // Before any thread exists: the signal mask must be inherited by the watcher thread.
-    let source = match LiveSource::open(path, UeventSource::detect()) {
+    let source = match LiveSource::open(path, UeventSource::Kernel) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("vfioctl watch: {e}");

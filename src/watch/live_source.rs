@@ -30,23 +30,13 @@ use super::WatchError;
 /// Which netlink group the udev monitor listens on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UeventSource {
-    /// Events as udevd re-broadcasts them, after its rules ran (the normal choice when udevd
-    /// runs: our own udev rule has then already acted on the device).
+    /// Events as udevd re-broadcasts them, after its rules ran: later by the time udevd takes
+    /// (hundreds of milliseconds under load), and absent when udevd is not running.
     Udev,
-    /// Events straight from the kernel (no udevd, e.g. a minimal initramfs); earlier, but may
-    /// race with udev rules that are still running.
+    /// Events straight from the kernel, as soon as the device exists in sysfs. `watch` uses
+    /// these: an event only says "look again" and the pass reads sysfs itself, so nothing
+    /// udev adds is needed, and taking over a hot-plugged device cannot start too early.
     Kernel,
-}
-
-impl UeventSource {
-    /// `Udev` when udevd is running (its control socket exists), else `Kernel`.
-    pub fn detect() -> Self {
-        if Path::new("/run/udev/control").exists() {
-            UeventSource::Udev
-        } else {
-            UeventSource::Kernel
-        }
-    }
 }
 
 /// udev + config directory + signals, multiplexed with poll.

@@ -143,7 +143,10 @@ where
     }
 
     fn run_work(&mut self, work: Work, now: Instant) {
-        let full = work.full || (work.reload && self.reload(now));
+        // The reload runs whenever it is due, even when the pass is due anyway: the config's
+        // edit must not be lost in a burst of uevents.
+        let changed = work.reload && self.reload(now);
+        let full = work.full || changed;
         if full {
             self.pass(Scope::All, now);
         } else {
