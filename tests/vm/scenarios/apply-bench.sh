@@ -54,3 +54,5 @@ echo "vmtest: bench n=$n rounds=$rounds loop_ms=$loop vfioctl_ms=$tool"
 pass bench-figures "n=$n loop ${loop} ms, vfioctl ${tool} ms (mean of $rounds)"
 # The target: within 1.2x of the loop. Reported as a figure; judged here so a regression shows.
 if [ $((tool * 10)) -le $((loop * 12)) ]; then pass within-1.2x "ratio $tool/$loop"; else fail within-1.2x "ratio $tool/$loop"; fi
+# One more, untimed, with the per-action log, to show where vfioctl's time goes.
+NO_COLOR=1 vfioctl -vv reconcile -c /tmp/all.toml 2>&1 | grep -v "^ok " | sed 's/^/vmtest: trace: /'
