@@ -501,7 +501,7 @@ impl Host for LinuxHost {
             name: name.to_string(),
             message,
         };
-        let mut child = Command::new("modprobe")
+        let mut child = Command::new(modprobe_program())
             .arg("--")
             .arg(name)
             .stdin(Stdio::null())
@@ -621,4 +621,13 @@ mod tests {
         assert_eq!(parse_override("(null)\n"), None);
         assert_eq!(parse_override("vfio-pci\n").as_deref(), Some("vfio-pci"));
     }
+}
+
+/// `modprobe` by its usual absolute paths first: programs run from udev rules get no `PATH`
+/// (and a default search path lacks the sbin directories).
+fn modprobe_program() -> &'static str {
+    ["/sbin/modprobe", "/usr/sbin/modprobe"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("modprobe")
 }
