@@ -559,6 +559,15 @@ impl Host for LinuxHost {
     }
 }
 
+/// `modprobe` by its usual absolute paths first: programs run from udev rules get no `PATH`
+/// (and a default search path lacks the sbin directories).
+fn modprobe_program() -> &'static str {
+    ["/sbin/modprobe", "/usr/sbin/modprobe"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("modprobe")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -623,11 +632,3 @@ mod tests {
     }
 }
 
-/// `modprobe` by its usual absolute paths first: programs run from udev rules get no `PATH`
-/// (and a default search path lacks the sbin directories).
-fn modprobe_program() -> &'static str {
-    ["/sbin/modprobe", "/usr/sbin/modprobe"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .unwrap_or("modprobe")
-}
