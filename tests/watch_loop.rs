@@ -569,9 +569,15 @@ fn a_config_edit_inside_a_burst_of_uevents_is_not_lost() {
         timing(None),
         vec![],
         vec![
-            step(1000, vec![device(DeviceAction::Unbind, "0000:01:00.0", None)]),
+            step(
+                1000,
+                vec![device(DeviceAction::Unbind, "0000:01:00.0", None)],
+            ),
             rewrite(1050, invalid(), vec![Event::ConfigChanged]),
-            step(1100, vec![device(DeviceAction::Bind, "0000:01:00.0", Some("vfio-pci"))]),
+            step(
+                1100,
+                vec![device(DeviceAction::Bind, "0000:01:00.0", Some("vfio-pci"))],
+            ),
             rewrite(3000, Ok(config(2, &[])), vec![Event::ConfigChanged]),
             step(3010, vec![Event::VfioNode]),
             step(5000, vec![Event::Terminate]),

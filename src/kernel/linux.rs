@@ -631,4 +631,3 @@ mod tests {
         assert_eq!(parse_override("vfio-pci\n").as_deref(), Some("vfio-pci"));
     }
 }
-
