@@ -20,7 +20,7 @@ TOML
 # Kernel uevents with their CLOCK_MONOTONIC stamps, the reference for every timing below.
 udevadm monitor --kernel --property --subsystem-match=pci >/tmp/uevents 2>&1 &
 monitor=$!
-VFIOCTL_LOG=info vfioctl watch -c /tmp/vfio.toml --resync 0 >/tmp/watch.log 2>&1 &
+VFIOCTL_LOG=${WATCH_LOG:-info} vfioctl watch -c /tmp/vfio.toml --resync 0 >/tmp/watch.log 2>&1 &
 watch=$!
 wait_log() { # PATTERN [SECONDS]
     _n=$(( ${2:-10} * 20 ))
@@ -114,4 +114,4 @@ echo "VMTEST-METRIC watch-idle-rss $rss"
 kill -TERM $watch; n=0; while kill -0 $watch 2>/dev/null && [ $n -lt 40 ]; do usleep 50000; n=$((n + 1)); done
 check_fails watch-stops-on-sigterm "gone" sh -c "kill -0 $watch 2>/dev/null && echo alive || { echo gone; exit 1; }"
 kill $monitor 2>/dev/null
-sed 's/^/vmtest: watch: /' /tmp/watch.log | tail -n 40
+sed 's/^/vmtest: watch: /' /tmp/watch.log | tail -n 80
