@@ -588,3 +588,39 @@ fn a_config_edit_inside_a_burst_of_uevents_is_not_lost() {
     // The valid edit riding a burst is taken before that burst's pass.
     assert_eq!(r.passes, vec![full(0, 1), full(1300, 1), full(3210, 2)]);
 }
+
+#[test]
+fn only_the_newest_uevent_of_a_batch_decides_urgency() {
+    let r = run(
+        config(1, &["0000:03:00.0", "0000:04:00.0"]),
+        timing(None),
+        vec![],
+        vec![
+            // 03:00.0 was grabbed by its host driver, and someone (the udev rule) already
+            // moved it to vfio-pci: no pass of its own. 04:00.0 came and was grabbed: urgent.
+            step(
+                1000,
+                vec![
+                    device(DeviceAction::Bind, "0000:03:00.0", Some("e1000e")),
+                    device(DeviceAction::Unbind, "0000:03:00.0", None),
+                    device(DeviceAction::Bind, "0000:03:00.0", Some("vfio-pci")),
+                    device(DeviceAction::Add, "0000:04:00.0", None),
+                    device(DeviceAction::Bind, "0000:04:00.0", Some("e1000e")),
+                ],
+            ),
+            step(5000, vec![Event::Terminate]),
+        ],
+    );
+    assert_eq!(
+        r.passes,
+        vec![
+            full(0, 1),
+            Pass {
+                at_ms: 1000,
+                version: 1,
+                scope: Scope::Device(addr("0000:04:00.0"))
+            },
+            full(1200, 1),
+        ]
+    );
+}

@@ -4,13 +4,14 @@
 //! Generic over its collaborators (event source, reconciler, config loader, notifier), so tests
 //! drive it with a scripted source on a virtual clock and a recording reconciler.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::pci::PciAddress;
 
 use super::coalesce::{Coalescer, Timing, Work};
-use super::events::{Event, EventSource};
+use super::events::{DeviceEvent, Event, EventSource};
 use super::notify_systemd::ServiceNotifier;
 use super::relevance;
 use super::reload::{ConfigLoader, ConfigState, ReloadOutcome};
@@ -112,6 +113,9 @@ where
             let timeout = min_timeout(self.coalescer.timeout(now), self.ping_timeout(now));
             let events = self.source.wait(timeout)?;
             let now = self.source.now();
+            // Per function, only the newest uevent of a batch decides urgency: a `bind` to the
+            // host driver already followed by our own `bind` needs no pass of its own.
+            let mut newest: BTreeMap<PciAddress, DeviceEvent> = BTreeMap::new();
             for event in events {
                 match event {
                     Event::Terminate => {
@@ -124,15 +128,18 @@ where
                     Event::VfioNode => self.coalescer.look_again(now),
                     Event::Device(device) => {
                         self.coalescer.look_again(now);
-                        if relevance::is_urgent(self.config.current(), &device) {
-                            tracing::info!(
-                                device = %device.address,
-                                action = ?device.action,
-                                "configured device appeared: claiming it now"
-                            );
-                            self.coalescer.urgent(device.address);
-                        }
+                        newest.insert(device.address, device);
                     }
+                }
+            }
+            for device in newest.values() {
+                if relevance::is_urgent(self.config.current(), device) {
+                    tracing::info!(
+                        device = %device.address,
+                        action = ?device.action,
+                        "configured device appeared: claiming it now"
+                    );
+                    self.coalescer.urgent(device.address);
                 }
             }
             let work = self.coalescer.take(now);
