@@ -97,6 +97,7 @@ impl Reconciler for RecordingReconciler {
 #[derive(Default)]
 struct RecordingNotifier {
     sent: Vec<String>,
+    watchdog: Option<Duration>,
 }
 
 impl ServiceNotifier for RecordingNotifier {
@@ -116,7 +117,7 @@ impl ServiceNotifier for RecordingNotifier {
         self.sent.push("WATCHDOG".into());
     }
     fn watchdog_period(&self) -> Option<Duration> {
-        None
+        self.watchdog
     }
 }
 
@@ -198,6 +199,22 @@ fn timing(resync: Option<Duration>) -> Timing {
 }
 
 fn run(initial: Config, timing: Timing, outcomes: Vec<Outcome>, script: Vec<Step>) -> Run {
+    run_with(
+        initial,
+        timing,
+        outcomes,
+        script,
+        RecordingNotifier::default(),
+    )
+}
+
+fn run_with(
+    initial: Config,
+    timing: Timing,
+    outcomes: Vec<Outcome>,
+    script: Vec<Step>,
+    notifier: RecordingNotifier,
+) -> Run {
     let start = Instant::now();
     let world = World {
         start,
@@ -221,14 +238,7 @@ fn run(initial: Config, timing: Timing, outcomes: Vec<Outcome>, script: Vec<Step
     let file = world.file.clone();
     let mut loader = move |_: &Path| file.borrow().clone();
     let state = ConfigState::load(Path::new("/etc/vfio.toml"), &mut loader).unwrap();
-    let mut watch = WatchLoop::new(
-        source,
-        reconciler,
-        loader,
-        RecordingNotifier::default(),
-        state,
-        timing,
-    );
+    let mut watch = WatchLoop::new(source, reconciler, loader, notifier, state, timing);
     watch.run().unwrap();
     let _ = world.start;
     let waits = waits.borrow().clone();
@@ -623,4 +633,28 @@ fn only_the_newest_uevent_of_a_batch_decides_urgency() {
             full(1200, 1),
         ]
     );
+}
+
+#[test]
+fn the_watchdog_is_pinged_at_half_its_period_even_when_idle() {
+    let notifier = RecordingNotifier {
+        watchdog: Some(Duration::from_secs(10)),
+        ..RecordingNotifier::default()
+    };
+    let r = run_with(
+        config(1, &[]),
+        timing(None),
+        vec![],
+        vec![step(21_000, vec![Event::Terminate])],
+        notifier,
+    );
+    let pings = r.sent.iter().filter(|s| *s == "WATCHDOG").count();
+    // At 0, 5, 10, 15 and 20 s.
+    assert_eq!(pings, 5, "{:?}", r.sent);
+    assert!(
+        r.waits.iter().all(|w| *w == Some(Duration::from_secs(5))),
+        "{:?}",
+        r.waits
+    );
+    assert_eq!(r.passes, vec![full(0, 1)], "pings are not passes");
 }
