@@ -15,8 +15,13 @@
 //!
 //! [`cli`] only parses arguments into options and dispatches to these stages.
 
+pub mod apply;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fixtures;
 pub mod host;
+pub mod kernel;
 pub mod pci;
 pub mod plan;
+pub mod vfio;

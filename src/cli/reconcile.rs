@@ -1,8 +1,118 @@
 //! `vfioctl reconcile`: wires planning and applying (issues 6, 7) to the command line.
+//! `--dry-run`/`--check` show the plan ([`dry_run`]); without them the plan is applied
+//! ([`apply`]).
 
-use super::{args, Exit};
+use std::time::Duration;
 
-pub fn run(_global: &args::GlobalArgs, _args: &args::ReconcileArgs) -> Exit {
-    eprintln!("vfioctl reconcile: not available in this build yet");
+use super::{accounts, args, Exit};
+use crate::apply::{self, ApplyError, Options};
+use crate::kernel::linux::{LinuxHost, Timeouts};
+
+pub fn run(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
+    if args.dry_run || args.check {
+        return dry_run(global, args);
+    }
+    apply(global, args)
+}
+
+// ---- showing the plan (issue 6) -------------------------------------------------------------
+
+fn dry_run(_global: &args::GlobalArgs, _args: &args::ReconcileArgs) -> Exit {
+    eprintln!("vfioctl reconcile --dry-run: not available in this build yet");
     Exit::Failed
+}
+
+// ---- applying the plan (issue 7) ------------------------------------------------------------
+
+/// Applies the plan to the live host: lock, recover, plan, apply with journal and undo,
+/// verify. Prints one line per change and every problem; exit 0 when converged, 1 otherwise.
+fn apply(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
+    if global.host.is_some() {
+        eprintln!(
+            "vfioctl reconcile: --host FILE describes a host that cannot be changed; use it with --dry-run, or drop it to apply to this machine"
+        );
+        return Exit::Usage;
+    }
+    let config = match crate::config::load(&args.config.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vfioctl reconcile: {e}");
+            return Exit::Failed;
+        }
+    };
+    let scope = match args.device.as_deref().map(str::parse) {
+        None => None,
+        Some(Ok(a)) => Some(a),
+        Some(Err(e)) => {
+            eprintln!(
+                "vfioctl reconcile: --device {}: {e}",
+                args.device.as_deref().unwrap_or_default()
+            );
+            return Exit::Usage;
+        }
+    };
+    let host = LinuxHost::new(global.roots(), Timeouts::default());
+    let mut opts = Options::new(global.state_dir.clone(), global.run_dir.clone());
+    opts.lock_timeout = Duration::from_secs(args.lock_timeout);
+    opts.accounts = accounts::resolve(&config);
+    opts.scope = scope;
+
+    match apply::reconcile(&host, &config, &opts) {
+        Ok(out) => {
+            if let Some((pid, report)) = &out.recovered {
+                println!("recovered an interrupted pass (pid {pid}):");
+                for l in report.lines() {
+                    println!("  {l}");
+                }
+            }
+            for r in &out.executed {
+                println!(
+                    "ok    {} ({:.0} ms)",
+                    apply::executor::describe(&r.step.action),
+                    r.duration.as_secs_f64() * 1e3
+                );
+            }
+            if let Some(v) = &out.verification {
+                for g in &v.groups {
+                    println!("{}", g.line());
+                }
+            }
+            for n in &out.plan.notes {
+                println!("note: {n}");
+            }
+            for p in &out.plan.problems {
+                eprintln!("error: {}", p.message);
+            }
+            if out.executed.is_empty() && out.plan.problems.is_empty() {
+                println!("nothing to do");
+            } else if out.plan.problems.is_empty() {
+                println!("converged: {} change(s) applied", out.executed.len());
+            }
+            if out.plan.problems.is_empty() {
+                Exit::Done
+            } else {
+                Exit::Failed
+            }
+        }
+        Err(e) => {
+            report_error(&e);
+            Exit::Failed
+        }
+    }
+}
+
+fn report_error(e: &ApplyError) {
+    if let ApplyError::Failed { executed, .. } = e {
+        for r in executed {
+            let status = if r.result.is_ok() { "ok" } else { "FAILED" };
+            eprintln!(
+                "{status:<6}{} ({:.0} ms)",
+                apply::executor::describe(&r.step.action),
+                r.duration.as_secs_f64() * 1e3
+            );
+        }
+    }
+    for l in e.lines() {
+        eprintln!("vfioctl reconcile: {l}");
+    }
 }

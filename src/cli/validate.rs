@@ -1,8 +1,121 @@
-//! `vfioctl validate`: wires config validation (issue 3) to the command line.
+//! `vfioctl validate`: checks one config file alone (no host is read) and prints every
+//! problem, as rustc-style text or `--json`. Exit 0 valid, 1 invalid or unreadable.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
 use super::{args, Exit};
+use crate::config::{self, Diagnostics, LoadError, Style};
 
-pub fn run(_global: &args::GlobalArgs, _args: &args::ValidateArgs) -> Exit {
-    eprintln!("vfioctl validate: not available in this build yet");
-    Exit::Failed
+/// Where the config is when no file is named.
+pub const DEFAULT_CONFIG: &str = "/etc/vfio.toml";
+
+pub fn run(_global: &args::GlobalArgs, args: &args::ValidateArgs) -> Exit {
+    let path: PathBuf = args
+        .file
+        .clone()
+        .or_else(|| args.config.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let mut checked = match config::load_checked(&path) {
+        Ok(c) => c,
+        Err(LoadError::Io { source, .. }) => {
+            let message = format!("cannot read {}: {source}", path.display());
+            if args.json {
+                print_json(&serde_json::json!({
+                    "file": path,
+                    "valid": false,
+                    "errors": 1,
+                    "warnings": 0,
+                    "diagnostics": [{
+                        "severity": "error",
+                        "message": message,
+                        "file": path,
+                        "line": null, "column": null, "end_line": null, "end_column": null,
+                        "span": null,
+                        "hint": "check the path, or name the file: vfioctl validate FILE",
+                    }],
+                }));
+            } else {
+                eprintln!("error: {message}");
+            }
+            return Exit::Failed;
+        }
+        Err(LoadError::Invalid(d)) => config::Checked {
+            config: None,
+            diagnostics: d,
+        },
+    };
+    if nix::unistd::geteuid().is_root() {
+        if let Some(w) = permission_warning(&path) {
+            checked.diagnostics.push(w);
+            checked.diagnostics.sort();
+        }
+    }
+    let d = &checked.diagnostics;
+    if args.json {
+        print_json(&d.to_json());
+    } else {
+        let style = if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+            Style::Color
+        } else {
+            Style::Plain
+        };
+        eprint!("{}", d.render(style));
+        match &checked.config {
+            Some(c) => println!("{}: valid{}", path.display(), summary(c, d)),
+            None => eprintln!("{}", failure(&path, d)),
+        }
+    }
+    if checked.config.is_some() {
+        Exit::Done
+    } else {
+        Exit::Failed
+    }
+}
+
+fn permission_warning(path: &Path) -> Option<config::Diagnostic> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    config::file_permission_warning(path, meta.uid(), meta.mode())
+}
+
+fn print_json(v: &serde_json::Value) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot print JSON: {e}"),
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+fn summary(c: &config::Config, d: &Diagnostics) -> String {
+    let mut s = format!(
+        " ({}, {}, {}, {})",
+        plural(c.devices.len(), "device"),
+        plural(c.users.len(), "user"),
+        plural(c.sriov.len(), "SR-IOV entry").replace("entrys", "entries"),
+        plural(c.domains.len(), "domain"),
+    );
+    if d.warning_count() > 0 {
+        s.push_str(&format!(", {}", plural(d.warning_count(), "warning")));
+    }
+    s
+}
+
+fn failure(path: &Path, d: &Diagnostics) -> String {
+    let mut s = format!(
+        "error: {} is not valid: {}",
+        path.display(),
+        plural(d.error_count(), "error")
+    );
+    if d.warning_count() > 0 {
+        s.push_str(&format!(", {}", plural(d.warning_count(), "warning")));
+    }
+    s
 }

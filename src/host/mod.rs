@@ -1,8 +1,14 @@
-//! The observed state: snapshot data types, the roots of the host filesystems, and the
-//! read-only scanner that fills a snapshot from sysfs, `/dev` and `/proc`.
+//! The observed state: snapshot data types, the roots of the host filesystems, the
+//! read-only scanner that fills a snapshot from sysfs, `/dev` and `/proc`, and the human
+//! status view of a snapshot.
 
+pub mod observe;
 pub mod roots;
+pub mod scan;
 pub mod snapshot;
+pub mod status;
 
+pub use observe::{load_snapshot, observe, snapshot_json, HostError};
 pub use roots::Roots;
+pub use scan::{scan, ScanError};
 pub use snapshot::*;

@@ -1,0 +1,352 @@
+//! Running a plan's steps through the seam: batch after batch; within a batch, independent
+//! units (IOMMU groups, PFs, pending VFs) in parallel with a small bound, each unit's steps in
+//! order. Before every change the object's current state goes to the journal (the pass's
+//! in-flight record, and the persistent record of originals). One `tracing` line per action:
+//! what, device, result, duration.
+//!
+//! The executor stops at the first failure (letting steps already running in other units
+//! finish) and returns it; undoing is the caller's transaction, not sprinkled through here.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::journal::{InFlight, Journal, JournalError, Object, Recorded};
+use crate::kernel::{Host, KernelError, NodeOwner};
+use crate::pci::PciAddress;
+use crate::plan::{Action, Plan, Step, Unit};
+
+/// How steps run.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// Units of one batch run at most this many at a time.
+    pub parallel: usize,
+    /// How long to wait for `/dev/vfio/N` to appear before setting its owner.
+    pub node_wait: Duration,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions {
+            parallel: 4,
+            node_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One executed step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    pub step: Step,
+    pub result: Result<(), StepError>,
+    pub duration: Duration,
+}
+
+/// Why a step failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error("recording the state before the change failed: {0}")]
+    Journal(#[from] JournalError),
+}
+
+/// A step that failed, with what it was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepFailure {
+    pub step: Step,
+    pub error: StepError,
+}
+
+impl std::fmt::Display for StepFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", describe(&self.step.action), self.error)
+    }
+}
+
+/// A one-line description of an action: what, on which device.
+pub fn describe(a: &Action) -> String {
+    match a {
+        Action::LoadModule { module, .. } => format!("load module {module}"),
+        Action::SetNumVfs { device, to, .. } => format!("set {to} VFs on {device}"),
+        Action::SetOverride { device, to, .. } => {
+            format!("set driver_override of {device} to {to}")
+        }
+        Action::ClearOverride { device, .. } => format!("clear driver_override of {device}"),
+        Action::Unbind { device, from } => match from {
+            Some(d) => format!("unbind {device} from {d}"),
+            None => format!("unbind {device}"),
+        },
+        Action::Bind { device, driver } => format!("bind {device} to {driver}"),
+        Action::SetNodeOwner {
+            device, group, to, ..
+        } => match group {
+            Some(g) => format!("set /dev/vfio/{g} ({device}) to {to}"),
+            None => format!("set the group node of {device} to {to}"),
+        },
+    }
+}
+
+/// The pass's journal: records each object's state before its first change in the pass.
+#[derive(Debug)]
+pub struct Recorder {
+    state_dir: PathBuf,
+    run_dir: PathBuf,
+    inner: Mutex<(Journal, InFlight)>,
+}
+
+impl Recorder {
+    pub fn new(state_dir: PathBuf, run_dir: PathBuf, journal: Journal) -> Self {
+        Recorder {
+            state_dir,
+            run_dir,
+            inner: Mutex::new((journal, InFlight::new())),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Journal, InFlight)> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records what `object` is now, and what the change may take with it, unless this pass
+    /// recorded them already. Written to disk (in-flight first, then the journal of
+    /// originals) before returning.
+    ///
+    /// A change of a function's driver can remove and re-create its group node (which comes
+    /// back root:root 0600), so the node is recorded with it, first, to be restored after
+    /// the function. A VF count change removes the VFs, so their state is recorded first too.
+    pub fn before(&self, host: &dyn Host, object: Object) -> Result<(), StepError> {
+        let mut g = self.lock();
+        let mut objects = Vec::new();
+        match object {
+            Object::Device { device } => objects.push(Object::Node { device }),
+            Object::Sriov { pf } => {
+                for vf in host.virtfns(pf)? {
+                    objects.push(Object::Node { device: vf });
+                    objects.push(Object::Device { device: vf });
+                }
+            }
+            Object::Node { .. } => {}
+        }
+        objects.push(object);
+        let (journal, inflight) = &mut *g;
+        let (mut new_inflight, mut new_journal) = (false, false);
+        for o in objects {
+            if inflight.entries.iter().any(|e| e.object == o) {
+                continue;
+            }
+            let was = current(host, &o)?;
+            if was == (Recorded::Node { owner: None }) {
+                // No node: nothing to put back (it goes with its last vfio member).
+                continue;
+            }
+            new_journal |= journal.record(o, was.clone());
+            new_inflight |= inflight.record(o, was);
+        }
+        if new_inflight {
+            inflight.save(&self.run_dir)?;
+        }
+        if new_journal {
+            journal.save(&self.state_dir)?;
+        }
+        Ok(())
+    }
+
+    /// The pass's in-flight entries and the journal, for undo and commit.
+    pub fn into_parts(self) -> (Journal, InFlight) {
+        self.inner.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.state_dir
+    }
+
+    pub fn run_dir(&self) -> &std::path::Path {
+        &self.run_dir
+    }
+}
+
+/// What `object` is now, read from the host.
+pub fn current(host: &dyn Host, object: &Object) -> Result<Recorded, KernelError> {
+    Ok(match object {
+        Object::Device { device } => Recorded::Device(host.device_state(*device)?),
+        Object::Sriov { pf } => Recorded::Sriov {
+            num_vfs: host.num_vfs(*pf)?,
+        },
+        Object::Node { device } => Recorded::Node {
+            owner: match host.iommu_group(*device)? {
+                Some(g) => host.node_owner(g)?,
+                None => None,
+            },
+        },
+    })
+}
+
+fn device_object(device: PciAddress) -> Object {
+    Object::Device { device }
+}
+
+/// Runs one step: journal, then the primitive(s), each checked by reading back.
+fn run_step(
+    host: &dyn Host,
+    rec: &Recorder,
+    step: &Step,
+    opts: &ExecOptions,
+) -> Result<(), StepError> {
+    match &step.action {
+        Action::LoadModule { module, .. } => host.load_module(module)?,
+        Action::SetNumVfs { device, to, .. } => {
+            rec.before(host, Object::Sriov { pf: *device })?;
+            host.set_num_vfs(*device, *to)?;
+        }
+        Action::SetOverride { device, to, .. } => {
+            rec.before(host, device_object(*device))?;
+            host.set_driver_override(*device, Some(to))?;
+        }
+        Action::ClearOverride { device, .. } => {
+            rec.before(host, device_object(*device))?;
+            host.set_driver_override(*device, None)?;
+        }
+        Action::Unbind { device, .. } => {
+            rec.before(host, device_object(*device))?;
+            host.unbind(*device)?;
+        }
+        Action::Bind { device, driver } => {
+            rec.before(host, device_object(*device))?;
+            let now = host.device_state(*device)?;
+            if now.driver.as_deref() == Some(driver.as_str()) {
+                return Ok(());
+            }
+            if now.driver_override.as_deref() == Some(driver.as_str()) {
+                // With the override naming it, a probe can bind nothing else; it counts only
+                // when the driver link says so.
+                let bound = host.probe(*device)?;
+                if bound.as_deref() != Some(driver.as_str()) {
+                    return Err(KernelError::NotConverged {
+                        what: format!("probe of {device}"),
+                        expected: driver.clone(),
+                        found: bound.unwrap_or_else(|| "no driver".to_string()),
+                    }
+                    .into());
+                }
+            } else {
+                host.bind(*device, driver)?;
+            }
+        }
+        Action::SetNodeOwner {
+            device, group, to, ..
+        } => {
+            let group = match group {
+                Some(g) => *g,
+                None => host
+                    .iommu_group(*device)?
+                    .ok_or_else(|| KernelError::NotConverged {
+                        what: format!("IOMMU group of {device}"),
+                        expected: "a group".to_string(),
+                        found: "none".to_string(),
+                    })?,
+            };
+            rec.before(host, Object::Node { device: *device })?;
+            let owner = NodeOwner {
+                uid: to.uid,
+                gid: to.gid,
+                mode: to.mode.0,
+            };
+            host.set_node_owner(group, owner, opts.node_wait)?;
+        }
+    }
+    Ok(())
+}
+
+fn traced(host: &dyn Host, rec: &Recorder, step: &Step, opts: &ExecOptions) -> StepRecord {
+    let t0 = Instant::now();
+    let result = run_step(host, rec, step, opts);
+    let duration = t0.elapsed();
+    let device = step
+        .action
+        .device()
+        .map_or_else(|| "-".to_string(), |d| d.to_string());
+    match &result {
+        Ok(()) => tracing::info!(
+            action = step.action.kind(),
+            device = %device,
+            result = "ok",
+            ms = duration.as_secs_f64() * 1e3,
+            "{}",
+            describe(&step.action)
+        ),
+        Err(e) => tracing::error!(
+            action = step.action.kind(),
+            device = %device,
+            result = %e,
+            ms = duration.as_secs_f64() * 1e3,
+            "{}",
+            describe(&step.action)
+        ),
+    }
+    StepRecord {
+        step: step.clone(),
+        result,
+        duration,
+    }
+}
+
+/// Runs `plan`. Returns every executed step; on failure also the first failure.
+pub fn execute(
+    host: &dyn Host,
+    rec: &Recorder,
+    plan: &Plan,
+    opts: &ExecOptions,
+) -> (Vec<StepRecord>, Option<StepFailure>) {
+    let mut done = Vec::new();
+    for b in 1..=plan.batches() {
+        let units: Vec<(&Unit, Vec<&Step>)> = plan.batch(b);
+        let failed = AtomicBool::new(false);
+        let records = Mutex::new(Vec::new());
+        let run_unit = |steps: &[&Step]| {
+            for s in steps {
+                if failed.load(Ordering::SeqCst) {
+                    return;
+                }
+                let r = traced(host, rec, s, opts);
+                if r.result.is_err() {
+                    failed.store(true, Ordering::SeqCst);
+                }
+                records.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+            }
+        };
+        let workers = opts.parallel.max(1).min(units.len());
+        if workers <= 1 {
+            for (_, steps) in &units {
+                run_unit(steps);
+            }
+        } else {
+            let next = AtomicUsize::new(0);
+            std::thread::scope(|scope| {
+                for _ in 0..workers {
+                    scope.spawn(|| loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        match units.get(i) {
+                            Some((_, steps)) if !failed.load(Ordering::SeqCst) => run_unit(steps),
+                            _ => return,
+                        }
+                    });
+                }
+            });
+        }
+        let records = records.into_inner().unwrap_or_else(|p| p.into_inner());
+        let failure = records.iter().find_map(|r| match &r.result {
+            Err(e) => Some(StepFailure {
+                step: r.step.clone(),
+                error: e.clone(),
+            }),
+            Ok(()) => None,
+        });
+        done.extend(records);
+        if failure.is_some() {
+            return (done, failure);
+        }
+    }
+    (done, None)
+}

@@ -1,0 +1,421 @@
+//! The journal: what every object vfioctl changed was before it changed it, written to disk
+//! *before* the change, so any change can be undone, even after a crash.
+//!
+//! Two files, both written atomically (temp file, fsync, rename, fsync of the directory):
+//! - `STATE_DIR/journal.json` (persistent): the original state of every object vfioctl has
+//!   taken and not yet given back: a function's driver and override, a PF's VF count, a
+//!   group node's owner and mode. `vfioctl rollback` and releases restore from it.
+//! - `RUN_DIR/inflight.json` (cleared at boot): the state at the start of the current pass of
+//!   every object the pass touched, in order. A pass that fails undoes it in reverse; a pass
+//!   that was killed leaves it behind, and the next run restores it first.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::kernel::{DeviceState, NodeOwner};
+use crate::pci::PciAddress;
+
+/// The journal file format written by this build.
+pub const JOURNAL_FORMAT: u32 = 1;
+const JOURNAL_FILE: &str = "journal.json";
+const INFLIGHT_FILE: &str = "inflight.json";
+
+/// One object vfioctl may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Object {
+    /// A function's driver binding and `driver_override`.
+    Device { device: PciAddress },
+    /// A physical function's `sriov_numvfs`.
+    Sriov { pf: PciAddress },
+    /// The owner and mode of the group node (`/dev/vfio/N`) of this function's IOMMU group.
+    /// Keyed by a member, not the group number: a re-created VF gets a new group number.
+    Node { device: PciAddress },
+}
+
+impl std::fmt::Display for Object {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Object::Device { device } => write!(f, "{device}"),
+            Object::Sriov { pf } => write!(f, "{pf} (sriov_numvfs)"),
+            Object::Node { device } => write!(f, "the group node of {device}"),
+        }
+    }
+}
+
+/// What an object was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Recorded {
+    Device(DeviceState),
+    Sriov {
+        num_vfs: u32,
+    },
+    /// `None`: there was no node.
+    Node {
+        owner: Option<NodeOwner>,
+    },
+}
+
+impl std::fmt::Display for Recorded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Recorded::Device(s) => write!(
+                f,
+                "driver {}, override {}",
+                s.driver.as_deref().unwrap_or("none"),
+                s.driver_override.as_deref().unwrap_or("none")
+            ),
+            Recorded::Sriov { num_vfs } => write!(f, "{num_vfs} VFs"),
+            Recorded::Node { owner: Some(o) } => write!(f, "owner {o}"),
+            Recorded::Node { owner: None } => write!(f, "no node"),
+        }
+    }
+}
+
+/// An object and what it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub object: Object,
+    pub was: Recorded,
+}
+
+/// Why the journal could not be read or written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JournalError {
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("{path} is not a vfioctl journal ({message}); move it aside to start afresh, but note it records the original drivers of taken devices")]
+    Corrupt { path: PathBuf, message: String },
+    #[error("{path} has format {found}; this vfioctl understands format {JOURNAL_FORMAT}")]
+    Format { path: PathBuf, found: u32 },
+}
+
+fn io_err(path: &Path, e: &std::io::Error) -> JournalError {
+    JournalError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// The persistent record of taken objects, in the order they were first taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    pub format: u32,
+    pub entries: Vec<Entry>,
+}
+
+impl Default for Journal {
+    fn default() -> Self {
+        Journal {
+            format: JOURNAL_FORMAT,
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl Journal {
+    /// Loads `STATE_DIR/journal.json`; a missing file is an empty journal.
+    pub fn load(state_dir: &Path) -> Result<Journal, JournalError> {
+        let j: Option<Journal> = read_json(&state_dir.join(JOURNAL_FILE))?;
+        let j = j.unwrap_or_default();
+        if j.format != JOURNAL_FORMAT {
+            return Err(JournalError::Format {
+                path: state_dir.join(JOURNAL_FILE),
+                found: j.format,
+            });
+        }
+        Ok(j)
+    }
+
+    /// Writes it atomically to `STATE_DIR/journal.json`.
+    pub fn save(&self, state_dir: &Path) -> Result<(), JournalError> {
+        write_json(state_dir, JOURNAL_FILE, self)
+    }
+
+    /// What `object` was before vfioctl first took it.
+    pub fn original(&self, object: &Object) -> Option<&Recorded> {
+        self.entries
+            .iter()
+            .find(|e| &e.object == object)
+            .map(|e| &e.was)
+    }
+
+    /// Records `was` for `object` unless it is already recorded (the first record is the
+    /// original). Returns whether it was new.
+    pub fn record(&mut self, object: Object, was: Recorded) -> bool {
+        if self.original(&object).is_some() {
+            return false;
+        }
+        self.entries.push(Entry { object, was });
+        true
+    }
+
+    /// Forgets `object` (it was given back).
+    pub fn forget(&mut self, object: &Object) -> bool {
+        let n = self.entries.len();
+        self.entries.retain(|e| &e.object != object);
+        n != self.entries.len()
+    }
+
+    /// Taken functions and their original state, for the planner's release decisions.
+    pub fn taken_devices(&self) -> impl Iterator<Item = (PciAddress, &DeviceState)> {
+        self.entries
+            .iter()
+            .filter_map(|e| match (&e.object, &e.was) {
+                (Object::Device { device }, Recorded::Device(s)) => Some((*device, s)),
+                _ => None,
+            })
+    }
+}
+
+/// The record of the pass in progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlight {
+    /// The process running the pass.
+    pub pid: u32,
+    /// Pass-start state of every object the pass touched, in first-touch order.
+    pub entries: Vec<Entry>,
+}
+
+impl InFlight {
+    pub fn new() -> Self {
+        InFlight {
+            pid: std::process::id(),
+            entries: Vec::new(),
+        }
+    }
+
+    /// Loads `RUN_DIR/inflight.json`, `None` when no pass was interrupted.
+    pub fn load(run_dir: &Path) -> Result<Option<InFlight>, JournalError> {
+        read_json(&run_dir.join(INFLIGHT_FILE))
+    }
+
+    pub fn save(&self, run_dir: &Path) -> Result<(), JournalError> {
+        write_json(run_dir, INFLIGHT_FILE, self)
+    }
+
+    /// Removes the record (the pass finished or was undone) and syncs the directory.
+    pub fn clear(run_dir: &Path) -> Result<(), JournalError> {
+        let p = run_dir.join(INFLIGHT_FILE);
+        match fs::remove_file(&p) {
+            Ok(()) => sync_dir(run_dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&p, &e)),
+        }
+    }
+
+    /// Records the pass-start state of `object` unless already recorded. Returns whether new.
+    pub fn record(&mut self, object: Object, was: Recorded) -> bool {
+        if self.entries.iter().any(|e| e.object == object) {
+            return false;
+        }
+        self.entries.push(Entry { object, was });
+        true
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, JournalError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path, &e)),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| JournalError::Corrupt {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+}
+
+fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), JournalError> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| JournalError::Io {
+        path: dir.join(name),
+        message: e.to_string(),
+    })?;
+    bytes.push(b'\n');
+    write_atomic(dir, name, &bytes, &mut |_| Ok(()))
+}
+
+/// The steps of an atomic write, for crash-injection tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteStep {
+    Created,
+    HalfWritten,
+    Written,
+    Synced,
+    Renamed,
+}
+
+/// Writes `DIR/NAME` atomically: a temp file in the same directory, fsync, rename over the
+/// target, fsync of the directory. A crash at any point leaves either the old or the new
+/// content. `at` is called after each step; an `Err` there stops the write as a crash would.
+pub fn write_atomic(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    at: &mut dyn FnMut(WriteStep) -> Result<(), ()>,
+) -> Result<(), JournalError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| io_err(dir, &e))?;
+    let target = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let crashed = || JournalError::Io {
+        path: target.clone(),
+        message: "interrupted".to_string(),
+    };
+    let mut f: File = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| io_err(&tmp, &e))?;
+    at(WriteStep::Created).map_err(|_| crashed())?;
+    let half = bytes.len() / 2;
+    f.write_all(&bytes[..half]).map_err(|e| io_err(&tmp, &e))?;
+    at(WriteStep::HalfWritten).map_err(|_| crashed())?;
+    f.write_all(&bytes[half..]).map_err(|e| io_err(&tmp, &e))?;
+    at(WriteStep::Written).map_err(|_| crashed())?;
+    f.sync_all().map_err(|e| io_err(&tmp, &e))?;
+    drop(f);
+    at(WriteStep::Synced).map_err(|_| crashed())?;
+    fs::rename(&tmp, &target).map_err(|e| io_err(&target, &e))?;
+    at(WriteStep::Renamed).map_err(|_| crashed())?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err(dir, &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> PciAddress {
+        s.parse().unwrap()
+    }
+
+    fn dev_entry(addr: &str, driver: &str) -> (Object, Recorded) {
+        (
+            Object::Device { device: a(addr) },
+            Recorded::Device(DeviceState {
+                driver: Some(driver.to_string()),
+                driver_override: None,
+            }),
+        )
+    }
+
+    #[test]
+    fn the_first_record_is_the_original() {
+        let mut j = Journal::default();
+        let (o, r) = dev_entry("0000:01:00.0", "nvme");
+        assert!(j.record(o, r.clone()));
+        let (_, later) = dev_entry("0000:01:00.0", "vfio-pci");
+        assert!(!j.record(o, later));
+        assert_eq!(j.original(&o), Some(&r));
+        assert!(j.forget(&o));
+        assert_eq!(j.original(&o), None);
+    }
+
+    #[test]
+    fn round_trip_and_missing_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        assert!(Journal::load(&state).unwrap().entries.is_empty());
+        let mut j = Journal::load(&state).unwrap();
+        let (o, r) = dev_entry("0000:01:00.0", "nvme");
+        j.record(o, r);
+        j.record(
+            Object::Node {
+                device: a("0000:01:00.0"),
+            },
+            Recorded::Node {
+                owner: Some(NodeOwner::KERNEL_DEFAULT),
+            },
+        );
+        j.save(&state).unwrap();
+        assert_eq!(Journal::load(&state).unwrap(), j);
+        let text = fs::read_to_string(state.join(JOURNAL_FILE)).unwrap();
+        assert!(text.contains("\"device\": \"0000:01:00.0\""), "{text}");
+    }
+
+    #[test]
+    fn a_corrupt_journal_is_an_error_that_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(JOURNAL_FILE), b"{ not json").unwrap();
+        let e = Journal::load(dir.path()).unwrap_err();
+        assert!(matches!(e, JournalError::Corrupt { .. }));
+        assert!(e.to_string().contains("move it aside"));
+    }
+
+    // A crash at every step of an atomic write leaves the old content or the new one, never a
+    // mix, and the reader ignores the stray temp file.
+    #[test]
+    fn a_crash_at_every_step_leaves_old_or_new() {
+        let steps = [
+            WriteStep::Created,
+            WriteStep::HalfWritten,
+            WriteStep::Written,
+            WriteStep::Synced,
+            WriteStep::Renamed,
+        ];
+        for crash in steps {
+            let dir = tempfile::tempdir().unwrap();
+            let mut old = Journal {
+                format: JOURNAL_FORMAT,
+                entries: Vec::new(),
+            };
+            let (o, r) = dev_entry("0000:01:00.0", "nvme");
+            old.record(o, r);
+            old.save(dir.path()).unwrap();
+            let mut new = old.clone();
+            let (o2, r2) = dev_entry("0000:02:01.0", "e1000");
+            new.record(o2, r2);
+            let bytes = serde_json::to_vec_pretty(&new).unwrap();
+            let r = write_atomic(dir.path(), JOURNAL_FILE, &bytes, &mut |s| {
+                if s == crash {
+                    Err(())
+                } else {
+                    Ok(())
+                }
+            });
+            assert!(r.is_err());
+            let now = Journal::load(dir.path()).unwrap();
+            if crash == WriteStep::Renamed {
+                assert_eq!(now, new, "crash after {crash:?}");
+            } else {
+                assert_eq!(now, old, "crash after {crash:?}");
+            }
+            // The next write succeeds over the debris.
+            new.save(dir.path()).unwrap();
+            assert_eq!(Journal::load(dir.path()).unwrap(), new);
+        }
+    }
+
+    #[test]
+    fn inflight_lifecycle() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(InFlight::load(dir.path()).unwrap(), None);
+        let mut f = InFlight::new();
+        let (o, r) = dev_entry("0000:01:00.0", "nvme");
+        assert!(f.record(o, r.clone()));
+        assert!(!f.record(o, r));
+        f.save(dir.path()).unwrap();
+        assert_eq!(InFlight::load(dir.path()).unwrap(), Some(f));
+        InFlight::clear(dir.path()).unwrap();
+        assert_eq!(InFlight::load(dir.path()).unwrap(), None);
+        InFlight::clear(dir.path()).unwrap();
+    }
+}

@@ -1,0 +1,258 @@
+//! Running a plan through the [`crate::kernel::Host`] seam: in order, journaled before each
+//! change, verified after, undone on failure, one pass at a time.
+//!
+//! [`reconcile`] is the whole story in one function: lock → recover an interrupted pass →
+//! read the host → plan (with the journal's record of what was taken) → apply inside a
+//! transaction (journal before each change; on failure undo in reverse) → verify (read again,
+//! plan again, ask the kernel) → commit (forget what was given back, clear the pass record).
+
+pub mod executor;
+pub mod journal;
+pub mod lock;
+pub mod rollback;
+pub mod verify;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::kernel::{Host, KernelError};
+use crate::pci::PciAddress;
+use crate::plan::{self, Accounts, Context, Plan, Taken};
+
+pub use executor::{ExecOptions, StepFailure, StepRecord};
+use journal::{InFlight, Journal, JournalError};
+use lock::LockError;
+use rollback::{RollbackError, UndoReport};
+pub use verify::Verification;
+
+/// Everything a reconcile pass needs besides the host and the config.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub lock_timeout: Duration,
+    pub exec: ExecOptions,
+    pub accounts: Accounts,
+    /// Reconcile only this function and its group closure.
+    pub scope: Option<PciAddress>,
+}
+
+impl Options {
+    pub fn new(state_dir: PathBuf, run_dir: PathBuf) -> Self {
+        Options {
+            state_dir,
+            run_dir,
+            lock_timeout: Duration::from_secs(10),
+            exec: ExecOptions::default(),
+            accounts: Accounts::default(),
+            scope: None,
+        }
+    }
+}
+
+/// What a successful pass did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// An interrupted earlier pass that was restored first: its pid and what was put back.
+    pub recovered: Option<(u32, UndoReport)>,
+    /// The plan that was applied, with the problems that kept parts of the config out.
+    pub plan: Plan,
+    pub executed: Vec<StepRecord>,
+    /// `None` when there was nothing to do.
+    pub verification: Option<Verification>,
+}
+
+/// Why a pass did not complete. The failures that happen after changes began carry the undo
+/// report: both the failure and what was put back.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("reading the host failed: {0}")]
+    Read(KernelError),
+    #[error(
+        "an interrupted pass (pid {pid}) could not be fully restored; nothing new was applied"
+    )]
+    RecoveryIncomplete { pid: u32, report: UndoReport },
+    #[error("applying failed: {failure}")]
+    Failed {
+        failure: Box<StepFailure>,
+        executed: Vec<StepRecord>,
+        undo: UndoReport,
+    },
+    #[error("the host did not converge after applying")]
+    NotConverged {
+        verification: Box<Verification>,
+        undo: UndoReport,
+    },
+    #[error("verification could not read the host: {error}")]
+    VerifyRead {
+        error: KernelError,
+        undo: UndoReport,
+    },
+}
+
+impl From<RollbackError> for ApplyError {
+    fn from(e: RollbackError) -> Self {
+        match e {
+            RollbackError::Lock(e) => ApplyError::Lock(e),
+            RollbackError::Journal(e) => ApplyError::Journal(e),
+            RollbackError::Kernel(e) => ApplyError::Read(e),
+        }
+    }
+}
+
+impl ApplyError {
+    /// The undo that followed, when changes had begun.
+    pub fn undo(&self) -> Option<&UndoReport> {
+        match self {
+            ApplyError::Failed { undo, .. }
+            | ApplyError::NotConverged { undo, .. }
+            | ApplyError::VerifyRead { undo, .. } => Some(undo),
+            ApplyError::RecoveryIncomplete { report, .. } => Some(report),
+            _ => None,
+        }
+    }
+
+    /// Every line a person needs: the failure, what did not converge, and the undo.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = vec![self.to_string()];
+        if let ApplyError::NotConverged { verification, .. } = self {
+            out.extend(
+                verification
+                    .problems()
+                    .into_iter()
+                    .map(|l| format!("  {l}")),
+            );
+        }
+        if let Some(u) = self.undo() {
+            if u.restored.is_empty() {
+                out.push("undo: nothing had changed".to_string());
+            } else if u.complete() {
+                out.push("undo: every change was put back:".to_string());
+            } else {
+                out.push(
+                    "undo: NOT everything could be put back (run `vfioctl rollback` once the cause is fixed):"
+                        .to_string(),
+                );
+            }
+            out.extend(u.lines().into_iter().map(|l| format!("  {l}")));
+        }
+        out
+    }
+}
+
+/// The planner's view of what vfioctl took earlier, from the journal.
+pub fn taken(journal: &Journal) -> Vec<Taken> {
+    journal
+        .taken_devices()
+        .map(|(address, s)| Taken {
+            address,
+            original_driver: s.driver.clone(),
+            original_override: s.driver_override.clone(),
+        })
+        .collect()
+}
+
+fn plan_for(config: &Config, snap: &crate::host::Snapshot, ctx: &Context) -> Plan {
+    match ctx.scope {
+        Some(d) => plan::plan_scoped(config, snap, ctx, d),
+        None => plan::plan_with(config, snap, ctx),
+    }
+}
+
+/// Makes the host match `config`: the whole apply story. Applies the realisable part of the
+/// plan (the planner keeps a group whole or out); the plan's problems come back in the
+/// outcome for the caller to report. A converged host costs reads only, no writes.
+pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Outcome, ApplyError> {
+    let _lock = lock::acquire(&opts.run_dir, opts.lock_timeout)?;
+    let recovered = rollback::recover(host, &opts.state_dir, &opts.run_dir)?;
+    if let Some((pid, report)) = &recovered {
+        if !report.complete() {
+            return Err(ApplyError::RecoveryIncomplete {
+                pid: *pid,
+                report: report.clone(),
+            });
+        }
+    }
+    let journal = Journal::load(&opts.state_dir)?;
+    let observed = host.snapshot().map_err(ApplyError::Read)?;
+    let mut ctx = Context {
+        taken: taken(&journal),
+        accounts: opts.accounts.clone(),
+        scope: opts.scope,
+    };
+    let plan = plan_for(config, &observed, &ctx);
+    if plan.is_empty() {
+        return Ok(Outcome {
+            recovered,
+            plan,
+            executed: Vec::new(),
+            verification: None,
+        });
+    }
+
+    let rec = executor::Recorder::new(opts.state_dir.clone(), opts.run_dir.clone(), journal);
+    let (executed, failure) = executor::execute(host, &rec, &plan, &opts.exec);
+    let (journal, inflight) = rec.into_parts();
+    if let Some(failure) = failure {
+        let undo = undo_pass(host, opts, &inflight)?;
+        return Err(ApplyError::Failed {
+            failure: Box::new(failure),
+            executed,
+            undo,
+        });
+    }
+    ctx.taken = taken(&journal);
+    match verify::verify(host, config, &ctx, &plan) {
+        Ok(v) if v.converged() => {
+            commit(host, opts, journal)?;
+            Ok(Outcome {
+                recovered,
+                plan,
+                executed,
+                verification: Some(v),
+            })
+        }
+        Ok(v) => {
+            let undo = undo_pass(host, opts, &inflight)?;
+            Err(ApplyError::NotConverged {
+                verification: Box::new(v),
+                undo,
+            })
+        }
+        Err(error) => {
+            let undo = undo_pass(host, opts, &inflight)?;
+            Err(ApplyError::VerifyRead { error, undo })
+        }
+    }
+}
+
+/// Puts every object the pass touched back to its pass-start state, newest first. When all
+/// are back, forgets journal entries that are at their original again and clears the pass
+/// record; otherwise the record stays, and the next run retries.
+fn undo_pass(
+    host: &dyn Host,
+    opts: &Options,
+    inflight: &InFlight,
+) -> Result<UndoReport, ApplyError> {
+    let report = rollback::restore_all(host, &inflight.entries);
+    if report.complete() {
+        let journal = Journal::load(&opts.state_dir)?;
+        commit(host, opts, journal)?;
+    }
+    Ok(report)
+}
+
+/// Ends a pass: forgets what is back at its original, saves the journal if that changed it,
+/// clears the in-flight record.
+fn commit(host: &dyn Host, opts: &Options, mut journal: Journal) -> Result<(), ApplyError> {
+    if rollback::forget_restored(host, &mut journal).map_err(ApplyError::Read)? {
+        journal.save(&opts.state_dir)?;
+    }
+    InFlight::clear(&opts.run_dir)?;
+    Ok(())
+}

@@ -1,0 +1,427 @@
+//! Putting things back: restoring recorded objects to what the journal says they were.
+//!
+//! Undo is by state, not by replaying inverse actions: each object is brought from whatever
+//! it is now to its recorded state, so the same code serves an undo after a failed step (even
+//! one that half-happened), recovery after a crash (where the last step may or may not have
+//! taken effect) and `vfioctl rollback` (every taken object back to its original). Objects are
+//! restored in reverse order of first change. A function that had a driver is only counted as
+//! restored when the `driver` link names that driver again.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::journal::{Entry, InFlight, Journal, JournalError, Object, Recorded};
+use super::lock::{self, LockError};
+use crate::kernel::{DeviceState, Host, KernelError};
+
+/// How long to wait for a node to appear when restoring its owner (it should exist already).
+const NODE_WAIT: Duration = Duration::from_millis(200);
+
+/// The outcome of restoring one object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restored {
+    pub object: Object,
+    pub to: Recorded,
+    /// `Ok(true)`: changed back; `Ok(false)`: already so (or gone with its PF); `Err`: failed.
+    pub result: Result<bool, KernelError>,
+}
+
+/// What an undo, a recovery or a rollback did, object by object.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UndoReport {
+    pub restored: Vec<Restored>,
+}
+
+impl UndoReport {
+    /// Every object is back.
+    pub fn complete(&self) -> bool {
+        self.restored.iter().all(|r| r.result.is_ok())
+    }
+
+    /// Objects that could not be put back, with why.
+    pub fn failures(&self) -> Vec<(Object, Recorded, KernelError)> {
+        self.restored
+            .iter()
+            .filter_map(|r| match &r.result {
+                Err(e) => Some((r.object, r.to.clone(), e.clone())),
+                Ok(_) => None,
+            })
+            .collect()
+    }
+
+    /// Human lines, one per object.
+    pub fn lines(&self) -> Vec<String> {
+        self.restored
+            .iter()
+            .map(|r| match &r.result {
+                Ok(true) => format!("restored {} to {}", r.object, r.to),
+                Ok(false) => format!("{} was already {}", r.object, r.to),
+                Err(e) => format!("could NOT restore {} to {}: {e}", r.object, r.to),
+            })
+            .collect()
+    }
+}
+
+/// Brings `object` back to `to`. Returns whether anything was written.
+pub fn restore(host: &dyn Host, object: &Object, to: &Recorded) -> Result<bool, KernelError> {
+    match (object, to) {
+        (Object::Device { device }, Recorded::Device(want)) => {
+            let now = match host.device_state(*device) {
+                Ok(s) => s,
+                // A VF removed with its PF's count: nothing left to restore.
+                Err(KernelError::NoSuchDevice(_)) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            restore_device(host, *device, &now, want)
+        }
+        (Object::Sriov { pf }, Recorded::Sriov { num_vfs }) => {
+            let now = host.num_vfs(*pf)?;
+            if now == *num_vfs {
+                return Ok(false);
+            }
+            if now != 0 && *num_vfs != 0 {
+                host.set_num_vfs(*pf, 0)?;
+            }
+            host.set_num_vfs(*pf, *num_vfs)?;
+            Ok(true)
+        }
+        (Object::Node { device }, Recorded::Node { owner }) => {
+            let Some(want) = owner else {
+                // There was no node: it goes away with its last vfio member.
+                return Ok(false);
+            };
+            let group = match host.iommu_group(*device) {
+                Ok(Some(g)) => g,
+                Ok(None) | Err(KernelError::NoSuchDevice(_)) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            match host.node_owner(group)? {
+                Some(now) if now != *want => {
+                    host.set_node_owner(group, *want, NODE_WAIT)?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        }
+        (o, r) => Err(KernelError::NotConverged {
+            what: format!("journal entry for {o}"),
+            expected: "a record of the same kind".to_string(),
+            found: r.to_string(),
+        }),
+    }
+}
+
+fn restore_device(
+    host: &dyn Host,
+    dev: crate::pci::PciAddress,
+    now: &DeviceState,
+    want: &DeviceState,
+) -> Result<bool, KernelError> {
+    if now == want {
+        return Ok(false);
+    }
+    if now.driver != want.driver {
+        host.unbind(dev)?;
+        if let Some(drv) = &want.driver {
+            // The override names the one driver the next probe may bind.
+            host.set_driver_override(dev, Some(drv))?;
+            let bound = host.probe(dev)?;
+            if bound.as_deref() != Some(drv.as_str()) {
+                return Err(KernelError::NotConverged {
+                    what: format!("rebinding {dev} to {drv}"),
+                    expected: drv.clone(),
+                    found: bound.unwrap_or_else(|| "no driver".to_string()),
+                });
+            }
+        }
+    }
+    if host.device_state(dev)?.driver_override != want.driver_override {
+        host.set_driver_override(dev, want.driver_override.as_deref())?;
+    }
+    Ok(true)
+}
+
+/// Restores `entries` in reverse order, continuing past failures so as much as possible is
+/// put back; every result is reported.
+pub fn restore_all(host: &dyn Host, entries: &[Entry]) -> UndoReport {
+    let mut report = UndoReport::default();
+    for e in entries.iter().rev() {
+        let t0 = Instant::now();
+        let result = restore(host, &e.object, &e.was);
+        match &result {
+            Ok(changed) => tracing::info!(
+                action = "restore",
+                object = %e.object,
+                to = %e.was,
+                result = if *changed { "ok" } else { "unchanged" },
+                ms = t0.elapsed().as_millis() as u64,
+            ),
+            Err(err) => tracing::error!(
+                action = "restore",
+                object = %e.object,
+                to = %e.was,
+                result = %err,
+                ms = t0.elapsed().as_millis() as u64,
+            ),
+        }
+        report.restored.push(Restored {
+            object: e.object,
+            to: e.was.clone(),
+            result,
+        });
+    }
+    report
+}
+
+/// Drops journal entries whose object is back at its original state (or gone).
+pub fn forget_restored(host: &dyn Host, journal: &mut Journal) -> Result<bool, KernelError> {
+    let mut keep = Vec::new();
+    let mut changed = false;
+    for e in std::mem::take(&mut journal.entries) {
+        if is_at(host, &e.object, &e.was)? {
+            changed = true;
+        } else {
+            keep.push(e);
+        }
+    }
+    journal.entries = keep;
+    Ok(changed)
+}
+
+/// Whether `object` is in state `was` now (a vanished VF counts as given back).
+pub fn is_at(host: &dyn Host, object: &Object, was: &Recorded) -> Result<bool, KernelError> {
+    Ok(match (object, was) {
+        (Object::Device { device }, Recorded::Device(s)) => match host.device_state(*device) {
+            Ok(now) => &now == s,
+            Err(KernelError::NoSuchDevice(_)) => true,
+            Err(e) => return Err(e),
+        },
+        (Object::Sriov { pf }, Recorded::Sriov { num_vfs }) => host.num_vfs(*pf)? == *num_vfs,
+        (Object::Node { device }, Recorded::Node { owner }) => match owner {
+            None => true,
+            Some(o) => match host.iommu_group(*device) {
+                Ok(Some(g)) => host.node_owner(g)?.map_or(true, |now| now == *o),
+                Ok(None) | Err(KernelError::NoSuchDevice(_)) => true,
+                Err(e) => return Err(e),
+            },
+        },
+        _ => false,
+    })
+}
+
+/// Why recovery or rollback could not run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RollbackError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+}
+
+/// Recovers from a pass that was interrupted (its in-flight record is still in `run_dir`):
+/// restores what it touched to its pass-start state, then removes the record if everything is
+/// back. Call with the pass lock held. `None` when there was nothing to recover.
+pub fn recover(
+    host: &dyn Host,
+    state_dir: &Path,
+    run_dir: &Path,
+) -> Result<Option<(u32, UndoReport)>, RollbackError> {
+    let Some(inflight) = InFlight::load(run_dir)? else {
+        return Ok(None);
+    };
+    tracing::warn!(
+        pid = inflight.pid,
+        objects = inflight.entries.len(),
+        "recovering from an interrupted pass"
+    );
+    let report = restore_all(host, &inflight.entries);
+    if report.complete() {
+        let mut journal = Journal::load(state_dir)?;
+        if forget_restored(host, &mut journal)? {
+            journal.save(state_dir)?;
+        }
+        InFlight::clear(run_dir)?;
+    }
+    Ok(Some((inflight.pid, report)))
+}
+
+/// What `vfioctl rollback` did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RollbackOutcome {
+    /// An interrupted pass that was recovered first: its pid and report.
+    pub recovered: Option<(u32, UndoReport)>,
+    pub report: UndoReport,
+}
+
+/// `vfioctl rollback`: returns every object in the journal to its recorded original state,
+/// newest first, and forgets the ones that are back. With `dry_run`, only lists them.
+pub fn rollback(
+    host: &dyn Host,
+    state_dir: &Path,
+    run_dir: &Path,
+    lock_timeout: Duration,
+    dry_run: bool,
+) -> Result<(RollbackOutcome, Vec<Entry>), RollbackError> {
+    let _lock = lock::acquire(run_dir, lock_timeout)?;
+    let journal = Journal::load(state_dir)?;
+    if dry_run {
+        return Ok((RollbackOutcome::default(), journal.entries));
+    }
+    let recovered = recover(host, state_dir, run_dir)?;
+    let mut journal = Journal::load(state_dir)?;
+    let entries = journal.entries.clone();
+    let report = restore_all(host, &entries);
+    if forget_restored(host, &mut journal)? {
+        journal.save(state_dir)?;
+    }
+    Ok((RollbackOutcome { recovered, report }, entries))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::simulated::{fixtures::vm_layout, Fault, SimKernel};
+    use crate::kernel::NodeOwner;
+    use crate::pci::PciAddress;
+
+    fn a(s: &str) -> PciAddress {
+        s.parse().unwrap()
+    }
+
+    fn take(k: &SimKernel, dev: &str) {
+        k.set_driver_override(a(dev), Some("vfio-pci")).unwrap();
+        k.unbind(a(dev)).unwrap();
+        k.probe(a(dev)).unwrap();
+    }
+
+    fn dev_entry(k: &SimKernel, dev: &str) -> Entry {
+        Entry {
+            object: Object::Device { device: a(dev) },
+            was: Recorded::Device(k.device_state(a(dev)).unwrap()),
+        }
+    }
+
+    #[test]
+    fn restore_brings_a_taken_device_back_to_its_driver() {
+        let k = SimKernel::from_snapshot(&vm_layout());
+        let before = k.snapshot().unwrap();
+        let e = dev_entry(&k, "0000:01:00.0");
+        let n = Entry {
+            object: Object::Node {
+                device: a("0000:01:00.0"),
+            },
+            was: Recorded::Node { owner: None },
+        };
+        take(&k, "0000:01:00.0");
+        k.set_node_owner(
+            8,
+            NodeOwner {
+                uid: 1000,
+                gid: 1000,
+                mode: 0o600,
+            },
+            NODE_WAIT,
+        )
+        .unwrap();
+        let r = restore_all(&k, &[e.clone(), n]);
+        assert!(r.complete(), "{:?}", r.lines());
+        assert_eq!(k.snapshot().unwrap(), before);
+        // Restoring again writes nothing.
+        let calls = k.call_count();
+        assert!(restore_all(&k, &[e]).complete());
+        assert_eq!(k.call_count(), calls);
+    }
+
+    #[test]
+    fn restore_after_a_half_done_step() {
+        // The unbind happened, the probe did not: the device is driverless.
+        let k = SimKernel::from_snapshot(&vm_layout());
+        let before = k.snapshot().unwrap();
+        let e = dev_entry(&k, "0000:02:01.0");
+        k.set_driver_override(a("0000:02:01.0"), Some("vfio-pci"))
+            .unwrap();
+        k.unbind(a("0000:02:01.0")).unwrap();
+        assert!(restore_all(&k, &[e]).complete());
+        assert_eq!(k.snapshot().unwrap(), before);
+    }
+
+    #[test]
+    fn sriov_goes_back_through_zero() {
+        let k = SimKernel::from_snapshot(&vm_layout());
+        let pf = a("0000:03:00.0");
+        k.set_num_vfs(pf, 2).unwrap();
+        let e = Entry {
+            object: Object::Sriov { pf },
+            was: Recorded::Sriov { num_vfs: 2 },
+        };
+        k.set_num_vfs(pf, 0).unwrap();
+        k.set_num_vfs(pf, 4).unwrap();
+        assert!(restore_all(&k, &[e]).complete());
+        assert_eq!(k.num_vfs(pf).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_failed_restore_is_reported_and_the_rest_still_runs() {
+        let k = SimKernel::from_snapshot(&vm_layout());
+        let e1 = dev_entry(&k, "0000:01:00.0");
+        let e2 = dev_entry(&k, "0000:00:01.0");
+        take(&k, "0000:01:00.0");
+        take(&k, "0000:00:01.0");
+        // Restores run newest first: e2's unbind is the next call.
+        k.inject(k.call_count(), Fault::Fail);
+        let r = restore_all(&k, &[e1, e2]);
+        assert!(!r.complete());
+        assert_eq!(r.failures().len(), 1);
+        assert_eq!(
+            k.device_state(a("0000:01:00.0")).unwrap().driver.as_deref(),
+            Some("nvme")
+        );
+        assert!(r.lines()[0].contains("could NOT restore 0000:00:01.0"));
+    }
+
+    #[test]
+    fn rollback_restores_every_journal_entry_and_empties_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, run) = (dir.path().join("state"), dir.path().join("run"));
+        let k = SimKernel::from_snapshot(&vm_layout());
+        let before = k.snapshot().unwrap();
+        let mut j = Journal::default();
+        for d in ["0000:02:01.0", "0000:02:02.0"] {
+            let e = dev_entry(&k, d);
+            j.record(e.object, e.was);
+        }
+        j.save(&state).unwrap();
+        take(&k, "0000:02:01.0");
+        take(&k, "0000:02:02.0");
+        let (dry, listed) = rollback(&k, &state, &run, Duration::ZERO, true).unwrap();
+        assert_eq!(listed.len(), 2);
+        assert!(dry.report.restored.is_empty());
+        let (out, _) = rollback(&k, &state, &run, Duration::ZERO, false).unwrap();
+        assert!(out.report.complete());
+        assert_eq!(k.snapshot().unwrap(), before);
+        assert!(Journal::load(&state).unwrap().entries.is_empty());
+    }
+
+    #[test]
+    fn recovery_restores_an_interrupted_pass_and_clears_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, run) = (dir.path().join("state"), dir.path().join("run"));
+        let k = SimKernel::from_snapshot(&vm_layout());
+        let before = k.snapshot().unwrap();
+        let mut f = InFlight::new();
+        let e = dev_entry(&k, "0000:01:00.0");
+        f.record(e.object, e.was);
+        f.save(&run).unwrap();
+        k.set_driver_override(a("0000:01:00.0"), Some("vfio-pci"))
+            .unwrap();
+        k.unbind(a("0000:01:00.0")).unwrap();
+        let (pid, r) = recover(&k, &state, &run).unwrap().unwrap();
+        assert_eq!(pid, std::process::id());
+        assert!(r.complete());
+        assert_eq!(k.snapshot().unwrap(), before);
+        assert_eq!(InFlight::load(&run).unwrap(), None);
+        assert_eq!(recover(&k, &state, &run).unwrap(), None);
+    }
+}

@@ -1,0 +1,201 @@
+//! PCI functions: one [`PciDevice`] per entry of `/sys/bus/pci/devices`, read from the
+//! function's canonical directory (identity, driver, override, group, SR-IOV, topology).
+
+use std::path::{Path, PathBuf};
+
+use crate::host::snapshot::{PciDevice, Sriov, Usage};
+use crate::pci::{PciAddress, PciClass, PciId};
+
+use super::read::{decimal, hex_u32, Need, Reader};
+
+/// A function and its canonical sysfs directory (kept for the usage scan).
+pub struct Found {
+    pub device: PciDevice,
+    pub dir: PathBuf,
+}
+
+/// Scans every function under `devices_dir` (`/sys/bus/pci/devices`), sorted by address.
+pub fn scan_functions(r: &mut Reader, devices_dir: &Path) -> Vec<Found> {
+    let mut out = Vec::new();
+    for name in r.list(devices_dir, Need::Required) {
+        let name_s = name.to_string_lossy();
+        let link = devices_dir.join(&name);
+        let Ok(address) = name_s.parse::<PciAddress>() else {
+            r.warn(&link, "not a PCI address; entry skipped");
+            continue;
+        };
+        let Some(dir) = r.resolve(&link, Need::Required) else {
+            continue;
+        };
+        if let Some(device) = read_function(r, address, &dir) {
+            out.push(Found { device, dir });
+        }
+    }
+    out.sort_by_key(|f| f.device.address);
+    out
+}
+
+fn id(r: &mut Reader, dir: &Path, file: &str, need: Need) -> Option<PciId> {
+    r.value(
+        &dir.join(file),
+        need,
+        "a 16-bit hex id like 0x8086",
+        PciId::parse,
+    )
+}
+
+/// Reads one function; `None` only when its identity (vendor, device, class) is unreadable.
+fn read_function(r: &mut Reader, address: PciAddress, dir: &Path) -> Option<PciDevice> {
+    let vendor = id(r, dir, "vendor", Need::Required);
+    let device = id(r, dir, "device", Need::Required);
+    let class = r.value(
+        &dir.join("class"),
+        Need::Required,
+        "a 24-bit hex class like 0x020000",
+        PciClass::parse,
+    );
+    let (Some(vendor), Some(device), Some(class)) = (vendor, device, class) else {
+        r.warn(
+            dir,
+            "function skipped: its vendor, device or class is unreadable",
+        );
+        return None;
+    };
+    let subsystem_vendor = id(r, dir, "subsystem_vendor", Need::Optional);
+    let subsystem_device = id(r, dir, "subsystem_device", Need::Optional);
+    let revision = r
+        .value(&dir.join("revision"), Need::Optional, "a hex byte", hex_u32)
+        .and_then(|v| u8::try_from(v).ok());
+    let driver = r.link_name(&dir.join("driver"), Need::Optional);
+    let driver_override = r
+        .text(&dir.join("driver_override"), Need::Optional)
+        .filter(|s| !s.is_empty() && s != "(null)");
+    let iommu_group = r
+        .link_name(&dir.join("iommu_group"), Need::Optional)
+        .and_then(|n| {
+            let g = n.parse::<u32>().ok();
+            if g.is_none() {
+                r.warn(
+                    &dir.join("iommu_group"),
+                    format!("link target `{n}` is not a group number"),
+                );
+            }
+            g
+        });
+    let iommu = r.link_name(&dir.join("iommu"), Need::Optional);
+    let numa_node = r.value(
+        &dir.join("numa_node"),
+        Need::Optional,
+        "a decimal node",
+        decimal,
+    );
+    let reset_method = r
+        .text(&dir.join("reset_method"), Need::Optional)
+        .filter(|s| !s.is_empty());
+    let boot_vga = if class.is_vga() {
+        r.value(
+            &dir.join("boot_vga"),
+            Need::Optional,
+            "0 or 1",
+            |s| match s {
+                "0" => Some(false),
+                "1" => Some(true),
+                _ => None,
+            },
+        )
+    } else {
+        None
+    };
+    let parent = dir
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse::<PciAddress>().ok());
+    let sriov = read_sriov(r, dir);
+    let physfn = r
+        .link_name(&dir.join("physfn"), Need::Optional)
+        .and_then(|n| n.parse::<PciAddress>().ok());
+    let usage = Usage {
+        boot_console: boot_vga == Some(true) && driver.is_some(),
+        ..Usage::default()
+    };
+    Some(PciDevice {
+        address,
+        vendor,
+        device,
+        subsystem_vendor,
+        subsystem_device,
+        class,
+        revision,
+        driver,
+        driver_override,
+        iommu_group,
+        iommu,
+        numa_node,
+        bridge: class.is_bridge(),
+        parent,
+        sriov,
+        physfn,
+        boot_vga,
+        reset_method,
+        usage,
+    })
+}
+
+/// SR-IOV state of a PF; `None` when the function has no `sriov_totalvfs`.
+fn read_sriov(r: &mut Reader, dir: &Path) -> Option<Sriov> {
+    let total_vfs = r.value(
+        &dir.join("sriov_totalvfs"),
+        Need::Optional,
+        "a decimal count",
+        decimal,
+    )?;
+    let num_vfs: u32 = r
+        .value(
+            &dir.join("sriov_numvfs"),
+            Need::Required,
+            "a decimal count",
+            decimal,
+        )
+        .unwrap_or(0);
+    let offset = r
+        .value(
+            &dir.join("sriov_offset"),
+            Need::Optional,
+            "a decimal offset",
+            decimal,
+        )
+        .unwrap_or(0);
+    let stride = r
+        .value(
+            &dir.join("sriov_stride"),
+            Need::Optional,
+            "a decimal stride",
+            decimal,
+        )
+        .unwrap_or(0);
+    let vf_device = r.value(
+        &dir.join("sriov_vf_device"),
+        Need::Optional,
+        "a hex device id",
+        PciId::parse,
+    );
+    let mut vfs = Vec::with_capacity(num_vfs as usize);
+    for i in 0..num_vfs {
+        let link = dir.join(format!("virtfn{i}"));
+        if let Some(n) = r.link_name(&link, Need::Required) {
+            match n.parse::<PciAddress>() {
+                Ok(a) => vfs.push(a),
+                Err(_) => r.warn(&link, format!("link target `{n}` is not a PCI address")),
+            }
+        }
+    }
+    Some(Sriov {
+        total_vfs,
+        num_vfs,
+        offset,
+        stride,
+        vf_device,
+        vfs,
+    })
+}

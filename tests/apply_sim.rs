@@ -1,0 +1,307 @@
+//! Applying plans against the simulated kernel: bind, no-op re-run, release, rollback, undo on
+//! failure, crash recovery, the lock, and a held group.
+
+use std::path::Path;
+use std::time::Duration;
+
+use vfioctl::apply::{self, journal::Journal, rollback, ApplyError, Options};
+use vfioctl::config::model::{Config, DeviceSpec, Origin, Selector, SriovSpec, UserRef, UserSpec};
+use vfioctl::host::Snapshot;
+use vfioctl::kernel::simulated::{fixtures::vm_layout, Call, Fault, SimKernel};
+use vfioctl::kernel::{Host, KernelError, NodeOwner};
+use vfioctl::pci::{PciAddress, PciId};
+
+fn a(s: &str) -> PciAddress {
+    s.parse().unwrap()
+}
+
+fn device(name: &str, addr: &str, companions: &[&str]) -> DeviceSpec {
+    DeviceSpec {
+        name: name.to_string(),
+        selector: Selector::Address(a(addr)),
+        driver: "vfio-pci".to_string(),
+        companions: companions.iter().map(|c| a(c)).collect(),
+        force: false,
+        origin: Origin::default(),
+    }
+}
+
+fn config(devices: Vec<DeviceSpec>) -> Config {
+    Config {
+        version: 1,
+        devices,
+        ..Config::default()
+    }
+}
+
+fn opts(dir: &Path) -> Options {
+    let mut o = Options::new(dir.join("state"), dir.join("run"));
+    o.lock_timeout = Duration::from_millis(100);
+    o
+}
+
+fn driver(k: &SimKernel, d: &str) -> Option<String> {
+    k.device_state(a(d)).unwrap().driver
+}
+
+#[test]
+fn bind_then_rerun_is_a_no_op_with_zero_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = SimKernel::from_snapshot(&vm_layout());
+    let cfg = config(vec![device("nvme", "0000:01:00.0", &[])]);
+    let out = apply::reconcile(&k, &cfg, &opts(dir.path())).unwrap();
+    assert!(!out.executed.is_empty());
+    assert_eq!(driver(&k, "0000:01:00.0").as_deref(), Some("vfio-pci"));
+    assert_eq!(
+        k.device_state(a("0000:01:00.0"))
+            .unwrap()
+            .driver_override
+            .as_deref(),
+        Some("vfio-pci")
+    );
+    let v = out.verification.unwrap();
+    assert!(v.converged());
+    assert_eq!(v.groups.len(), 1);
+    assert_eq!(v.groups[0].group, 8);
+    // The journal kept what the device was.
+    let j = Journal::load(&dir.path().join("state")).unwrap();
+    let t = apply::taken(&j);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].original_driver.as_deref(), Some("nvme"));
+    // Re-run: nothing to do, not one write.
+    let writes = k.call_count();
+    let again = apply::reconcile(&k, &cfg, &opts(dir.path())).unwrap();
+    assert!(again.plan.is_empty());
+    assert_eq!(k.call_count(), writes);
+}
+
+#[test]
+fn release_restores_the_original_driver_and_empties_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = vm_layout();
+    let k = SimKernel::from_snapshot(&start);
+    let cfg = config(vec![device("nvme", "0000:01:00.0", &[])]);
+    apply::reconcile(&k, &cfg, &opts(dir.path())).unwrap();
+    apply::reconcile(&k, &config(vec![]), &opts(dir.path())).unwrap();
+    assert_eq!(driver(&k, "0000:01:00.0").as_deref(), Some("nvme"));
+    assert_eq!(
+        k.snapshot().unwrap(),
+        SimKernel::from_snapshot(&start).snapshot().unwrap()
+    );
+    assert!(Journal::load(&dir.path().join("state"))
+        .unwrap()
+        .entries
+        .is_empty());
+}
+
+#[test]
+fn rollback_restores_every_taken_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = SimKernel::from_snapshot(&vm_layout());
+    let before = k.snapshot().unwrap();
+    let mut cfg = config(vec![
+        device("nic", "0000:02:01.0", &["0000:02:02.0"]),
+        device("nvme", "0000:01:00.0", &[]),
+    ]);
+    cfg.users.push(UserSpec {
+        user: UserRef::Uid(1000),
+        group: None,
+        mode: 0o600,
+        devices: vec!["nvme".to_string()],
+        memlock: None,
+        origin: Origin::default(),
+    });
+    apply::reconcile(&k, &cfg, &opts(dir.path())).unwrap();
+    let node: NodeOwner = k.node_owner(8).unwrap().unwrap();
+    assert_eq!((node.uid, node.mode), (1000, 0o600));
+    assert_eq!(driver(&k, "0000:02:02.0").as_deref(), Some("vfio-pci"));
+    let o = opts(dir.path());
+    let (out, entries) =
+        rollback::rollback(&k, &o.state_dir, &o.run_dir, o.lock_timeout, false).unwrap();
+    assert!(out.report.complete(), "{:?}", out.report.lines());
+    assert!(!entries.is_empty());
+    assert_eq!(k.snapshot().unwrap(), before);
+}
+
+#[test]
+fn a_failed_step_is_undone_and_both_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = SimKernel::from_snapshot(&vm_layout());
+    let before = k.snapshot().unwrap();
+    let cfg = config(vec![device("nic", "0000:02:01.0", &["0000:02:02.0"])]);
+    // Let the first few writes through, then fail one.
+    k.inject(4, Fault::Fail);
+    let e = apply::reconcile(&k, &cfg, &opts(dir.path())).unwrap_err();
+    let ApplyError::Failed { undo, .. } = &e else {
+        panic!("unexpected {e:?}")
+    };
+    assert!(undo.complete());
+    assert!(!undo.restored.is_empty());
+    let lines = e.lines().join("\n");
+    assert!(lines.contains("applying failed"), "{lines}");
+    assert!(lines.contains("undo: every change was put back"), "{lines}");
+    assert_eq!(k.snapshot().unwrap(), before);
+    assert!(Journal::load(&dir.path().join("state"))
+        .unwrap()
+        .entries
+        .is_empty());
+}
+
+#[test]
+fn a_crash_is_recovered_on_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = SimKernel::from_snapshot(&vm_layout());
+    let before = k.snapshot().unwrap();
+    let cfg = config(vec![device("nic", "0000:02:01.0", &["0000:02:02.0"])]);
+    k.inject(3, Fault::CrashAfterEffect);
+    assert!(apply::reconcile(&k, &cfg, &opts(dir.path())).is_err());
+    k.revive();
+    // The pass record survived the crash; recovery puts the host back as it started.
+    let o = opts(dir.path());
+    let (_, report) = rollback::recover(&k, &o.state_dir, &o.run_dir)
+        .unwrap()
+        .unwrap();
+    assert!(report.complete());
+    assert_eq!(k.snapshot().unwrap(), before);
+    // And the next reconcile converges.
+    apply::reconcile(&k, &cfg, &o).unwrap();
+    assert_eq!(driver(&k, "0000:02:01.0").as_deref(), Some("vfio-pci"));
+}
+
+#[test]
+fn a_second_pass_waits_then_names_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = SimKernel::from_snapshot(&vm_layout());
+    let o = opts(dir.path());
+    let _held = apply::lock::acquire(&o.run_dir, Duration::ZERO).unwrap();
+    let e = apply::reconcile(&k, &config(vec![]), &o).unwrap_err();
+    assert!(matches!(e, ApplyError::Lock(_)));
+    assert!(e
+        .to_string()
+        .contains(&format!("pid {}", std::process::id())));
+    assert_eq!(k.call_count(), 0);
+}
+
+#[test]
+fn an_unbind_that_blocks_is_reported_and_the_pass_undone() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = SimKernel::from_snapshot(&vm_layout());
+    let cfg = config(vec![device("nvme", "0000:01:00.0", &[])]);
+    apply::reconcile(&k, &cfg, &opts(dir.path())).unwrap();
+    // A VM holds the group; releasing the device cannot unbind it.
+    k.hold_group(8, true);
+    let e = apply::reconcile(&k, &config(vec![]), &opts(dir.path())).unwrap_err();
+    let text = e.lines().join("\n");
+    assert!(text.contains("did not return within"), "{text}");
+    assert_eq!(driver(&k, "0000:01:00.0").as_deref(), Some("vfio-pci"));
+    // Once the VM lets go, the release goes through.
+    k.hold_group(8, false);
+    apply::reconcile(&k, &config(vec![]), &opts(dir.path())).unwrap();
+    assert_eq!(driver(&k, "0000:01:00.0").as_deref(), Some("nvme"));
+}
+
+#[test]
+fn a_held_group_verifies_as_in_use_not_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = SimKernel::from_snapshot(&vm_layout());
+    let cfg = config(vec![
+        device("nvme", "0000:01:00.0", &[]),
+        device("edu", "0000:00:05.0", &[]),
+    ]);
+    apply::reconcile(&k, &cfg, &opts(dir.path())).unwrap();
+    k.hold_group(8, true);
+    // Adding a user changes group 5 only; group 8 stays held throughout.
+    let mut cfg2 = cfg.clone();
+    cfg2.devices.push(device("testdev", "0000:00:05.1", &[]));
+    let out = apply::reconcile(&k, &cfg2, &opts(dir.path())).unwrap();
+    assert!(out.verification.unwrap().converged());
+}
+
+#[test]
+fn sriov_vfs_are_created_and_claimed_then_given_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = SimKernel::from_snapshot(&vm_layout());
+    k.add_driver_match(PciId(0x8086), PciId(0x10ca), "igbvf");
+    let before = k.snapshot().unwrap();
+    let mut cfg = config(vec![device("vf0", "0000:03:10.0", &[])]);
+    cfg.sriov.push(SriovSpec {
+        pf: a("0000:03:00.0"),
+        num_vfs: 2,
+        origin: Origin::default(),
+    });
+    let out = apply::reconcile(&k, &cfg, &opts(dir.path()));
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => panic!("{}", e.lines().join("\n")),
+    };
+    assert!(out.plan.problems.is_empty(), "{:?}", out.plan.problems);
+    assert_eq!(k.num_vfs(a("0000:03:00.0")).unwrap(), 2);
+    assert_eq!(driver(&k, "0000:03:10.0").as_deref(), Some("vfio-pci"));
+    assert_eq!(driver(&k, "0000:03:10.2").as_deref(), Some("igbvf"));
+    let o = opts(dir.path());
+    let (r, _) = rollback::rollback(&k, &o.state_dir, &o.run_dir, o.lock_timeout, false).unwrap();
+    assert!(r.report.complete(), "{:?}", r.report.lines());
+    assert_eq!(k.snapshot().unwrap(), before);
+}
+
+#[test]
+fn independent_groups_all_bind() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = SimKernel::from_snapshot(&vm_layout());
+    let cfg = config(vec![
+        device("nvme", "0000:01:00.0", &[]),
+        device("e1000e", "0000:00:01.0", &[]),
+        device("nic", "0000:02:01.0", &["0000:02:02.0"]),
+    ]);
+    let out = apply::reconcile(&k, &cfg, &opts(dir.path())).unwrap();
+    for d in [
+        "0000:01:00.0",
+        "0000:00:01.0",
+        "0000:02:01.0",
+        "0000:02:02.0",
+    ] {
+        assert_eq!(driver(&k, d).as_deref(), Some("vfio-pci"), "{d}");
+    }
+    // Every bind was preceded by its override and unbind on the same device.
+    let calls = k.calls();
+    for d in ["0000:01:00.0", "0000:00:01.0"] {
+        let pos = |c: &Call| calls.iter().position(|x| x == c).unwrap();
+        assert!(pos(&Call::SetOverride(a(d), Some("vfio-pci".into()))) < pos(&Call::Unbind(a(d))));
+        assert!(pos(&Call::Unbind(a(d))) < pos(&Call::Probe(a(d))));
+    }
+    assert_eq!(out.verification.unwrap().groups.len(), 3);
+}
+
+#[test]
+fn a_missing_module_is_loaded_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut snap: Snapshot = vm_layout();
+    snap.vfio.modules.clear();
+    let k = SimKernel::from_snapshot(&snap);
+    let cfg = config(vec![device("nvme", "0000:01:00.0", &[])]);
+    match apply::reconcile(&k, &cfg, &opts(dir.path())) {
+        Ok(_) => {}
+        Err(e) => panic!("{}", e.lines().join("\n")),
+    }
+    assert_eq!(k.calls()[0], Call::LoadModule("vfio_pci".into()));
+    assert_eq!(driver(&k, "0000:01:00.0").as_deref(), Some("vfio-pci"));
+}
+
+#[test]
+fn a_probe_that_binds_nothing_is_a_failure_not_a_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = SimKernel::from_snapshot(&vm_layout());
+    let cfg = config(vec![device("nvme", "0000:01:00.0", &[])]);
+    k.refuse_probe("vfio-pci");
+    let e = apply::reconcile(&k, &cfg, &opts(dir.path())).unwrap_err();
+    let ApplyError::Failed { failure, undo, .. } = &e else {
+        panic!("unexpected {e:?}")
+    };
+    assert!(matches!(
+        &failure.error,
+        apply::executor::StepError::Kernel(KernelError::NotConverged { found, .. }) if found == "no driver"
+    ));
+    assert!(undo.complete());
+    // The NVMe is back on its driver.
+    assert_eq!(driver(&k, "0000:01:00.0").as_deref(), Some("nvme"));
+}

@@ -1,0 +1,74 @@
+"""A scenario: `scenarios/NAME.sh`, run by the guest's /init, plus an optional host-side judge
+`scenarios/NAME.host.py` that checks what the guest exported.
+
+Header comments declare what the scenario needs, one `# vmtest: key=value` per line:
+  layout=default|sriov      the QEMU device layout (default: default)
+  memory=1G                 guest memory
+  smp=2                     guest CPUs
+  timeout=60                seconds before the boot is killed
+  qemu=ARGS                 extra QEMU arguments (may repeat)
+  # and a first comment line that says what it proves.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import SetupError
+
+KEYS = {"layout", "memory", "smp", "timeout", "qemu"}
+
+
+@dataclass
+class Scenario:
+    name: str
+    script: Path
+    judge: Path | None
+    summary: str = ""
+    layout: str = "default"
+    memory: str = "1G"
+    smp: int = 2
+    timeout: float = 60.0
+    qemu_args: list[str] = field(default_factory=list)
+
+
+def load(script: Path) -> Scenario:
+    judge = script.with_suffix(".host.py")
+    sc = Scenario(script.stem, script, judge if judge.exists() else None)
+    for line in script.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        text = line.lstrip("#").strip()
+        if text.startswith("vmtest:"):
+            key, _, value = text[len("vmtest:"):].strip().partition("=")
+            key = key.strip()
+            if key not in KEYS:
+                raise SetupError(f"{script}: unknown header key `{key}` (known: {sorted(KEYS)})")
+            if key == "layout":
+                sc.layout = value.strip()
+            elif key == "memory":
+                sc.memory = value.strip()
+            elif key == "smp":
+                sc.smp = int(value)
+            elif key == "timeout":
+                sc.timeout = float(value)
+            elif key == "qemu":
+                sc.qemu_args += shlex.split(value)
+        elif text and not text.startswith("!") and not sc.summary:
+            sc.summary = text
+    return sc
+
+
+def discover(directory: Path, names: list[str]) -> list[Scenario]:
+    available = {p.stem: p for p in sorted(directory.glob("*.sh"))}
+    if not names:
+        return [load(p) for p in available.values()]
+    out = []
+    for n in names:
+        n = Path(n).name.removesuffix(".sh")
+        if n not in available:
+            raise SetupError(f"no scenario `{n}`; there are: {', '.join(available)}")
+        out.append(load(available[n]))
+    return out

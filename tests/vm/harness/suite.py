@@ -1,0 +1,227 @@
+"""The suite: check the host has what it needs, build vfioctl and the guest image, boot each
+scenario once (serially), run its host-side judge, and print `vmtest: N passed, N failed`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import boot, image, layouts, packages, scenario, sriov
+from .errors import SetupError
+
+VM_DIR = Path(__file__).resolve().parent.parent
+REPO = VM_DIR.parent.parent
+HOST_PACKAGES = ["qemu-system-x86", "qemu-utils", "libudev-dev", "pkg-config"]
+
+
+def log(msg: str) -> None:
+    print(f"vmtest: {msg}", flush=True)
+
+
+def ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def ensure_host_tools() -> None:
+    """QEMU and qemu-img must be there. Under CI they are installed when missing; elsewhere
+    the error says what to install."""
+    missing = [t for t in ("qemu-system-x86_64", "qemu-img", "dpkg", "apt-get")
+               if shutil.which(t) is None]
+    if not missing:
+        return
+    if ci() and shutil.which("apt-get") and os.geteuid() == 0:
+        log(f"installing {' '.join(HOST_PACKAGES)} (missing: {', '.join(missing)})")
+        subprocess.run(["apt-get", "update", "-q"], check=False)
+        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends",
+                        *HOST_PACKAGES], check=False)
+        missing = [t for t in ("qemu-system-x86_64", "qemu-img") if shutil.which(t) is None]
+        if not missing:
+            return
+    raise SetupError(f"missing {', '.join(missing)}: "
+                     f"apt-get install --no-install-recommends {' '.join(HOST_PACKAGES)}")
+
+
+def choose_accel() -> str:
+    """KVM only when it really works: a usable /dev/kvm, vmx/svm in the CPU flags, and not the
+    kvm_pvm module (which cannot run a stock kernel). Otherwise TCG."""
+    forced = os.environ.get("VFIOCTL_VM_ACCEL")
+    if forced:
+        return forced
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "tcg"
+    if (os.access("/dev/kvm", os.R_OK | os.W_OK) and (" vmx" in flags or " svm" in flags)
+            and not Path("/sys/module/kvm_pvm").exists()):
+        return "kvm"
+    return "tcg"
+
+
+def build_vfioctl() -> Path:
+    given = os.environ.get("VFIOCTL_BIN")
+    if given:
+        log(f"using VFIOCTL_BIN={given}")
+        return Path(given).resolve()
+    profile = os.environ.get("VFIOCTL_VM_PROFILE", "dev")
+    cmd = ["cargo", "build", "--quiet", "--bin", "vfioctl", "--profile", profile]
+    log(" ".join(cmd))
+    proc = subprocess.run(cmd, cwd=REPO)
+    if proc.returncode != 0:
+        raise SetupError("cargo build failed")
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    return target / ("debug" if profile == "dev" else profile) / "vfioctl"
+
+
+def ensure_apt_lists(apt: packages.Apt) -> None:
+    """A fresh machine has no package lists: `apt-cache depends` would find nothing."""
+    if apt.has_candidate("busybox-static"):
+        return
+    log("apt-get update (no package lists yet)")
+    apt.update()
+
+
+@dataclass
+class Outcome:
+    name: str
+    ok: bool
+    seconds: float
+    init_seconds: float | None
+    reasons: list[str]
+
+
+def judge(sc: scenario.Scenario, res: boot.BootResult, artifacts: Path,
+          refresh_fixture: bool) -> list[str]:
+    """Why the scenario failed; empty when it passed."""
+    reasons = []
+    if res.problem:
+        reasons.append(res.problem)
+    checks = list(res.checks)
+    if sc.judge is not None and res.problem is None:
+        env = dict(os.environ, VMTEST_REPO=str(REPO),
+                   VMTEST_REFRESH_FIXTURE="1" if refresh_fixture else "0")
+        proc = subprocess.run([sys.executable, str(sc.judge), str(artifacts)], env=env,
+                              capture_output=True, text=True)
+        for line in proc.stdout.splitlines():
+            m = boot.CHECK_RE.match(line)
+            if m:
+                c = boot.Check(m.group(1), m.group(2) == "PASS", m.group(3) or "")
+                checks.append(c)
+                print(f"    host  {'PASS' if c.ok else 'FAIL'} {c.name} {c.detail}".rstrip())
+            else:
+                print(f"    host  {line}")
+        if proc.returncode != 0:
+            reasons.append(f"host judge exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+    failed = [c for c in checks if not c.ok]
+    for c in failed:
+        reasons.append(f"check {c.name} failed: {c.detail}")
+    if not checks:
+        reasons.append("no check ran")
+    if res.problem is None and res.verdict != "PASS":
+        reasons.append(f"guest verdict {res.verdict} {res.verdict_detail}".strip())
+    return reasons
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="tests/vm/run", description=__doc__)
+    ap.add_argument("scenarios", nargs="*", help="scenario names (default: all)")
+    ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    ap.add_argument("--refresh-fixture", action="store_true",
+                    help="let capture-sysfs rewrite tests/fixtures/hosts/vm-q35")
+    args = ap.parse_args(argv)
+    scenarios_dir = VM_DIR / "scenarios"
+    try:
+        chosen = scenario.discover(scenarios_dir, args.scenarios)
+    except SetupError as e:
+        print(f"vmtest: {e}", file=sys.stderr)
+        return 2
+    if args.list:
+        for sc in chosen:
+            print(f"{sc.name:24} layout={sc.layout:8} {sc.summary}")
+        return 0
+
+    cache = Path(os.environ.get("VFIOCTL_VM_CACHE", VM_DIR / ".cache")).resolve()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    logs = Path(os.environ.get("VFIOCTL_VM_LOGS", VM_DIR / ".logs")).resolve() / stamp
+    logs.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    try:
+        ensure_host_tools()
+        apt = packages.Apt()
+        ensure_apt_lists(apt)
+        img = image.ImageBuilder(cache, log, ci()).build(apt)
+        vfioctl = build_vfioctl()
+        qemus = {"default": (Path(shutil.which("qemu-system-x86_64") or ""), [])}
+        if any(sc.layout == "sriov" for sc in chosen):
+            qemus["sriov"] = sriov.backports_qemu(cache, log)
+    except SetupError as e:
+        print(f"vmtest: setup failed: {e}", file=sys.stderr)
+        print("vmtest: 0 passed, 1 failed")
+        return 1
+    accel = choose_accel()
+    setup_s = time.monotonic() - t0
+    log(f"setup {setup_s:.1f} s; accel {accel}; kernel {img.kernel.package} "
+        f"({'vmlinux PVH' if img.kernel.pvh else 'bzImage'}); logs in {logs}")
+
+    # debug info makes the binary ~10x bigger; the guest needs none of it
+    guest_vfioctl = logs / "vfioctl"
+    shutil.copy2(vfioctl, guest_vfioctl)
+    if shutil.which("strip"):
+        subprocess.run(["strip", "--strip-debug", str(guest_vfioctl)], check=False)
+
+    outcomes: list[Outcome] = []
+    for sc in chosen:
+        run_dir = logs / sc.name
+        run_dir.mkdir()
+        artifacts = run_dir / "files"
+        artifacts.mkdir()
+        overlay = run_dir / "overlay.cpio"
+        files: dict[str, Path | bytes] = {
+            "init": VM_DIR / "guest" / "init",
+            "vmtest/lib.sh": VM_DIR / "guest" / "lib.sh",
+            "vmtest/scenario.sh": sc.script,
+            "vmtest/name": sc.name.encode() + b"\n",
+            "vmtest/modules": (" ".join(image.GUEST_MODULES) + "\n").encode(),
+        }
+        for ex in sorted((REPO / "examples").glob("*")) if (REPO / "examples").is_dir() else []:
+            if ex.is_file():
+                files[f"vmtest/examples/{ex.name}"] = ex
+        image.ImageBuilder(cache, log, ci()).overlay(
+            overlay, files, {"usr/bin/vfioctl": guest_vfioctl}, {"init"})
+        initrd = run_dir / "initrd.cpio"
+        with open(initrd, "wb") as out:
+            for part in (img.base, overlay):
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out)
+        overlay.unlink()
+        qemu, firmware = qemus[sc.layout]
+        qmp = run_dir / "qmp.sock"
+        cmd = layouts.qemu_command(qemu, firmware, accel, img.kernel.image, initrd, qmp,
+                                   sc.layout, sc.memory, sc.smp, sc.qemu_args)
+        print(f"vmtest: --- {sc.name} ({sc.layout}) {sc.summary}", flush=True)
+        res = boot.boot(cmd, qmp, run_dir / "serial.log", artifacts, sc.timeout)
+        initrd.unlink()
+        for c in res.checks:
+            print(f"    guest {'PASS' if c.ok else 'FAIL'} {c.name} {c.detail}".rstrip())
+        reasons = judge(sc, res, artifacts, args.refresh_fixture)
+        ok = not reasons
+        init = f", /init at {res.init_seconds:.1f} s" if res.init_seconds is not None else ""
+        print(f"vmtest: {'ok  ' if ok else 'FAIL'} {sc.name} in {res.seconds:.1f} s{init}",
+              flush=True)
+        if not ok:
+            for r in reasons:
+                print(f"    reason: {r}")
+            print(f"    serial log: {run_dir / 'serial.log'}")
+        outcomes.append(Outcome(sc.name, ok, res.seconds, res.init_seconds, reasons))
+
+    passed = sum(o.ok for o in outcomes)
+    failed = len(outcomes) - passed
+    total = time.monotonic() - t0
+    log(f"total {total:.1f} s (setup {setup_s:.1f} s); kernel {img.kernel.release}")
+    print(f"vmtest: {passed} passed, {failed} failed", flush=True)
+    return 0 if failed == 0 else 1
