@@ -125,8 +125,9 @@ pub fn plan_with(config: &Config, snap: &Snapshot, ctx: &Context) -> Plan {
     problems.extend(p);
     notes.extend(n);
     claims::releases(&mut claims, &ctx.taken, snap, &res);
-    let (mut failed_groups, p) = closure::check(config, snap, &claims);
+    let (mut failed_groups, p, n) = closure::check(config, snap, &claims);
     problems.extend(p);
+    notes.extend(n);
 
     // A group is planned whole or not at all: an entry that failed takes its groups with it.
     let mut failed_pending = BTreeSet::new();
@@ -237,10 +238,17 @@ pub fn plan_with(config: &Config, snap: &Snapshot, ctx: &Context) -> Plan {
         if let Some(grp) = group_of(snap, change.pf) {
             g.edge(node.clone(), Node::Group(grp));
         }
-        let why = format!(
-            "[[sriov]] wants {} VFs on {} (has {}); the kernel needs 0 before a new count",
-            change.to, change.pf, change.from
-        );
+        let why = if change.from != 0 && change.to != 0 {
+            format!(
+                "[[sriov]] wants {} VFs on {} (has {}); the kernel needs 0 between two counts",
+                change.to, change.pf, change.from
+            )
+        } else {
+            format!(
+                "[[sriov]] wants {} VFs on {} (has {})",
+                change.to, change.pf, change.from
+            )
+        };
         if change.from != 0 {
             g.push(
                 node.clone(),
