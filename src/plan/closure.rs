@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{Config, DEFAULT_DRIVER};
-use crate::host::{driver_keeps_group_viable, PciDevice, Snapshot};
+use crate::host::{driver_keeps_group_viable, is_vfio_driver, PciDevice, Snapshot};
 use crate::pci::PciAddress;
 
 use super::claims::{Claim, Claims, Role};
@@ -117,7 +117,10 @@ pub fn check(
             .iter()
             .filter(|a| !claims.claims.contains_key(a))
             .filter_map(|a| snap.device(*a))
-            .filter(|d| final_driver(d, claims).map_or(true, driver_keeps_group_viable))
+            .filter(|d| {
+                final_driver(d, claims)
+                    .map_or(true, |x| driver_keeps_group_viable(x) && !is_vfio_driver(x))
+            })
             .map(|d| {
                 let what = if d.class.is_bridge() { "bridge " } else { "" };
                 match final_driver(d, claims) {

@@ -391,10 +391,15 @@ fn pf_driver_changes(
             Problem::new(
                 ProblemKind::Sriov,
                 format!(
-                    "{} is an SR-IOV PF that should have {} VF(s); moving it from {} to {} \
-                     would remove them (the driver's remove disables SR-IOV). Leave the PF on \
-                     its driver, or set its [[sriov]] num_vfs to 0",
+                    "{} is an SR-IOV PF that {} {} VF(s); moving it from {} to {} would remove \
+                     them (the driver's remove disables SR-IOV). Leave the PF on its driver, or \
+                     set its [[sriov]] num_vfs to 0",
                     dev.address,
+                    if res.vf_changes.contains_key(&dev.address) {
+                        "should get"
+                    } else {
+                        "has"
+                    },
                     wanted,
                     dev.driver.as_deref().unwrap_or("(none)"),
                     target.unwrap_or("(none)")
