@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{Config, DEFAULT_DRIVER};
-use crate::host::{driver_keeps_group_viable, PciDevice, Snapshot};
+use crate::host::{driver_keeps_group_viable, is_vfio_driver, PciDevice, Snapshot};
 use crate::pci::PciAddress;
 
 use super::claims::{Claim, Claims, Role};
@@ -58,10 +58,16 @@ fn final_driver<'a>(dev: &'a PciDevice, claims: &'a Claims) -> Option<&'a str> {
 }
 
 /// Checks every group holding an existing claimed function. Returns the groups that cannot be
-/// made viable (nothing in them is planned), with one problem per group.
-pub fn check(config: &Config, snap: &Snapshot, claims: &Claims) -> (BTreeSet<u32>, Vec<Problem>) {
+/// made viable (nothing in them is planned), with one problem per group, and notes naming the
+/// members left alone.
+pub fn check(
+    config: &Config,
+    snap: &Snapshot,
+    claims: &Claims,
+) -> (BTreeSet<u32>, Vec<Problem>, Vec<String>) {
     let mut failed = BTreeSet::new();
     let mut problems = Vec::new();
+    let mut notes = Vec::new();
 
     let mut by_group: BTreeMap<u32, Vec<PciAddress>> = BTreeMap::new();
     let mut no_iommu: Vec<PciAddress> = Vec::new();
@@ -106,6 +112,29 @@ pub fn check(config: &Config, snap: &Snapshot, claims: &Claims) -> (BTreeSet<u32
             );
             continue;
         };
+        let left: Vec<String> = group
+            .devices
+            .iter()
+            .filter(|a| !claims.claims.contains_key(a))
+            .filter_map(|a| snap.device(*a))
+            .filter(|d| {
+                final_driver(d, claims)
+                    .map_or(true, |x| driver_keeps_group_viable(x) && !is_vfio_driver(x))
+            })
+            .map(|d| {
+                let what = if d.class.is_bridge() { "bridge " } else { "" };
+                match final_driver(d, claims) {
+                    Some(drv) => format!("{what}{} (on {drv})", d.address),
+                    None => format!("{what}{} (no driver)", d.address),
+                }
+            })
+            .collect();
+        if !left.is_empty() {
+            notes.push(format!(
+                "IOMMU group {g}: {} left alone: no DMA driver, nothing to take",
+                left.join(", ")
+            ));
+        }
         let blockers: Vec<&PciDevice> = group
             .devices
             .iter()
@@ -117,16 +146,13 @@ pub fn check(config: &Config, snap: &Snapshot, claims: &Claims) -> (BTreeSet<u32
             continue;
         }
         failed.insert(g);
-        problems.push(sibling_problem(
-            config, snap, claims, g, &claimed, &blockers,
-        ));
+        problems.push(sibling_problem(config, claims, g, &claimed, &blockers));
     }
-    (failed, problems)
+    (failed, problems, notes)
 }
 
 fn sibling_problem(
     config: &Config,
-    snap: &Snapshot,
     claims: &Claims,
     g: u32,
     claimed: &[PciAddress],
@@ -202,6 +228,5 @@ fn sibling_problem(
     for d in blockers {
         p = p.device(d.address);
     }
-    let _ = snap;
     p
 }
