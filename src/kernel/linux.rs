@@ -224,6 +224,7 @@ pub fn write_abandonable(
                             return Err(KernelError::Timeout {
                                 what: what.to_string(),
                                 secs: timeout.as_secs_f64(),
+                                writer: u32::try_from(child.as_raw()).ok(),
                             });
                         }
                     }
@@ -543,6 +544,20 @@ impl Host for LinuxHost {
             )));
         }
         Ok(())
+    }
+
+    fn writer_blocked(&self, pid: u32) -> bool {
+        // Alive, not a zombie, and still one of ours (a fork keeps the name `vfioctl`).
+        let stat = match fs::read_to_string(self.roots.proc.join(pid.to_string()).join("stat")) {
+            Ok(s) => s,
+            Err(_) => return false,
+        };
+        let Some((head, tail)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let comm = head.split_once('(').map_or("", |(_, c)| c);
+        let state = tail.split_whitespace().next().unwrap_or("Z");
+        comm == "vfioctl" && state != "Z" && state != "X"
     }
 
     fn group_status(&self, group: u32) -> Result<GroupStatus, KernelError> {
