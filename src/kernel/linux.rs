@@ -632,6 +632,26 @@ mod tests {
     }
 
     #[test]
+    fn an_abandoned_writer_counts_as_blocked_only_while_it_is_a_live_vfioctl() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = LinuxHost::new(Roots::under(dir.path()), Timeouts::default());
+        let stat = |pid: u32, text: &str| {
+            let d = dir.path().join("proc").join(pid.to_string());
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("stat"), text).unwrap();
+        };
+        stat(10, "10 (vfioctl) D 1 10 10 0 -1");
+        stat(11, "11 (vfioctl) Z 1 11 11 0 -1");
+        stat(12, "12 (sshd) D 1 12 12 0 -1");
+        stat(13, "13 (odd) name) D 1");
+        assert!(host.writer_blocked(10));
+        assert!(!host.writer_blocked(11));
+        assert!(!host.writer_blocked(12));
+        assert!(!host.writer_blocked(13));
+        assert!(!host.writer_blocked(14));
+    }
+
+    #[test]
     fn override_reads_null_as_unset() {
         assert_eq!(parse_override("(null)\n"), None);
         assert_eq!(parse_override("vfio-pci\n").as_deref(), Some("vfio-pci"));
