@@ -182,7 +182,30 @@ fn bridge_on_another_driver_is_an_error_like_a_sibling() {
     let cfg = config(vec![by_address("nic", "0000:02:00.0")]);
     let p = plan::plan(&cfg, &snap);
     assert_eq!(problem_kinds(&p), [ProblemKind::Sibling]);
-    assert!(p.problems[0].message.contains("bridge 0000:00:1c.0"));
+    let m = &p.problems[0].message;
+    assert!(m.contains("bridge 0000:00:1c.0"));
+    assert!(m.contains("bind it to pcieport or unbind it from shpchp"), "{m}");
+    assert!(!m.contains("companions = "), "a bridge cannot be a companion: {m}");
+}
+
+#[test]
+fn selecting_a_bridge_is_an_error_and_a_bridge_companion_is_left_alone() {
+    let snap = host(vec![
+        func("0000:00:1c.0", 0x8086, 0xa110, BRIDGE, Some("pcieport"), 5),
+        func("0000:02:00.0", 0x8086, 0x10d3, NIC, Some("e1000e"), 5),
+    ]);
+    let p = plan::plan(&config(vec![by_address("port", "0000:00:1c.0")]), &snap);
+    assert_eq!(problem_kinds(&p), [ProblemKind::Bridge]);
+    assert!(p.is_empty());
+    let mut nic = by_address("nic", "0000:02:00.0");
+    nic.companions = vec![addr("0000:00:1c.0")];
+    let p = plan::plan(&config(vec![nic]), &snap);
+    assert!(p.is_realisable(), "{:?}", p.problems);
+    assert!(p
+        .actions
+        .iter()
+        .all(|s| s.action.device() == Some(addr("0000:02:00.0"))));
+    assert!(p.notes.iter().any(|n| n.contains("is a bridge")));
 }
 
 fn busy_nic() -> Snapshot {
