@@ -78,3 +78,18 @@ fn an_empty_config_on_a_host_vfioctl_never_touched_changes_nothing() {
     // Nothing was journaled: no state directory was even needed.
     assert!(!dir.path().join("state/journal.json").exists());
 }
+
+#[test]
+fn an_invalid_config_changes_nothing_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("vfio.toml");
+    std::fs::write(
+        &cfg,
+        "version = 1\n[[device]]\nname = \"x\"\naddress = \"zz:00.0\"\n",
+    )
+    .unwrap();
+    let o = vfioctl(dir.path(), &["reconcile", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("nothing was changed"), "{}", text(&o));
+    assert!(!dir.path().join("run/lock").exists());
+}

@@ -168,8 +168,10 @@ fn plan_for(config: &Config, snap: &crate::host::Snapshot, ctx: &Context) -> Pla
 /// plan (the planner keeps a group whole or out); the plan's problems come back in the
 /// outcome for the caller to report. A converged host costs reads only, no writes.
 pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Outcome, ApplyError> {
+    let mut clock = Phases::start();
     let _lock = lock::acquire(&opts.run_dir, opts.lock_timeout)?;
     let recovered = rollback::recover(host, &opts.state_dir, &opts.run_dir)?;
+    clock.lap("lock+recover");
     if let Some((pid, report)) = &recovered {
         if !report.complete() {
             return Err(ApplyError::RecoveryIncomplete {
@@ -180,12 +182,14 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
     }
     let journal = Journal::load(&opts.state_dir)?;
     let observed = host.snapshot().map_err(ApplyError::Read)?;
+    clock.lap("scan");
     let mut ctx = Context {
         taken: taken(&journal),
         accounts: opts.accounts.clone(),
         scope: opts.scope,
     };
     let plan = plan_for(config, &observed, &ctx);
+    clock.lap("plan");
     if plan.is_empty() {
         return Ok(Outcome {
             recovered,
@@ -198,6 +202,7 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
     let rec = executor::Recorder::new(opts.state_dir.clone(), opts.run_dir.clone(), journal);
     let (executed, failure) = executor::execute(host, &rec, &plan, &opts.exec);
     let (journal, inflight) = rec.into_parts();
+    clock.lap("execute");
     if let Some(failure) = failure {
         let undo = undo_pass(host, opts, &inflight)?;
         return Err(ApplyError::Failed {
@@ -207,9 +212,16 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
         });
     }
     ctx.taken = taken(&journal);
-    match verify::verify(host, config, &ctx, &plan) {
+    let verified = verify::verify(host, config, &ctx, &plan);
+    clock.lap("verify");
+    match verified {
         Ok(v) if v.converged() => {
-            commit(host, opts, journal)?;
+            let mut journal = journal;
+            if rollback::forget_restored_in(&v.observed, &mut journal) {
+                journal.save(&opts.state_dir)?;
+            }
+            InFlight::clear(&opts.run_dir)?;
+            clock.lap("commit");
             Ok(Outcome {
                 recovered,
                 plan,
@@ -255,4 +267,27 @@ fn commit(host: &dyn Host, opts: &Options, mut journal: Journal) -> Result<(), A
     }
     InFlight::clear(&opts.run_dir)?;
     Ok(())
+}
+
+/// Debug-level timing of a pass's phases, for finding where the time goes (`-vv`).
+struct Phases {
+    last: std::time::Instant,
+}
+
+impl Phases {
+    fn start() -> Self {
+        Phases {
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn lap(&mut self, phase: &'static str) {
+        let now = std::time::Instant::now();
+        tracing::debug!(
+            phase,
+            ms = (now - self.last).as_secs_f64() * 1e3,
+            "phase done"
+        );
+        self.last = now;
+    }
 }

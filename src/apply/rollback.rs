@@ -188,6 +188,42 @@ pub fn forget_restored(host: &dyn Host, journal: &mut Journal) -> Result<bool, K
     Ok(changed)
 }
 
+/// Like [`forget_restored`], judged from a snapshot just read instead of asking the host
+/// object by object.
+pub fn forget_restored_in(snap: &crate::host::Snapshot, journal: &mut Journal) -> bool {
+    let n = journal.entries.len();
+    journal
+        .entries
+        .retain(|e| !is_at_in(snap, &e.object, &e.was));
+    n != journal.entries.len()
+}
+
+/// Whether `object` is in state `was` in `snap`.
+pub fn is_at_in(snap: &crate::host::Snapshot, object: &Object, was: &Recorded) -> bool {
+    match (object, was) {
+        (Object::Device { device }, Recorded::Device(s)) => {
+            snap.device(*device).map_or(true, |d| {
+                d.driver == s.driver && d.driver_override == s.driver_override
+            })
+        }
+        (Object::Sriov { pf }, Recorded::Sriov { num_vfs }) => snap.device(*pf).map_or(true, |d| {
+            d.sriov.as_ref().map_or(0, |x| x.num_vfs) == *num_vfs
+        }),
+        (Object::Node { device }, Recorded::Node { owner }) => match owner {
+            None => true,
+            Some(o) => snap
+                .device(*device)
+                .and_then(|d| d.iommu_group)
+                .and_then(|g| snap.group(g))
+                .and_then(|g| g.node.as_ref())
+                .map_or(true, |n| {
+                    n.uid == o.uid && n.gid == o.gid && n.mode & 0o7777 == o.mode
+                }),
+        },
+        _ => false,
+    }
+}
+
 /// Whether `object` is in state `was` now (a vanished VF counts as given back).
 pub fn is_at(host: &dyn Host, object: &Object, was: &Recorded) -> Result<bool, KernelError> {
     Ok(match (object, was) {

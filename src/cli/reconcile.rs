@@ -113,8 +113,17 @@ fn apply(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
         );
         return Exit::Usage;
     }
-    let config = match crate::config::load(&args.config.config) {
+    let path = &args.config.config;
+    let config = match crate::config::load(path) {
         Ok(c) => c,
+        Err(crate::config::LoadError::Invalid(d)) => {
+            eprint!("{}", d.render(crate::config::Style::Plain));
+            eprintln!(
+                "vfioctl reconcile: {} is not a valid config; nothing was changed",
+                path.display()
+            );
+            return Exit::Failed;
+        }
         Err(e) => {
             eprintln!("vfioctl reconcile: {e}");
             return Exit::Failed;

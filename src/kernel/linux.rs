@@ -7,6 +7,7 @@
 //! them: the parent reports "did not return within Ns; the kernel may still complete it" and
 //! never hangs. The real host is proven in the VM suite, not on fake trees.
 
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd};
@@ -14,6 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -48,15 +50,55 @@ impl Default for Timeouts {
 }
 
 /// The live host under `roots`.
+///
+/// After a write to a function is abandoned, the kernel still holds that function's device
+/// lock, and reading or writing its `driver_override` would block too; so the function is
+/// marked stuck and every later call on it fails at once instead of hanging.
 #[derive(Debug, Clone)]
 pub struct LinuxHost {
     roots: Roots,
     timeouts: Timeouts,
+    stuck: Arc<Mutex<BTreeMap<PciAddress, String>>>,
 }
 
 impl LinuxHost {
     pub fn new(roots: Roots, timeouts: Timeouts) -> Self {
-        LinuxHost { roots, timeouts }
+        LinuxHost {
+            roots,
+            timeouts,
+            stuck: Arc::default(),
+        }
+    }
+
+    /// Fails when an abandoned write on `dev` may still hold its device lock.
+    fn not_stuck(&self, dev: PciAddress) -> Result<(), KernelError> {
+        let stuck = self.stuck.lock().unwrap_or_else(|p| p.into_inner());
+        match stuck.get(&dev) {
+            Some(what) => Err(KernelError::Stuck {
+                device: dev,
+                what: what.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs a blocking write for `dev`; a timeout marks the function stuck.
+    fn write_for(
+        &self,
+        dev: PciAddress,
+        what: &str,
+        path: &Path,
+        data: &[u8],
+    ) -> Result<(), KernelError> {
+        self.not_stuck(dev)?;
+        let r = write_abandonable(what, path, data, self.timeouts.write);
+        if let Err(KernelError::Timeout { .. }) = &r {
+            self.stuck
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(dev, what.to_string());
+        }
+        r
     }
 
     pub fn roots(&self) -> &Roots {
@@ -226,6 +268,7 @@ impl Host for LinuxHost {
     }
 
     fn device_state(&self, dev: PciAddress) -> Result<DeviceState, KernelError> {
+        self.not_stuck(dev)?;
         let driver = self.driver_link(dev)?;
         let p = self.dev_path(dev, "driver_override");
         let driver_override = match fs::read_to_string(&p) {
@@ -240,6 +283,7 @@ impl Host for LinuxHost {
     }
 
     fn num_vfs(&self, pf: PciAddress) -> Result<u32, KernelError> {
+        self.not_stuck(pf)?;
         let p = self.dev_path(pf, "sriov_numvfs");
         let s = self.read_trimmed("read sriov_numvfs", &p)?;
         s.parse().map_err(|_| KernelError::Io {
@@ -316,6 +360,7 @@ impl Host for LinuxHost {
         dev: PciAddress,
         driver: Option<&str>,
     ) -> Result<(), KernelError> {
+        self.not_stuck(dev)?;
         let p = self.dev_path(dev, "driver_override");
         // An empty write (a lone newline) clears the override.
         let data = format!("{}\n", driver.unwrap_or(""));
@@ -336,11 +381,11 @@ impl Host for LinuxHost {
             return Ok(());
         };
         let p = self.dev_path(dev, "driver/unbind");
-        write_abandonable(
+        self.write_for(
+            dev,
             &format!("unbind of {dev} from {drv}"),
             &p,
             dev.to_string().as_bytes(),
-            self.timeouts.write,
         )?;
         if let Some(now) = self.driver_link(dev)? {
             return Err(KernelError::NotConverged {
@@ -357,22 +402,22 @@ impl Host for LinuxHost {
             return Err(KernelError::NoSuchDevice(dev));
         }
         let p = self.roots.sysfs.join("bus/pci/drivers_probe");
-        write_abandonable(
+        self.write_for(
+            dev,
             &format!("probe of {dev}"),
             &p,
             dev.to_string().as_bytes(),
-            self.timeouts.write,
         )?;
         self.settled_driver(dev)
     }
 
     fn bind(&self, dev: PciAddress, driver: &str) -> Result<(), KernelError> {
         let p = self.roots.pci_drivers().join(driver).join("bind");
-        write_abandonable(
+        self.write_for(
+            dev,
             &format!("bind of {dev} to {driver}"),
             &p,
             dev.to_string().as_bytes(),
-            self.timeouts.write,
         )?;
         let now = self.settled_driver(dev)?;
         if now.as_deref() != Some(driver) {
@@ -398,11 +443,11 @@ impl Host for LinuxHost {
             });
         }
         let p = self.dev_path(pf, "sriov_numvfs");
-        write_abandonable(
+        self.write_for(
+            pf,
             &format!("write {count} to sriov_numvfs of {pf}"),
             &p,
             format!("{count}\n").as_bytes(),
-            self.timeouts.write,
         )?;
         let now = self.num_vfs(pf)?;
         if now != count {

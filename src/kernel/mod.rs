@@ -71,6 +71,8 @@ pub enum KernelError {
         expected: String,
         found: String,
     },
+    #[error("{device}: not touched: an earlier {what} has not returned and may still hold it")]
+    Stuck { device: PciAddress, what: String },
     #[error("no PCI function {0} on this host")]
     NoSuchDevice(PciAddress),
     #[error(

@@ -21,7 +21,10 @@ name = 1000
 devices = ["disk", "edu"]
 TOML
 
-check reconcile-applies vfioctl -v reconcile -c /tmp/vfio.toml
+first=$(vfioctl -v reconcile -c /tmp/vfio.toml 2>&1)
+rc=$?
+echo "$first" | sed 's/^/vmtest: first: /'
+expect_eq reconcile-applies 0 "$rc"
 expect_eq nvme-on-vfio-pci vfio-pci "$(linkname "$(pci $nvme)/driver")"
 expect_eq nvme-override-kept vfio-pci "$(sysattr "$(pci $nvme)/driver_override")"
 expect_eq edu-on-vfio-pci vfio-pci "$(linkname "$(pci $edu)/driver")"
@@ -30,6 +33,10 @@ g=$(group_of $nvme)
 expect_eq nvme-node-given-to-user "crw------- 1000" "$(stat -c '%A %u' /dev/vfio/$g)"
 g5=$(group_of $edu)
 expect_eq edu-node-given-to-user "crw------- 1000" "$(stat -c '%A %u' /dev/vfio/$g5)"
+# Success is the kernel's word: VFIO_GROUP_GET_STATUS on each group vfioctl bound.
+for n in $g $g5; do
+    case "$first" in *"group $n: viable (kernel)"*) pass "group-$n-viable-per-kernel" ;; *) fail "group-$n-viable-per-kernel" "$(oneline "$first")" ;; esac
+done
 check journal-records-original-driver grep -q '"nvme"' /var/lib/vfioctl/journal.json
 check no-inflight-record-left test ! -e /run/vfioctl/inflight.json
 

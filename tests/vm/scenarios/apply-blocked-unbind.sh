@@ -10,14 +10,18 @@ g=$(group_of $nvme)
 check qemu-img-present test -x /usr/bin/qemu-img
 # Hold the device open, as a VM would: a group fd alone does not block an unbind, an open
 # device fd does (vfio-pci's remove waits for the user to release it).
-qemu-img bench -f raw -c 100000000 -d 1 -s 512 "nvme://$nvme/1" >/tmp/holder.log 2>&1 &
+qemu-img bench -f raw -c 1000000000 -s 4096 "nvme://$nvme/1" >/tmp/holder.log 2>&1 &
 holder=$!
+# Wait for its device fd (anon_inode:[vfio-device]), not just the group.
 n=0
-while [ $n -lt 100 ] && ! grep -q 'vfio' /proc/$holder/maps 2>/dev/null && \
-      ! ls -l /proc/$holder/fd 2>/dev/null | grep -q "/dev/vfio/$g"; do
+while [ $n -lt 100 ] && ! ls -l /proc/$holder/fd 2>/dev/null | grep -q vfio-device; do
     usleep 100000; n=$((n + 1))
 done
-check holder-has-the-group sh -c "ls -l /proc/$holder/fd | grep -q /dev/vfio/$g"
+if ls -l /proc/$holder/fd 2>/dev/null | grep -q vfio-device; then
+    pass holder-has-the-device
+else
+    fail holder-has-the-device "$(oneline "$(cat /tmp/holder.log)")"
+fi
 t0=$(cut -d' ' -f1 /proc/uptime)
 out=$(vfioctl reconcile -c /tmp/empty.toml 2>&1)
 rc=$?
