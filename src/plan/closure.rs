@@ -30,6 +30,15 @@ pub fn add_companions(config: &Config, snap: &Snapshot, claims: &mut Claims) -> 
                 ));
                 continue;
             };
+            if dev.bridge || dev.class.is_bridge() {
+                notes.push(format!(
+                    "[[device]] `{}`: companion {c} is a bridge; bridges are never taken \
+                     (vfio-pci cannot), it is left on {}",
+                    spec.name,
+                    dev.driver.as_deref().unwrap_or("no driver")
+                ));
+                continue;
+            }
             if !dev.iommu_group.is_some_and(|g| groups.contains(&g)) {
                 notes.push(format!(
                     "[[device]] `{}`: companion {c} is not in the IOMMU group of any of its \
@@ -205,20 +214,35 @@ fn sibling_problem(
             d.class,
         ));
     }
-    let mut list: Vec<PciAddress> = spec.companions.clone();
-    for d in blockers {
-        if !list.contains(&d.address) {
-            list.push(d.address);
-        }
-    }
-    let quoted: Vec<String> = list.iter().map(|a| format!("\"{a}\"")).collect();
-    msg.push_str(&format!(
+    msg.push_str(
         "\nthe kernel allows a group only when every member is unbound or on vfio-pci, \
-         pci-stub or pcieport. To take {} too, add to [[device]] `{}`:\n    companions = [{}]",
-        if blockers.len() == 1 { "it" } else { "them" },
-        spec.name,
-        quoted.join(", ")
-    ));
+         pci-stub or pcieport.",
+    );
+    let is_bridge = |d: &PciDevice| d.bridge || d.class.is_bridge();
+    let takeable: Vec<&PciDevice> = blockers.iter().copied().filter(|d| !is_bridge(d)).collect();
+    if !takeable.is_empty() {
+        let mut list: Vec<PciAddress> = spec.companions.clone();
+        for d in &takeable {
+            if !list.contains(&d.address) {
+                list.push(d.address);
+            }
+        }
+        let quoted: Vec<String> = list.iter().map(|a| format!("\"{a}\"")).collect();
+        msg.push_str(&format!(
+            " To take {} too, add to [[device]] `{}`:\n    companions = [{}]",
+            if takeable.len() == 1 { "it" } else { "them" },
+            spec.name,
+            quoted.join(", ")
+        ));
+    }
+    for d in blockers.iter().filter(|d| is_bridge(d)) {
+        msg.push_str(&format!(
+            "\nbridge {} cannot be taken: bind it to pcieport or unbind it from {} (a bridge \
+             needs no driver to forward DMA)",
+            d.address,
+            d.driver.as_deref().unwrap_or("its driver")
+        ));
+    }
     let mut p = Problem::new(ProblemKind::Sibling, msg)
         .entry(&spec.name)
         .group(g);

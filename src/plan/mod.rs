@@ -118,7 +118,7 @@ pub fn plan_with(config: &Config, snap: &Snapshot, ctx: &Context) -> Plan {
     let mut problems = res.problems.clone();
     let mut notes = Vec::new();
 
-    let mut claims = claims::declared(config, &res);
+    let mut claims = claims::declared(config, snap, &res);
     problems.append(&mut claims.problems);
     notes.extend(closure::add_companions(config, snap, &mut claims));
     let (p, n) = safety::check(config, snap, &mut claims);
