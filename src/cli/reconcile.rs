@@ -146,7 +146,11 @@ fn apply(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
     opts.accounts = accounts::resolve(&config);
     opts.scope = scope;
 
-    match apply::reconcile(&host, &config, &opts) {
+    let result = apply::reconcile(&host, &config, &opts);
+    if args.json {
+        return print_json(&result);
+    }
+    match result {
         Ok(out) => {
             if let Some((pid, report)) = &out.recovered {
                 println!("recovered an interrupted pass (pid {pid}):");
@@ -204,4 +208,70 @@ fn report_error(e: &ApplyError) {
     for l in e.lines() {
         eprintln!("vfioctl reconcile: {l}");
     }
+}
+
+/// `--json` without `--dry-run`: what was done, as one JSON document on stdout:
+/// `{"converged", "actions": [step + "result" + "ms"], "groups": [...], "problems", "error",
+/// "undo"}`. The exit status is the same as for the text output.
+fn print_json(result: &Result<apply::Outcome, ApplyError>) -> Exit {
+    use serde_json::{json, Value};
+    let step = |r: &apply::StepRecord| {
+        let mut v = serde_json::to_value(&r.step).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut v {
+            m.insert(
+                "result".into(),
+                match &r.result {
+                    Ok(()) => json!("ok"),
+                    Err(e) => json!(e.to_string()),
+                },
+            );
+            m.insert("ms".into(), json!(r.duration.as_secs_f64() * 1e3));
+        }
+        v
+    };
+    let (doc, exit) = match result {
+        Ok(out) => {
+            let groups: Vec<Value> = out
+                .verification
+                .iter()
+                .flat_map(|v| &v.groups)
+                .map(|g| json!({"group": g.group, "ok": g.ok(), "verdict": g.line()}))
+                .collect();
+            let exit = if out.plan.problems.is_empty() {
+                Exit::Done
+            } else {
+                Exit::Failed
+            };
+            (
+                json!({
+                    "converged": out.plan.problems.is_empty(),
+                    "actions": out.executed.iter().map(step).collect::<Vec<_>>(),
+                    "groups": groups,
+                    "problems": out.plan.problems,
+                    "recovered": out.recovered.as_ref().map(|(_, r)| r.lines()),
+                }),
+                exit,
+            )
+        }
+        Err(e) => {
+            let actions: Vec<Value> = match e {
+                ApplyError::Failed { executed, .. } => executed.iter().map(step).collect(),
+                _ => Vec::new(),
+            };
+            (
+                json!({
+                    "converged": false,
+                    "actions": actions,
+                    "error": e.lines(),
+                    "undo": e.undo().map(|u| u.lines()),
+                }),
+                Exit::Failed,
+            )
+        }
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    );
+    exit
 }
