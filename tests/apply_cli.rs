@@ -78,3 +78,59 @@ fn an_empty_config_on_a_host_vfioctl_never_touched_changes_nothing() {
     // Nothing was journaled: no state directory was even needed.
     assert!(!dir.path().join("state/journal.json").exists());
 }
+
+#[test]
+fn an_invalid_config_changes_nothing_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("vfio.toml");
+    std::fs::write(
+        &cfg,
+        "version = 1\n[[device]]\nname = \"x\"\naddress = \"zz:00.0\"\n",
+    )
+    .unwrap();
+    let o = vfioctl(dir.path(), &["reconcile", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("nothing was changed"), "{}", text(&o));
+    assert!(!dir.path().join("run/lock").exists());
+}
+
+#[test]
+fn json_output_of_a_pass_with_nothing_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("vfio.toml");
+    std::fs::write(&cfg, "version = 1\n").unwrap();
+    let o = vfioctl(
+        dir.path(),
+        &["reconcile", "--json", "-c", cfg.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["converged"], true);
+    assert_eq!(v["actions"].as_array().map(Vec::len), Some(0));
+}
+
+#[test]
+fn json_output_names_the_holder_when_locked_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("vfio.toml");
+    std::fs::write(&cfg, "version = 1\n").unwrap();
+    let _held = vfioctl::apply::lock::acquire(&dir.path().join("run"), Duration::ZERO).unwrap();
+    let o = vfioctl(
+        dir.path(),
+        &[
+            "reconcile",
+            "--json",
+            "--lock-timeout",
+            "0",
+            "-c",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["converged"], false);
+    assert!(v["error"][0]
+        .as_str()
+        .unwrap()
+        .contains(&format!("(pid {})", std::process::id())));
+}

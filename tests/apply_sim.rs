@@ -199,8 +199,14 @@ fn an_unbind_that_blocks_is_reported_and_recovered_once_the_holder_lets_go() {
         k.device_state(a("0000:01:00.0")),
         Err(KernelError::Stuck { .. })
     ));
-    // The pass record stays for the next run.
+    // The pass record stays for the next run, which refuses to touch anything while the
+    // abandoned writer is still blocked (rather than blocking on the same device).
     assert!(dir.path().join("run/inflight.json").exists());
+    let writes = k.call_count();
+    let e = apply::reconcile(&k, &config(vec![]), &opts(dir.path())).unwrap_err();
+    assert!(matches!(e, ApplyError::Blocked(_)), "{e:?}");
+    assert!(e.to_string().contains("still blocked in the kernel"), "{e}");
+    assert_eq!(k.call_count(), writes);
     // The VM lets go: the kernel completes the unbind; the next run recovers, then releases.
     k.hold_group(8, false);
     assert_eq!(driver(&k, "0000:01:00.0"), None);

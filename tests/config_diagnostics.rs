@@ -555,6 +555,15 @@ size = 4096
 }
 
 #[test]
+fn a_bad_device_name_is_reported_once() {
+    let src = "version = 1\n[[device]]\nname = \"my gpu\"\naddress = \"01:00.0\"\n\
+               [[user]]\nname = \"alice\"\ndevices = [\"my gpu\"]\n";
+    let found = located(src);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!((found[0].0, found[0].1), (3, 8));
+}
+
+#[test]
 fn an_empty_config_is_valid() {
     let c = parse_str("version = 1\n", Path::new("t.toml")).unwrap();
     assert!(

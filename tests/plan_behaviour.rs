@@ -182,7 +182,36 @@ fn bridge_on_another_driver_is_an_error_like_a_sibling() {
     let cfg = config(vec![by_address("nic", "0000:02:00.0")]);
     let p = plan::plan(&cfg, &snap);
     assert_eq!(problem_kinds(&p), [ProblemKind::Sibling]);
-    assert!(p.problems[0].message.contains("bridge 0000:00:1c.0"));
+    let m = &p.problems[0].message;
+    assert!(m.contains("bridge 0000:00:1c.0"));
+    assert!(
+        m.contains("bind it to pcieport or unbind it from shpchp"),
+        "{m}"
+    );
+    assert!(
+        !m.contains("companions = "),
+        "a bridge cannot be a companion: {m}"
+    );
+}
+
+#[test]
+fn selecting_a_bridge_is_an_error_and_a_bridge_companion_is_left_alone() {
+    let snap = host(vec![
+        func("0000:00:1c.0", 0x8086, 0xa110, BRIDGE, Some("pcieport"), 5),
+        func("0000:02:00.0", 0x8086, 0x10d3, NIC, Some("e1000e"), 5),
+    ]);
+    let p = plan::plan(&config(vec![by_address("port", "0000:00:1c.0")]), &snap);
+    assert_eq!(problem_kinds(&p), [ProblemKind::Bridge]);
+    assert!(p.is_empty());
+    let mut nic = by_address("nic", "0000:02:00.0");
+    nic.companions = vec![addr("0000:00:1c.0")];
+    let p = plan::plan(&config(vec![nic]), &snap);
+    assert!(p.is_realisable(), "{:?}", p.problems);
+    assert!(p
+        .actions
+        .iter()
+        .all(|s| s.action.device() == Some(addr("0000:02:00.0"))));
+    assert!(p.notes.iter().any(|n| n.contains("is a bridge")));
 }
 
 fn busy_nic() -> Snapshot {
@@ -583,4 +612,59 @@ fn json_has_the_fixed_field_names() {
     }
     assert_eq!(actions[2]["action"], "bind");
     assert_eq!(actions[2]["driver"], "vfio-pci");
+}
+
+#[test]
+fn without_an_iommu_nothing_is_planned_and_the_fix_is_named() {
+    let mut d = func("0000:03:00.0", 0x8086, 0x10d3, NIC, Some("e1000e"), 12);
+    d.iommu_group = None;
+    let snap = host(vec![d]);
+    let p = plan::plan(&config(vec![by_address("nic", "0000:03:00.0")]), &snap);
+    assert_eq!(problem_kinds(&p), [ProblemKind::NoIommu]);
+    assert!(p.problems[0].message.contains("intel_iommu=on"));
+    assert!(p.is_empty());
+}
+
+#[test]
+fn a_domain_device_keeps_a_root_only_node_even_when_a_user_lists_it() {
+    let snap = host(vec![func(
+        "0000:03:00.0",
+        0x8086,
+        0x10d3,
+        NIC,
+        Some("e1000e"),
+        12,
+    )]);
+    let mut cfg = config(vec![by_address("nic", "0000:03:00.0")]);
+    cfg.users.push(user("alice", 0o600, &["nic"]));
+    cfg.domains.push(DomainSpec {
+        name: "dp".into(),
+        devices: vec!["nic".into()],
+        placement: Placement::PerGroup,
+        windows: Vec::new(),
+        origin: Origin::default(),
+    });
+    let ctx = Context {
+        accounts: accounts(),
+        ..Default::default()
+    };
+    let p = plan::plan_with(&cfg, &snap, &ctx);
+    assert!(p.is_realisable(), "{:?}", p.problems);
+    assert!(!p
+        .actions
+        .iter()
+        .any(|s| s.action.kind() == "set-node-owner"));
+    assert!(p.notes.iter().any(|n| n.contains("[[domain]] `dp`")));
+    // And a node someone else chowned goes back to root-only.
+    let mut owned = plan::simulate(&snap, &p);
+    owned.groups[0].node.as_mut().unwrap().uid = 1000;
+    let again = plan::plan_with(&cfg, &owned, &ctx);
+    assert_eq!(
+        again
+            .actions
+            .iter()
+            .map(|s| s.action.kind())
+            .collect::<Vec<_>>(),
+        ["set-node-owner"]
+    );
 }

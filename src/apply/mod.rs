@@ -93,6 +93,8 @@ pub enum ApplyError {
         error: KernelError,
         undo: UndoReport,
     },
+    #[error(transparent)]
+    Blocked(RollbackError),
 }
 
 impl From<RollbackError> for ApplyError {
@@ -101,6 +103,7 @@ impl From<RollbackError> for ApplyError {
             RollbackError::Lock(e) => ApplyError::Lock(e),
             RollbackError::Journal(e) => ApplyError::Journal(e),
             RollbackError::Kernel(e) => ApplyError::Read(e),
+            e @ RollbackError::Blocked(_) => ApplyError::Blocked(e),
         }
     }
 }
@@ -210,7 +213,16 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
     let (journal, inflight) = rec.into_parts();
     clock.lap("execute");
     if let Some(failure) = failure {
+        let mut errors: Vec<KernelError> = executed
+            .iter()
+            .filter_map(|r| match &r.result {
+                Err(executor::StepError::Kernel(e)) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
         let undo = undo_pass(host, opts, &inflight)?;
+        errors.extend(undo.failures().into_iter().map(|(_, _, e)| e));
+        remember_abandoned(opts, inflight, &undo, &errors)?;
         return Err(ApplyError::Failed {
             failure: Box::new(failure),
             executed,
@@ -263,6 +275,36 @@ fn undo_pass(
         commit(host, opts, journal)?;
     }
     Ok(report)
+}
+
+/// After an incomplete undo, keeps the writers left blocked in the kernel in the pass record,
+/// so the next run waits for them instead of blocking on the same functions.
+fn remember_abandoned(
+    opts: &Options,
+    mut inflight: InFlight,
+    undo: &UndoReport,
+    errors: &[KernelError],
+) -> Result<(), ApplyError> {
+    if undo.complete() {
+        return Ok(());
+    }
+    for e in errors {
+        if let KernelError::Timeout {
+            what,
+            writer: Some(pid),
+            ..
+        } = e
+        {
+            inflight.abandoned.push(journal::Abandoned {
+                what: what.clone(),
+                writer: *pid,
+            });
+        }
+    }
+    if !inflight.abandoned.is_empty() {
+        inflight.save(&opts.run_dir)?;
+    }
+    Ok(())
 }
 
 /// Ends a pass: forgets what is back at its original, saves the journal if that changed it,

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::journal::{Entry, InFlight, Journal, JournalError, Object, Recorded};
+use super::journal::{Abandoned, Entry, InFlight, Journal, JournalError, Object, Recorded};
 use super::lock::{self, LockError};
 use crate::kernel::{DeviceState, Host, KernelError};
 
@@ -254,6 +254,8 @@ pub enum RollbackError {
     Journal(#[from] JournalError),
     #[error(transparent)]
     Kernel(#[from] KernelError),
+    #[error("{}: still blocked in the kernel; whatever holds the device (a VM, a user-space driver) must let it go first; nothing was changed", .0.iter().map(|a| format!("an earlier {} (writer pid {})", a.what, a.writer)).collect::<Vec<_>>().join(", "))]
+    Blocked(Vec<Abandoned>),
 }
 
 /// Recovers from a pass that was interrupted (its in-flight record is still in `run_dir`):
@@ -267,6 +269,16 @@ pub fn recover(
     let Some(inflight) = InFlight::load(run_dir)? else {
         return Ok(None);
     };
+    // Touching a function whose write is still blocked would block us too.
+    let blocked: Vec<Abandoned> = inflight
+        .abandoned
+        .iter()
+        .filter(|a| host.writer_blocked(a.writer))
+        .cloned()
+        .collect();
+    if !blocked.is_empty() {
+        return Err(RollbackError::Blocked(blocked));
+    }
     tracing::warn!(
         pid = inflight.pid,
         objects = inflight.entries.len(),

@@ -375,8 +375,14 @@ impl Checker<'_, '_> {
             }
             _ => None,
         };
+        // An invalid name (reported above) still identifies the entry for references, so a
+        // typo in a name gives one error, not one more per reference.
+        let written_name = match d.name.as_ref().map(|n| n.get_ref()) {
+            Some(RawValue::String(s)) => Some(s.clone()),
+            _ => None,
+        };
         CheckedDevice {
-            name: name.zip(name_span),
+            name: name.or(written_name).zip(name_span),
             selector,
             spec,
         }

@@ -587,6 +587,25 @@ mod tests {
         assert!(p.hint.unwrap().contains("smaller unit"));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn formatted_sizes_parse_back(bytes in proptest::prelude::any::<u64>()) {
+            proptest::prop_assert_eq!(size("size", &s(&format_size(bytes))), Ok(bytes));
+        }
+
+        #[test]
+        fn hex_iovas_parse_back(addr in proptest::prelude::any::<u64>()) {
+            proptest::prop_assert_eq!(iova(&s(&format!("{addr:#x}"))), Ok(addr));
+        }
+
+        #[test]
+        fn size_parsing_never_panics(text in "\\PC{0,24}") {
+            let _ = size("size", &s(&text));
+            let _ = iova(&s(&text));
+            let _ = mode(&s(&text), &text);
+        }
+    }
+
     #[test]
     fn sizes_format_in_the_largest_exact_unit() {
         assert_eq!(format_size(1 << 30), "1GiB");

@@ -224,6 +224,7 @@ pub fn write_abandonable(
                             return Err(KernelError::Timeout {
                                 what: what.to_string(),
                                 secs: timeout.as_secs_f64(),
+                                writer: u32::try_from(child.as_raw()).ok(),
                             });
                         }
                     }
@@ -545,6 +546,20 @@ impl Host for LinuxHost {
         Ok(())
     }
 
+    fn writer_blocked(&self, pid: u32) -> bool {
+        // Alive, not a zombie, and still one of ours (a fork keeps the name `vfioctl`).
+        let stat = match fs::read_to_string(self.roots.proc.join(pid.to_string()).join("stat")) {
+            Ok(s) => s,
+            Err(_) => return false,
+        };
+        let Some((head, tail)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let comm = head.split_once('(').map_or("", |(_, c)| c);
+        let state = tail.split_whitespace().next().unwrap_or("Z");
+        comm == "vfioctl" && state != "Z" && state != "X"
+    }
+
     fn group_status(&self, group: u32) -> Result<GroupStatus, KernelError> {
         let p = self.roots.group_node(group);
         vfio::group_status(&p).map_err(|e| match e {
@@ -623,6 +638,26 @@ mod tests {
             Err(KernelError::Io { errno, .. }) => assert_eq!(errno, Some(Errno::ENOENT as i32)),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn an_abandoned_writer_counts_as_blocked_only_while_it_is_a_live_vfioctl() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = LinuxHost::new(Roots::under(dir.path()), Timeouts::default());
+        let stat = |pid: u32, text: &str| {
+            let d = dir.path().join("proc").join(pid.to_string());
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("stat"), text).unwrap();
+        };
+        stat(10, "10 (vfioctl) D 1 10 10 0 -1");
+        stat(11, "11 (vfioctl) Z 1 11 11 0 -1");
+        stat(12, "12 (sshd) D 1 12 12 0 -1");
+        stat(13, "13 (odd) name) D 1");
+        assert!(host.writer_blocked(10));
+        assert!(!host.writer_blocked(11));
+        assert!(!host.writer_blocked(12));
+        assert!(!host.writer_blocked(13));
+        assert!(!host.writer_blocked(14));
     }
 
     #[test]

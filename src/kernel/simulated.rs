@@ -125,6 +125,11 @@ pub struct SimKernel {
     inner: Mutex<Inner>,
 }
 
+/// The pid the simulated kernel gives the writer of a blocked unbind of `a`.
+fn sim_writer(a: PciAddress) -> u32 {
+    1_000_000 + u32::from(a.routing_id())
+}
+
 /// The driver a module registers (`vfio_pci` -> `vfio-pci`).
 fn module_driver(module: &str) -> String {
     module.replace('_', "-")
@@ -317,7 +322,11 @@ impl SimKernel {
                 if let Some(d) = device {
                     g.stuck.insert(d, false);
                 }
-                return Err(KernelError::Timeout { what, secs: 5.0 });
+                return Err(KernelError::Timeout {
+                    what,
+                    secs: 5.0,
+                    writer: None,
+                });
             }
             Some(Fault::FailAfterEffect) => {
                 let _ = f(&mut g.state);
@@ -461,6 +470,7 @@ impl State {
                 return Err(KernelError::Timeout {
                     what: format!("unbind of {a} from {drv}"),
                     secs: 5.0,
+                    writer: Some(sim_writer(a)),
                 });
             }
         }
@@ -729,6 +739,10 @@ impl Host for SimKernel {
             }
             Ok(())
         })
+    }
+
+    fn writer_blocked(&self, pid: u32) -> bool {
+        self.lock().stuck.keys().any(|a| sim_writer(*a) == pid)
     }
 
     fn group_status(&self, group: u32) -> Result<GroupStatus, KernelError> {

@@ -31,6 +31,17 @@ expect_eq blocked-release-fails 1 "$rc"
 case "$out" in *"did not return within"*) pass timeout-reported ;; *) fail timeout-reported "$(oneline "$out")" ;; esac
 secs=$(echo "$t0 $t1" | awk '{printf "%d", $2 - $1}')
 if [ "$secs" -lt 30 ]; then pass returned-in-bounded-time "${secs}s"; else fail returned-in-bounded-time "${secs}s"; fi
+# While the abandoned writer is still blocked, the next run says so at once instead of
+# blocking on the same device.
+t0=$(cut -d' ' -f1 /proc/uptime)
+out=$(vfioctl reconcile -c /tmp/empty.toml 2>&1)
+rc=$?
+t1=$(cut -d' ' -f1 /proc/uptime)
+echo "$out" | sed 's/^/vmtest: second: /'
+expect_eq second-run-refuses 1 "$rc"
+case "$out" in *"still blocked in the kernel"*) pass second-run-names-the-writer ;; *) fail second-run-names-the-writer "$(oneline "$out")" ;; esac
+secs=$(echo "$t0 $t1" | awk '{printf "%d", $2 - $1}')
+if [ "$secs" -lt 5 ]; then pass second-run-returns-at-once "${secs}s"; else fail second-run-returns-at-once "${secs}s"; fi
 kill -9 $holder 2>/dev/null
 wait $holder 2>/dev/null
 # The abandoned unbind completes in the kernel once the holder is gone; the next pass converges.
