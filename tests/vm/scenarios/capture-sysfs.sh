@@ -7,7 +7,8 @@
 # relative target), `W path` (a write-only attribute, kept as an empty file), `F path` followed by
 # the content lines prefixed with `|` and a closing `.`. The host rebuilds the tree from it.
 # Left out: directories of counters and power state (they change from boot to boot), binary
-# windows (config, resource*, rom, vpd) and the few attributes whose read fails on these devices.
+# windows (config, resource*, rom, vpd), module section addresses, and the few attributes whose
+# read fails on these devices. rootfs and devtmpfs sizes are written as 0 by the host judge.
 
 roots="/sys/bus/pci /sys/devices/pci0000:00 /sys/devices/virtual/iommu /sys/devices/virtual/net
 /sys/devices/virtual/vfio /sys/kernel/iommu_groups /sys/class/iommu /sys/class/net /sys/class/block
@@ -18,7 +19,7 @@ walk() {
     # shellcheck disable=SC2086
     find $roots \( -type d \( -name power -o -name msi_irqs -o -name statistics -o -name queues \
         -o -name mq -o -name trace -o -name integrity -o -name hwmon -o -name ptp \
-        -o -name 'wakeup*' -o -name slaves \) -prune \) -o "$@" 2>/dev/null
+        -o -name 'wakeup*' -o -name slaves -o -name sections -o -name notes \) -prune \) -o "$@" 2>/dev/null
 }
 
 skipped() { # NAME: attributes left out
