@@ -26,3 +26,4 @@ pub mod kernel;
 pub mod pci;
 pub mod plan;
 pub mod vfio;
+pub mod watch;

@@ -183,21 +183,37 @@ fn a_second_pass_waits_then_names_the_holder() {
 }
 
 #[test]
-fn an_unbind_that_blocks_is_reported_and_the_pass_undone() {
+fn an_unbind_that_blocks_is_reported_and_recovered_once_the_holder_lets_go() {
     let dir = tempfile::tempdir().unwrap();
     let k = SimKernel::from_snapshot(&vm_layout());
     let cfg = config(vec![device("nvme", "0000:01:00.0", &[])]);
     apply::reconcile(&k, &cfg, &opts(dir.path())).unwrap();
-    // A VM holds the group; releasing the device cannot unbind it.
+    // A VM holds the device; releasing it cannot unbind it, and while the unbind is blocked
+    // the kernel holds the device's lock: the undo cannot touch it either.
     k.hold_group(8, true);
     let e = apply::reconcile(&k, &config(vec![]), &opts(dir.path())).unwrap_err();
     let text = e.lines().join("\n");
     assert!(text.contains("did not return within"), "{text}");
-    assert_eq!(driver(&k, "0000:01:00.0").as_deref(), Some("vfio-pci"));
-    // Once the VM lets go, the release goes through.
+    assert!(text.contains("NOT everything could be put back"), "{text}");
+    assert!(matches!(
+        k.device_state(a("0000:01:00.0")),
+        Err(KernelError::Stuck { .. })
+    ));
+    // The pass record stays for the next run, which refuses to touch anything while the
+    // abandoned writer is still blocked (rather than blocking on the same device).
+    assert!(dir.path().join("run/inflight.json").exists());
+    let writes = k.call_count();
+    let e = apply::reconcile(&k, &config(vec![]), &opts(dir.path())).unwrap_err();
+    assert!(matches!(e, ApplyError::Blocked(_)), "{e:?}");
+    assert!(e.to_string().contains("still blocked in the kernel"), "{e}");
+    assert_eq!(k.call_count(), writes);
+    // The VM lets go: the kernel completes the unbind; the next run recovers, then releases.
     k.hold_group(8, false);
-    apply::reconcile(&k, &config(vec![]), &opts(dir.path())).unwrap();
+    assert_eq!(driver(&k, "0000:01:00.0"), None);
+    let out = apply::reconcile(&k, &config(vec![]), &opts(dir.path())).unwrap();
+    assert!(out.recovered.is_some());
     assert_eq!(driver(&k, "0000:01:00.0").as_deref(), Some("nvme"));
+    assert!(!dir.path().join("run/inflight.json").exists());
 }
 
 #[test]

@@ -41,7 +41,12 @@ fn status_view_of_q35() {
     }
     let roots = h.write(dir.path()).unwrap();
     let o = vfioctl(&roots, &["status"]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let text = without_root(&stdout(&o), dir.path());
     // The node's owner is whoever ran the test; keep the snapshot independent of it.
     let uid = nix::unistd::getuid().as_raw();
@@ -94,7 +99,12 @@ fn snapshot_then_status_host_gives_the_same_view() {
     let roots = h.write(&dir.path().join("host")).unwrap();
     let file = dir.path().join("host.json");
     let o = vfioctl(&roots, &["snapshot", "-o", file.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(o.stdout.is_empty());
     let to_stdout = vfioctl(&roots, &["snapshot"]);
     assert_eq!(stdout(&to_stdout), std::fs::read_to_string(&file).unwrap());
@@ -106,7 +116,10 @@ fn snapshot_then_status_host_gives_the_same_view() {
     assert_eq!(from_file.status.code(), Some(0));
     assert_eq!(stdout(&live), stdout(&from_file));
     assert!(stdout(&live).contains("mode 0660"));
-    let json_again = vfioctl(&nowhere, &["status", "--json", "--host", file.to_str().unwrap()]);
+    let json_again = vfioctl(
+        &nowhere,
+        &["status", "--json", "--host", file.to_str().unwrap()],
+    );
     assert_eq!(stdout(&json_again), std::fs::read_to_string(&file).unwrap());
 }
 
@@ -134,7 +147,10 @@ fn bad_inputs_fail_with_a_reason() {
     let o = vfioctl(&nowhere, &["status"]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("sysfs root") && err.contains("--sysfs-root"), "{err}");
+    assert!(
+        err.contains("sysfs root") && err.contains("--sysfs-root"),
+        "{err}"
+    );
 
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, "{\"devices\": 3}").unwrap();

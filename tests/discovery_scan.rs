@@ -23,7 +23,9 @@ fn normalized(snap: &host::Snapshot, root: &Path) -> Value {
 
 /// Compares with `tests/fixtures/NAME`; `UPDATE_EXPECT=1` rewrites it (review the diff!).
 fn expect_json(name: &str, actual: &Value) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     let pretty = serde_json::to_string_pretty(actual).unwrap() + "\n";
     if std::env::var_os("UPDATE_EXPECT").is_some() {
         fs::write(&path, &pretty).unwrap();
@@ -86,8 +88,14 @@ fn q35_groups_topology_and_usage() {
     assert_eq!(e1000.iommu_group, Some(4));
     assert_eq!(e1000.iommu.as_deref(), Some("dmar0"));
     assert!(snap.device(addr("00:04.0")).unwrap().bridge);
-    assert!(!snap.device(addr("00:1f.0")).unwrap().bridge, "ISA bridge is no bridge");
-    assert!(!snap.device(addr("00:00.0")).unwrap().bridge, "host bridge is no bridge");
+    assert!(
+        !snap.device(addr("00:1f.0")).unwrap().bridge,
+        "ISA bridge is no bridge"
+    );
+    assert!(
+        !snap.device(addr("00:00.0")).unwrap().bridge,
+        "host bridge is no bridge"
+    );
     assert_eq!(
         snap.device(addr("01:00.0")).unwrap().parent,
         Some(addr("00:03.0"))
@@ -134,7 +142,10 @@ fn device_on_vfio_pci_with_group_node() {
     assert_eq!(d.driver_override.as_deref(), Some("vfio-pci"));
     // Only the virtio sibling blocks now.
     let v = snap.viability(4).unwrap();
-    assert_eq!(v.blockers, vec![(addr("02:02.0"), "virtio-pci".to_string())]);
+    assert_eq!(
+        v.blockers,
+        vec![(addr("02:02.0"), "virtio-pci".to_string())]
+    );
     let node = snap.group(4).unwrap().node.clone().unwrap();
     assert_eq!(node.mode, 0o600);
     assert_eq!(node.uid, nix::unistd::getuid().as_raw());
@@ -157,20 +168,24 @@ fn sriov_and_boot_vga() {
     let vfs: Vec<PciAddress> = (0..3u16)
         .map(|i| PciAddress::from_routing_id(0, pf.routing_id() + 0x80 + 2 * i))
         .collect();
-    h.add(Function::new("0000:00:01.0", 0x8086, 0x1901, 0x060400).driver("pcieport").group(1))
-        .add(
-            Function::new("0000:05:00.0", 0x8086, 0x1572, 0x020000)
-                .driver("i40e")
-                .group(2)
-                .behind("0000:00:01.0")
-                .sriov(vfioctl::fixtures::SriovSpec {
-                    total_vfs: 64,
-                    offset: 0x80,
-                    stride: 2,
-                    vf_device: 0x154c,
-                    vfs: vfs.clone(),
-                }),
-        );
+    h.add(
+        Function::new("0000:00:01.0", 0x8086, 0x1901, 0x060400)
+            .driver("pcieport")
+            .group(1),
+    )
+    .add(
+        Function::new("0000:05:00.0", 0x8086, 0x1572, 0x020000)
+            .driver("i40e")
+            .group(2)
+            .behind("0000:00:01.0")
+            .sriov(vfioctl::fixtures::SriovSpec {
+                total_vfs: 64,
+                offset: 0x80,
+                stride: 2,
+                vf_device: 0x154c,
+                vfs: vfs.clone(),
+            }),
+    );
     for (i, vf) in vfs.iter().enumerate() {
         h.add(
             Function::new(&vf.to_string(), 0x8086, 0x154c, 0x020000)
@@ -189,7 +204,10 @@ fn sriov_and_boot_vga() {
     let snap = scan(&h.write(dir.path()).unwrap()).unwrap();
     assert!(snap.warnings.is_empty(), "{:?}", snap.warnings);
     let s = snap.device(pf).unwrap().sriov.clone().unwrap();
-    assert_eq!((s.total_vfs, s.num_vfs, s.offset, s.stride), (64, 3, 0x80, 2));
+    assert_eq!(
+        (s.total_vfs, s.num_vfs, s.offset, s.stride),
+        (64, 3, 0x80, 2)
+    );
     assert_eq!(s.vf_device.unwrap().to_string(), "154c");
     assert_eq!(s.vfs, vfs);
     for (i, vf) in vfs.iter().enumerate() {
@@ -240,7 +258,8 @@ fn broken_files_become_precise_warnings() {
         .collect();
     let has = |path_end: &str, msg: &str| {
         assert!(
-            w.iter().any(|(p, m)| p.ends_with(path_end) && m.contains(msg)),
+            w.iter()
+                .any(|(p, m)| p.ends_with(path_end) && m.contains(msg)),
             "no warning for {path_end} containing `{msg}` in {w:#?}"
         )
     };
@@ -248,7 +267,10 @@ fn broken_files_become_precise_warnings() {
     has("0000:00:05.1", "function skipped");
     has("0000:00:01.0/driver_override", "cannot read");
     has("0000:00:02.0/class", "unexpected value `banana`");
-    has("kernel/iommu_groups/7/reserved_regions", "line 2: `nonsense`");
+    has(
+        "kernel/iommu_groups/7/reserved_regions",
+        "line 2: `nonsense`",
+    );
     has("kernel/iommu_groups/6/devices", "cannot list");
     has("proc/net/if_inet6", "cannot read");
     assert!(snap.device(addr("00:05.1")).is_none());

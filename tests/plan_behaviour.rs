@@ -37,7 +37,14 @@ fn assert_converges(config: &vfioctl::config::Config, snap: &Snapshot, ctx: &Con
 
 #[test]
 fn single_device_is_overridden_unbound_and_bound() {
-    let snap = host(vec![func("0000:03:00.0", 0x8086, 0x10d3, NIC, Some("e1000e"), 12)]);
+    let snap = host(vec![func(
+        "0000:03:00.0",
+        0x8086,
+        0x10d3,
+        NIC,
+        Some("e1000e"),
+        12,
+    )]);
     let cfg = config(vec![by_address("nic", "0000:03:00.0")]);
     let p = plan::plan(&cfg, &snap);
     assert!(p.is_realisable(), "{:?}", p.problems);
@@ -49,7 +56,10 @@ fn single_device_is_overridden_unbound_and_bound() {
             "bind 0000:03:00.0"
         ]
     );
-    assert!(p.actions.iter().all(|s| s.unit == Unit::Group { group: 12 }));
+    assert!(p
+        .actions
+        .iter()
+        .all(|s| s.unit == Unit::Group { group: 12 }));
     assert_eq!(
         p.actions[1].action,
         Action::Unbind {
@@ -67,13 +77,24 @@ fn converged_host_has_nothing_to_do() {
     let snap = host(vec![d]);
     let cfg = config(vec![by_address("nic", "0000:03:00.0")]);
     let p = plan::plan(&cfg, &snap);
-    assert!(p.is_empty() && p.is_realisable(), "{}", plan::render::text(&p));
+    assert!(
+        p.is_empty() && p.is_realisable(),
+        "{}",
+        plan::render::text(&p)
+    );
     assert!(plan::render::text(&p).contains("nothing to do"));
 }
 
 #[test]
 fn bound_but_without_override_only_sets_the_override() {
-    let snap = host(vec![func("0000:03:00.0", 0x8086, 0x10d3, NIC, Some("vfio-pci"), 12)]);
+    let snap = host(vec![func(
+        "0000:03:00.0",
+        0x8086,
+        0x10d3,
+        NIC,
+        Some("vfio-pci"),
+        12,
+    )]);
     let cfg = config(vec![by_address("nic", "0000:03:00.0")]);
     let p = plan::plan(&cfg, &snap);
     assert_eq!(kinds(&p), ["set-override 0000:03:00.0"]);
@@ -83,7 +104,14 @@ fn bound_but_without_override_only_sets_the_override() {
 fn sibling_on_a_host_driver_is_an_error_with_the_line_to_add() {
     let snap = host(vec![
         func("0000:01:00.0", 0x10de, 0x1b80, VGA, Some("nouveau"), 7),
-        func("0000:01:00.1", 0x10de, 0x10f0, AUDIO, Some("snd_hda_intel"), 7),
+        func(
+            "0000:01:00.1",
+            0x10de,
+            0x10f0,
+            AUDIO,
+            Some("snd_hda_intel"),
+            7,
+        ),
     ]);
     let cfg = config(vec![by_address("gpu", "0000:01:00.0")]);
     let p = plan::plan(&cfg, &snap);
@@ -107,7 +135,14 @@ fn sibling_on_a_host_driver_is_an_error_with_the_line_to_add() {
 fn companions_take_the_sibling_to_vfio_pci() {
     let snap = host(vec![
         func("0000:01:00.0", 0x10de, 0x1b80, VGA, Some("nouveau"), 7),
-        func("0000:01:00.1", 0x10de, 0x10f0, AUDIO, Some("snd_hda_intel"), 7),
+        func(
+            "0000:01:00.1",
+            0x10de,
+            0x10f0,
+            AUDIO,
+            Some("snd_hda_intel"),
+            7,
+        ),
     ]);
     let mut gpu = by_address("gpu", "0000:01:00.0");
     gpu.companions = vec![addr("0000:01:00.1")];
@@ -147,7 +182,36 @@ fn bridge_on_another_driver_is_an_error_like_a_sibling() {
     let cfg = config(vec![by_address("nic", "0000:02:00.0")]);
     let p = plan::plan(&cfg, &snap);
     assert_eq!(problem_kinds(&p), [ProblemKind::Sibling]);
-    assert!(p.problems[0].message.contains("bridge 0000:00:1c.0"));
+    let m = &p.problems[0].message;
+    assert!(m.contains("bridge 0000:00:1c.0"));
+    assert!(
+        m.contains("bind it to pcieport or unbind it from shpchp"),
+        "{m}"
+    );
+    assert!(
+        !m.contains("companions = "),
+        "a bridge cannot be a companion: {m}"
+    );
+}
+
+#[test]
+fn selecting_a_bridge_is_an_error_and_a_bridge_companion_is_left_alone() {
+    let snap = host(vec![
+        func("0000:00:1c.0", 0x8086, 0xa110, BRIDGE, Some("pcieport"), 5),
+        func("0000:02:00.0", 0x8086, 0x10d3, NIC, Some("e1000e"), 5),
+    ]);
+    let p = plan::plan(&config(vec![by_address("port", "0000:00:1c.0")]), &snap);
+    assert_eq!(problem_kinds(&p), [ProblemKind::Bridge]);
+    assert!(p.is_empty());
+    let mut nic = by_address("nic", "0000:02:00.0");
+    nic.companions = vec![addr("0000:00:1c.0")];
+    let p = plan::plan(&config(vec![nic]), &snap);
+    assert!(p.is_realisable(), "{:?}", p.problems);
+    assert!(p
+        .actions
+        .iter()
+        .all(|s| s.action.device() == Some(addr("0000:02:00.0"))));
+    assert!(p.notes.iter().any(|n| n.contains("is a bridge")));
 }
 
 fn busy_nic() -> Snapshot {
@@ -158,7 +222,10 @@ fn busy_nic() -> Snapshot {
         addresses: vec!["192.0.2.7/24".into()],
         routes: 1,
     });
-    host(vec![d, func("0000:04:00.0", 0x8086, 0x10d3, NIC, Some("e1000e"), 13)])
+    host(vec![
+        d,
+        func("0000:04:00.0", 0x8086, 0x10d3, NIC, Some("e1000e"), 13),
+    ])
 }
 
 #[test]
@@ -166,7 +233,9 @@ fn device_in_use_is_refused_without_force() {
     let cfg = config(vec![by_ids("nics", 0x8086, 0x10d3)]);
     let p = plan::plan(&cfg, &busy_nic());
     assert_eq!(problem_kinds(&p), [ProblemKind::InUse]);
-    assert!(p.problems[0].message.contains("eth0 is up with addresses 192.0.2.7/24"));
+    assert!(p.problems[0]
+        .message
+        .contains("eth0 is up with addresses 192.0.2.7/24"));
     assert!(p.problems[0].message.contains("force = true"));
     // The entry is refused as a whole: the idle match is not taken either.
     assert!(p.is_empty());
@@ -180,7 +249,13 @@ fn device_in_use_is_taken_with_force() {
     let snap = busy_nic();
     let p = plan::plan(&cfg, &snap);
     assert!(p.is_realisable());
-    assert_eq!(p.actions.iter().filter(|s| s.action.kind() == "bind").count(), 2);
+    assert_eq!(
+        p.actions
+            .iter()
+            .filter(|s| s.action.kind() == "bind")
+            .count(),
+        2
+    );
     assert!(p.notes.iter().any(|n| n.contains("force = true")));
     // Two independent groups in the same batch.
     assert_eq!(p.batches(), 1);
@@ -275,7 +350,14 @@ fn accounts() -> Accounts {
 
 #[test]
 fn user_gets_the_group_node() {
-    let snap = host(vec![func("0000:03:00.0", 0x8086, 0x10d3, NIC, Some("e1000e"), 12)]);
+    let snap = host(vec![func(
+        "0000:03:00.0",
+        0x8086,
+        0x10d3,
+        NIC,
+        Some("e1000e"),
+        12,
+    )]);
     let mut cfg = config(vec![by_address("nic", "0000:03:00.0")]);
     let mut u = user("alice", 0o660, &["nic"]);
     u.group = Some(vfioctl::config::UserRef::Name("kvm".into()));
@@ -323,7 +405,10 @@ fn two_users_on_one_group_is_an_error() {
     let p = plan::plan_with(&cfg, &snap, &ctx);
     assert_eq!(problem_kinds(&p), [ProblemKind::OwnerConflict]);
     assert!(p.problems[0].message.contains("`alice`") && p.problems[0].message.contains("`bob`"));
-    assert!(!p.actions.iter().any(|s| s.action.kind() == "set-node-owner"));
+    assert!(!p
+        .actions
+        .iter()
+        .any(|s| s.action.kind() == "set-node-owner"));
 }
 
 #[test]
@@ -383,7 +468,10 @@ fn missing_device_is_reported_and_the_rest_planned() {
     let p = plan::plan(&cfg, &snap);
     assert_eq!(problem_kinds(&p), [ProblemKind::Missing]);
     assert!(p.problems[0].message.contains("0000:09:00.0"));
-    assert_eq!(kinds(&p), ["set-override 0000:03:00.0", "bind 0000:03:00.0"]);
+    assert_eq!(
+        kinds(&p),
+        ["set-override 0000:03:00.0", "bind 0000:03:00.0"]
+    );
 }
 
 #[test]
@@ -478,7 +566,11 @@ fn scoped_plan_keeps_only_the_devices_group() {
         by_address("gone", "0000:09:00.0"),
     ]);
     let p = plan::plan_scoped(&cfg, &snap, &Context::default(), addr("0000:04:00.0"));
-    assert!(p.is_realisable(), "unrelated problems are left out: {:?}", p.problems);
+    assert!(
+        p.is_realisable(),
+        "unrelated problems are left out: {:?}",
+        p.problems
+    );
     assert!(!p.is_empty());
     assert!(p
         .actions
@@ -501,7 +593,14 @@ fn conflicting_drivers_for_one_function_are_an_error() {
 
 #[test]
 fn json_has_the_fixed_field_names() {
-    let snap = host(vec![func("0000:03:00.0", 0x8086, 0x10d3, NIC, Some("e1000e"), 12)]);
+    let snap = host(vec![func(
+        "0000:03:00.0",
+        0x8086,
+        0x10d3,
+        NIC,
+        Some("e1000e"),
+        12,
+    )]);
     let cfg = config(vec![by_address("nic", "0000:03:00.0")]);
     let p = plan::plan(&cfg, &snap);
     let v: serde_json::Value = serde_json::from_str(&plan::render::json(&p)).unwrap();
@@ -513,4 +612,59 @@ fn json_has_the_fixed_field_names() {
     }
     assert_eq!(actions[2]["action"], "bind");
     assert_eq!(actions[2]["driver"], "vfio-pci");
+}
+
+#[test]
+fn without_an_iommu_nothing_is_planned_and_the_fix_is_named() {
+    let mut d = func("0000:03:00.0", 0x8086, 0x10d3, NIC, Some("e1000e"), 12);
+    d.iommu_group = None;
+    let snap = host(vec![d]);
+    let p = plan::plan(&config(vec![by_address("nic", "0000:03:00.0")]), &snap);
+    assert_eq!(problem_kinds(&p), [ProblemKind::NoIommu]);
+    assert!(p.problems[0].message.contains("intel_iommu=on"));
+    assert!(p.is_empty());
+}
+
+#[test]
+fn a_domain_device_keeps_a_root_only_node_even_when_a_user_lists_it() {
+    let snap = host(vec![func(
+        "0000:03:00.0",
+        0x8086,
+        0x10d3,
+        NIC,
+        Some("e1000e"),
+        12,
+    )]);
+    let mut cfg = config(vec![by_address("nic", "0000:03:00.0")]);
+    cfg.users.push(user("alice", 0o600, &["nic"]));
+    cfg.domains.push(DomainSpec {
+        name: "dp".into(),
+        devices: vec!["nic".into()],
+        placement: Placement::PerGroup,
+        windows: Vec::new(),
+        origin: Origin::default(),
+    });
+    let ctx = Context {
+        accounts: accounts(),
+        ..Default::default()
+    };
+    let p = plan::plan_with(&cfg, &snap, &ctx);
+    assert!(p.is_realisable(), "{:?}", p.problems);
+    assert!(!p
+        .actions
+        .iter()
+        .any(|s| s.action.kind() == "set-node-owner"));
+    assert!(p.notes.iter().any(|n| n.contains("[[domain]] `dp`")));
+    // And a node someone else chowned goes back to root-only.
+    let mut owned = plan::simulate(&snap, &p);
+    owned.groups[0].node.as_mut().unwrap().uid = 1000;
+    let again = plan::plan_with(&cfg, &owned, &ctx);
+    assert_eq!(
+        again
+            .actions
+            .iter()
+            .map(|s| s.action.kind())
+            .collect::<Vec<_>>(),
+        ["set-node-owner"]
+    );
 }

@@ -117,28 +117,60 @@ impl Recorder {
     /// back root:root 0600), so the node is recorded with it, first, to be restored after
     /// the function. A VF count change removes the VFs, so their state is recorded first too.
     pub fn before(&self, host: &dyn Host, object: Object) -> Result<(), StepError> {
+        self.record(host, &[object], false)
+    }
+
+    /// Records every object `plan` will change, in plan order, with one write of each file:
+    /// the same guarantee as [`Recorder::before`] per step, at the cost of one journal write
+    /// per pass instead of one per object. Functions that do not exist yet (VFs the plan
+    /// creates) are recorded by their own steps later.
+    pub fn before_plan(&self, host: &dyn Host, plan: &Plan) -> Result<(), StepError> {
+        let objects: Vec<Object> = plan
+            .actions
+            .iter()
+            .filter_map(|s| target(&s.action))
+            .collect();
+        self.record(host, &objects, true)
+    }
+
+    fn record(
+        &self,
+        host: &dyn Host,
+        targets: &[Object],
+        skip_missing: bool,
+    ) -> Result<(), StepError> {
         let mut g = self.lock();
-        let mut objects = Vec::new();
-        match object {
-            Object::Device { device } => objects.push(Object::Node { device }),
-            Object::Sriov { pf } => {
-                for vf in host.virtfns(pf)? {
-                    objects.push(Object::Node { device: vf });
-                    objects.push(Object::Device { device: vf });
-                }
-            }
-            Object::Node { .. } => {}
-        }
-        objects.push(object);
         let (journal, inflight) = &mut *g;
         let (mut new_inflight, mut new_journal) = (false, false);
-        for o in objects {
-            if inflight.entries.iter().any(|e| e.object == o) {
-                continue;
+        for object in targets {
+            let mut objects = Vec::new();
+            match *object {
+                Object::Device { device } => objects.push(Object::Node { device }),
+                Object::Sriov { pf } => {
+                    for vf in host.virtfns(pf)? {
+                        objects.push(Object::Node { device: vf });
+                        objects.push(Object::Device { device: vf });
+                    }
+                }
+                Object::Node { .. } => {}
             }
-            let was = current(host, &o)?;
-            new_journal |= journal.record(o, was.clone());
-            new_inflight |= inflight.record(o, was);
+            objects.push(*object);
+            for o in objects {
+                if inflight.entries.iter().any(|e| e.object == o) {
+                    continue;
+                }
+                let was = match current(host, &o) {
+                    Ok(w) => w,
+                    Err(KernelError::NoSuchDevice(_)) if skip_missing => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                if was == (Recorded::Node { owner: None }) {
+                    // No node: nothing to put back (it goes with its last vfio member).
+                    continue;
+                }
+                new_journal |= journal.record(o, was.clone());
+                new_inflight |= inflight.record(o, was);
+            }
         }
         if new_inflight {
             inflight.save(&self.run_dir)?;
@@ -181,6 +213,19 @@ pub fn current(host: &dyn Host, object: &Object) -> Result<Recorded, KernelError
 
 fn device_object(device: PciAddress) -> Object {
     Object::Device { device }
+}
+
+/// The object an action changes (a node is named by its function), `None` for a module load.
+fn target(a: &Action) -> Option<Object> {
+    match a {
+        Action::LoadModule { .. } => None,
+        Action::SetNumVfs { device, .. } => Some(Object::Sriov { pf: *device }),
+        Action::SetOverride { device, .. }
+        | Action::ClearOverride { device, .. }
+        | Action::Unbind { device, .. }
+        | Action::Bind { device, .. } => Some(device_object(*device)),
+        Action::SetNodeOwner { device, .. } => Some(Object::Node { device: *device }),
+    }
 }
 
 /// Runs one step: journal, then the primitive(s), each checked by reading back.
@@ -296,6 +341,17 @@ pub fn execute(
     opts: &ExecOptions,
 ) -> (Vec<StepRecord>, Option<StepFailure>) {
     let mut done = Vec::new();
+    if let Err(error) = rec.before_plan(host, plan) {
+        if let Some(step) = plan.actions.first() {
+            return (
+                done,
+                Some(StepFailure {
+                    step: step.clone(),
+                    error,
+                }),
+            );
+        }
+    }
     for b in 1..=plan.batches() {
         let units: Vec<(&Unit, Vec<&Step>)> = plan.batch(b);
         let failed = AtomicBool::new(false);

@@ -173,6 +173,13 @@ impl Journal {
     }
 }
 
+/// A write a pass gave up waiting for: its writer process may still be blocked in the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Abandoned {
+    pub what: String,
+    pub writer: u32,
+}
+
 /// The record of the pass in progress.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InFlight {
@@ -180,6 +187,9 @@ pub struct InFlight {
     pub pid: u32,
     /// Pass-start state of every object the pass touched, in first-touch order.
     pub entries: Vec<Entry>,
+    /// Writes the pass abandoned after a timeout.
+    #[serde(default)]
+    pub abandoned: Vec<Abandoned>,
 }
 
 impl InFlight {
@@ -187,6 +197,7 @@ impl InFlight {
         InFlight {
             pid: std::process::id(),
             entries: Vec::new(),
+            abandoned: Vec::new(),
         }
     }
 

@@ -93,6 +93,8 @@ pub enum ApplyError {
         error: KernelError,
         undo: UndoReport,
     },
+    #[error(transparent)]
+    Blocked(RollbackError),
 }
 
 impl From<RollbackError> for ApplyError {
@@ -101,6 +103,7 @@ impl From<RollbackError> for ApplyError {
             RollbackError::Lock(e) => ApplyError::Lock(e),
             RollbackError::Journal(e) => ApplyError::Journal(e),
             RollbackError::Kernel(e) => ApplyError::Read(e),
+            e @ RollbackError::Blocked(_) => ApplyError::Blocked(e),
         }
     }
 }
@@ -168,8 +171,10 @@ fn plan_for(config: &Config, snap: &crate::host::Snapshot, ctx: &Context) -> Pla
 /// plan (the planner keeps a group whole or out); the plan's problems come back in the
 /// outcome for the caller to report. A converged host costs reads only, no writes.
 pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Outcome, ApplyError> {
+    let mut clock = Phases::start();
     let _lock = lock::acquire(&opts.run_dir, opts.lock_timeout)?;
     let recovered = rollback::recover(host, &opts.state_dir, &opts.run_dir)?;
+    clock.lap("lock+recover");
     if let Some((pid, report)) = &recovered {
         if !report.complete() {
             return Err(ApplyError::RecoveryIncomplete {
@@ -180,13 +185,21 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
     }
     let journal = Journal::load(&opts.state_dir)?;
     let observed = host.snapshot().map_err(ApplyError::Read)?;
+    clock.lap("scan");
     let mut ctx = Context {
         taken: taken(&journal),
         accounts: opts.accounts.clone(),
         scope: opts.scope,
     };
     let plan = plan_for(config, &observed, &ctx);
+    clock.lap("plan");
     if plan.is_empty() {
+        // Nothing to change, but what vfioctl took may have left on its own (a hot-unplugged
+        // device, a VF removed with its PF): forget it, so the journal holds only the present.
+        let mut journal = journal;
+        if rollback::forget_restored(host, &mut journal).map_err(ApplyError::Read)? {
+            journal.save(&opts.state_dir)?;
+        }
         return Ok(Outcome {
             recovered,
             plan,
@@ -198,8 +211,18 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
     let rec = executor::Recorder::new(opts.state_dir.clone(), opts.run_dir.clone(), journal);
     let (executed, failure) = executor::execute(host, &rec, &plan, &opts.exec);
     let (journal, inflight) = rec.into_parts();
+    clock.lap("execute");
     if let Some(failure) = failure {
+        let mut errors: Vec<KernelError> = executed
+            .iter()
+            .filter_map(|r| match &r.result {
+                Err(executor::StepError::Kernel(e)) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
         let undo = undo_pass(host, opts, &inflight)?;
+        errors.extend(undo.failures().into_iter().map(|(_, _, e)| e));
+        remember_abandoned(opts, inflight, &undo, &errors)?;
         return Err(ApplyError::Failed {
             failure: Box::new(failure),
             executed,
@@ -207,9 +230,16 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
         });
     }
     ctx.taken = taken(&journal);
-    match verify::verify(host, config, &ctx, &plan) {
+    let verified = verify::verify(host, config, &ctx, &plan);
+    clock.lap("verify");
+    match verified {
         Ok(v) if v.converged() => {
-            commit(host, opts, journal)?;
+            let mut journal = journal;
+            if rollback::forget_restored_in(&v.observed, &mut journal) {
+                journal.save(&opts.state_dir)?;
+            }
+            InFlight::clear(&opts.run_dir)?;
+            clock.lap("commit");
             Ok(Outcome {
                 recovered,
                 plan,
@@ -247,6 +277,36 @@ fn undo_pass(
     Ok(report)
 }
 
+/// After an incomplete undo, keeps the writers left blocked in the kernel in the pass record,
+/// so the next run waits for them instead of blocking on the same functions.
+fn remember_abandoned(
+    opts: &Options,
+    mut inflight: InFlight,
+    undo: &UndoReport,
+    errors: &[KernelError],
+) -> Result<(), ApplyError> {
+    if undo.complete() {
+        return Ok(());
+    }
+    for e in errors {
+        if let KernelError::Timeout {
+            what,
+            writer: Some(pid),
+            ..
+        } = e
+        {
+            inflight.abandoned.push(journal::Abandoned {
+                what: what.clone(),
+                writer: *pid,
+            });
+        }
+    }
+    if !inflight.abandoned.is_empty() {
+        inflight.save(&opts.run_dir)?;
+    }
+    Ok(())
+}
+
 /// Ends a pass: forgets what is back at its original, saves the journal if that changed it,
 /// clears the in-flight record.
 fn commit(host: &dyn Host, opts: &Options, mut journal: Journal) -> Result<(), ApplyError> {
@@ -255,4 +315,27 @@ fn commit(host: &dyn Host, opts: &Options, mut journal: Journal) -> Result<(), A
     }
     InFlight::clear(&opts.run_dir)?;
     Ok(())
+}
+
+/// Debug-level timing of a pass's phases, for finding where the time goes (`-vv`).
+struct Phases {
+    last: std::time::Instant,
+}
+
+impl Phases {
+    fn start() -> Self {
+        Phases {
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn lap(&mut self, phase: &'static str) {
+        let now = std::time::Instant::now();
+        tracing::debug!(
+            phase,
+            ms = (now - self.last).as_secs_f64() * 1e3,
+            "phase done"
+        );
+        self.last = now;
+    }
 }

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::journal::{Entry, InFlight, Journal, JournalError, Object, Recorded};
+use super::journal::{Abandoned, Entry, InFlight, Journal, JournalError, Object, Recorded};
 use super::lock::{self, LockError};
 use crate::kernel::{DeviceState, Host, KernelError};
 
@@ -188,6 +188,42 @@ pub fn forget_restored(host: &dyn Host, journal: &mut Journal) -> Result<bool, K
     Ok(changed)
 }
 
+/// Like [`forget_restored`], judged from a snapshot just read instead of asking the host
+/// object by object.
+pub fn forget_restored_in(snap: &crate::host::Snapshot, journal: &mut Journal) -> bool {
+    let n = journal.entries.len();
+    journal
+        .entries
+        .retain(|e| !is_at_in(snap, &e.object, &e.was));
+    n != journal.entries.len()
+}
+
+/// Whether `object` is in state `was` in `snap`.
+pub fn is_at_in(snap: &crate::host::Snapshot, object: &Object, was: &Recorded) -> bool {
+    match (object, was) {
+        (Object::Device { device }, Recorded::Device(s)) => {
+            snap.device(*device).map_or(true, |d| {
+                d.driver == s.driver && d.driver_override == s.driver_override
+            })
+        }
+        (Object::Sriov { pf }, Recorded::Sriov { num_vfs }) => snap.device(*pf).map_or(true, |d| {
+            d.sriov.as_ref().map_or(0, |x| x.num_vfs) == *num_vfs
+        }),
+        (Object::Node { device }, Recorded::Node { owner }) => match owner {
+            None => true,
+            Some(o) => snap
+                .device(*device)
+                .and_then(|d| d.iommu_group)
+                .and_then(|g| snap.group(g))
+                .and_then(|g| g.node.as_ref())
+                .map_or(true, |n| {
+                    n.uid == o.uid && n.gid == o.gid && n.mode & 0o7777 == o.mode
+                }),
+        },
+        _ => false,
+    }
+}
+
 /// Whether `object` is in state `was` now (a vanished VF counts as given back).
 pub fn is_at(host: &dyn Host, object: &Object, was: &Recorded) -> Result<bool, KernelError> {
     Ok(match (object, was) {
@@ -218,6 +254,8 @@ pub enum RollbackError {
     Journal(#[from] JournalError),
     #[error(transparent)]
     Kernel(#[from] KernelError),
+    #[error("{}: still blocked in the kernel; whatever holds the device (a VM, a user-space driver) must let it go first; nothing was changed", .0.iter().map(|a| format!("an earlier {} (writer pid {})", a.what, a.writer)).collect::<Vec<_>>().join(", "))]
+    Blocked(Vec<Abandoned>),
 }
 
 /// Recovers from a pass that was interrupted (its in-flight record is still in `run_dir`):
@@ -231,6 +269,16 @@ pub fn recover(
     let Some(inflight) = InFlight::load(run_dir)? else {
         return Ok(None);
     };
+    // Touching a function whose write is still blocked would block us too.
+    let blocked: Vec<Abandoned> = inflight
+        .abandoned
+        .iter()
+        .filter(|a| host.writer_blocked(a.writer))
+        .cloned()
+        .collect();
+    if !blocked.is_empty() {
+        return Err(RollbackError::Blocked(blocked));
+    }
     tracing::warn!(
         pid = inflight.pid,
         objects = inflight.entries.len(),

@@ -70,6 +70,10 @@ pub enum Command {
     /// Use a domain held by `vfioctl watch`.
     #[command(subcommand)]
     Domain(DomainCommand),
+    /// For the udev rule: on `add`, write the configured driver to a function's
+    /// `driver_override` before any module driver loads.
+    #[command(hide = true)]
+    UdevClaim(UdevClaimArgs),
 }
 
 /// Where the config comes from.
@@ -153,6 +157,15 @@ pub struct WatchArgs {
     /// Quiet period that coalesces bursts of events, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 200)]
     pub debounce_ms: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UdevClaimArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The function's PCI address (udev's `%k`).
+    #[arg(value_name = "ADDRESS")]
+    pub address: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,7 @@
 //! The command line: argument definitions (`args`), and one module per subcommand that wires
 //! options to the pipeline stages and prints results. No decisions are made here.
 
+mod accounts;
 pub mod args;
 mod domain;
 mod reconcile;
@@ -8,6 +9,7 @@ mod rollback;
 mod schema;
 mod snapshot;
 mod status;
+mod udev_claim;
 mod validate;
 mod watch;
 
@@ -56,5 +58,6 @@ pub fn run(cli: Cli) -> Exit {
         Command::Rollback(a) => rollback::run(g, a),
         Command::Watch(a) => watch::run(g, a),
         Command::Domain(a) => domain::run(g, a),
+        Command::UdevClaim(a) => udev_claim::run(g, a),
     }
 }

@@ -1,8 +1,62 @@
-//! `vfioctl watch`: wires the watch loop (issue 8) to the command line.
+//! `vfioctl watch`: wires the watch loop (issue 8) to the command line: the config as it is
+//! on disk, the live event sources, the apply reconciler on the real host, systemd
+//! notifications.
+
+use std::time::Duration;
+
+use crate::apply;
+use crate::kernel::linux::{LinuxHost, Timeouts};
+use crate::watch::host_reconciler::ApplyReconciler;
+use crate::watch::live_source::{LiveSource, UeventSource};
+use crate::watch::reload::load_from_disk;
+use crate::watch::{ConfigState, SystemdNotifier, Timing, WatchLoop};
 
 use super::{args, Exit};
 
-pub fn run(_global: &args::GlobalArgs, _args: &args::WatchArgs) -> Exit {
-    eprintln!("vfioctl watch: not available in this build yet");
-    Exit::Failed
+pub fn run(global: &args::GlobalArgs, args: &args::WatchArgs) -> Exit {
+    if global.host.is_some() {
+        eprintln!(
+            "vfioctl watch: --host reads a snapshot file, which never changes; watch needs the live host"
+        );
+        return Exit::Usage;
+    }
+    let path = &args.config.config;
+    let mut loader = load_from_disk;
+    let config = match ConfigState::load(path, &mut loader) {
+        Ok(c) => c,
+        Err(rejected) => {
+            // No last good config to fall back on at start: refuse, loudly.
+            eprintln!("vfioctl watch: {rejected}");
+            return Exit::Failed;
+        }
+    };
+    // Before any thread exists: the signal mask must be inherited by the watcher thread.
+    let source = match LiveSource::open(path, UeventSource::Kernel) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vfioctl watch: {e}");
+            return Exit::Failed;
+        }
+    };
+    let host = LinuxHost::new(global.roots(), Timeouts::default());
+    let opts = apply::Options::new(global.state_dir.clone(), global.run_dir.clone());
+    let timing = Timing::new(
+        Duration::from_millis(args.debounce_ms),
+        Duration::from_secs(args.resync),
+    );
+    let mut watch = WatchLoop::new(
+        source,
+        ApplyReconciler::new(host, opts, super::accounts::resolve),
+        loader,
+        SystemdNotifier::new(),
+        config,
+        timing,
+    );
+    match watch.run() {
+        Ok(()) => Exit::Done,
+        Err(e) => {
+            eprintln!("vfioctl watch: {e}");
+            Exit::Failed
+        }
+    }
 }

@@ -109,23 +109,22 @@ fn no_iommu(out: &mut String, snap: &Snapshot) {
         out,
         "No IOMMU groups: the IOMMU is not active, so no device can be handed to VFIO safely."
     );
-    let asked = snap.cmdline.as_deref().is_some_and(|c| {
+    let _ = writeln!(
+        out,
+        "Fix: boot with `intel_iommu=on` (Intel) or `amd_iommu=on` (AMD) on the kernel command \
+         line\n  (e.g. GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub and reboot),\n  \
+         and check that the firmware enables VT-d (Intel) or AMD-Vi/IOMMU (AMD)."
+    );
+    let asked = snap.cmdline.as_deref().and_then(|c| {
         c.split_whitespace()
-            .any(|w| w == "intel_iommu=on" || w == "amd_iommu=on")
+            .find(|w| *w == "intel_iommu=on" || *w == "amd_iommu=on")
     });
-    if asked {
+    if let Some(flag) = asked {
         let _ = writeln!(
             out,
-            "The kernel command line already asks for it, so the firmware or hardware does not \
-             provide it:\n  enable VT-d (Intel) or AMD-Vi/IOMMU (AMD) in the firmware setup, and \
-             check `dmesg` for DMAR or AMD-Vi errors."
-        );
-    } else {
-        let _ = writeln!(
-            out,
-            "Fix: boot with `intel_iommu=on` (Intel) or `amd_iommu=on` (AMD) on the kernel \
-             command line\n  (e.g. GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub and \
-             reboot),\n  and check that the firmware enables VT-d (Intel) or AMD-Vi/IOMMU (AMD)."
+            "Note: this kernel was booted with `{flag}` already, so the firmware or hardware \
+             does not provide an IOMMU:\n  enable VT-d / AMD-Vi in the firmware setup and check \
+             the kernel log for DMAR or AMD-Vi errors."
         );
     }
     out.push('\n');

@@ -7,6 +7,7 @@
 //! them: the parent reports "did not return within Ns; the kernel may still complete it" and
 //! never hangs. The real host is proven in the VM suite, not on fake trees.
 
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd};
@@ -14,6 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -48,15 +50,55 @@ impl Default for Timeouts {
 }
 
 /// The live host under `roots`.
+///
+/// After a write to a function is abandoned, the kernel still holds that function's device
+/// lock, and reading or writing its `driver_override` would block too; so the function is
+/// marked stuck and every later call on it fails at once instead of hanging.
 #[derive(Debug, Clone)]
 pub struct LinuxHost {
     roots: Roots,
     timeouts: Timeouts,
+    stuck: Arc<Mutex<BTreeMap<PciAddress, String>>>,
 }
 
 impl LinuxHost {
     pub fn new(roots: Roots, timeouts: Timeouts) -> Self {
-        LinuxHost { roots, timeouts }
+        LinuxHost {
+            roots,
+            timeouts,
+            stuck: Arc::default(),
+        }
+    }
+
+    /// Fails when an abandoned write on `dev` may still hold its device lock.
+    fn not_stuck(&self, dev: PciAddress) -> Result<(), KernelError> {
+        let stuck = self.stuck.lock().unwrap_or_else(|p| p.into_inner());
+        match stuck.get(&dev) {
+            Some(what) => Err(KernelError::Stuck {
+                device: dev,
+                what: what.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs a blocking write for `dev`; a timeout marks the function stuck.
+    fn write_for(
+        &self,
+        dev: PciAddress,
+        what: &str,
+        path: &Path,
+        data: &[u8],
+    ) -> Result<(), KernelError> {
+        self.not_stuck(dev)?;
+        let r = write_abandonable(what, path, data, self.timeouts.write);
+        if let Err(KernelError::Timeout { .. }) = &r {
+            self.stuck
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(dev, what.to_string());
+        }
+        r
     }
 
     pub fn roots(&self) -> &Roots {
@@ -101,9 +143,10 @@ impl LinuxHost {
 
 /// Writes `data` to `path` in a forked child, waiting at most `timeout` for it to return.
 ///
-/// The child does only async-signal-safe work (open, write, close, `_exit`) with buffers
-/// prepared before the fork, so this is sound in a multi-threaded process. On a timeout the
-/// child is left to finish in the kernel and reaped by a detached thread.
+/// The child does only async-signal-safe work (dup2, close, open, write, `_exit`) with buffers
+/// prepared before the fork, so this is sound in a multi-threaded process. It closes every
+/// inherited descriptor but its result pipe first. On a timeout the child is left to finish in
+/// the kernel and reaped by a detached thread.
 pub fn write_abandonable(
     what: &str,
     path: &Path,
@@ -130,6 +173,20 @@ pub fn write_abandonable(
             use nix::libc;
             // SAFETY: raw syscalls on valid pointers; see above.
             unsafe {
+                // Keep only the result pipe (as fd 3): a child left blocked in the kernel must
+                // not hold our stdout (a caller reading it would wait for EOF) or the pass lock.
+                let report = 3;
+                if wr.as_raw_fd() != report && libc::dup2(wr.as_raw_fd(), report) < 0 {
+                    libc::_exit(1);
+                }
+                for fd in 0..report {
+                    libc::close(fd);
+                }
+                if libc::syscall(libc::SYS_close_range, report + 1, libc::c_uint::MAX, 0) != 0 {
+                    for fd in report + 1..4096 {
+                        libc::close(fd);
+                    }
+                }
                 let fd = libc::open(cpath.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
                 let code: i32 = if fd < 0 {
                     Errno::last_raw()
@@ -146,7 +203,7 @@ pub fn write_abandonable(
                     code
                 };
                 let bytes = code.to_ne_bytes();
-                libc::write(wr.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
+                libc::write(report, bytes.as_ptr().cast(), bytes.len());
                 libc::_exit(0);
             }
         }
@@ -167,6 +224,7 @@ pub fn write_abandonable(
                             return Err(KernelError::Timeout {
                                 what: what.to_string(),
                                 secs: timeout.as_secs_f64(),
+                                writer: u32::try_from(child.as_raw()).ok(),
                             });
                         }
                     }
@@ -211,6 +269,7 @@ impl Host for LinuxHost {
     }
 
     fn device_state(&self, dev: PciAddress) -> Result<DeviceState, KernelError> {
+        self.not_stuck(dev)?;
         let driver = self.driver_link(dev)?;
         let p = self.dev_path(dev, "driver_override");
         let driver_override = match fs::read_to_string(&p) {
@@ -225,6 +284,7 @@ impl Host for LinuxHost {
     }
 
     fn num_vfs(&self, pf: PciAddress) -> Result<u32, KernelError> {
+        self.not_stuck(pf)?;
         let p = self.dev_path(pf, "sriov_numvfs");
         let s = self.read_trimmed("read sriov_numvfs", &p)?;
         s.parse().map_err(|_| KernelError::Io {
@@ -301,6 +361,7 @@ impl Host for LinuxHost {
         dev: PciAddress,
         driver: Option<&str>,
     ) -> Result<(), KernelError> {
+        self.not_stuck(dev)?;
         let p = self.dev_path(dev, "driver_override");
         // An empty write (a lone newline) clears the override.
         let data = format!("{}\n", driver.unwrap_or(""));
@@ -321,11 +382,11 @@ impl Host for LinuxHost {
             return Ok(());
         };
         let p = self.dev_path(dev, "driver/unbind");
-        write_abandonable(
+        self.write_for(
+            dev,
             &format!("unbind of {dev} from {drv}"),
             &p,
             dev.to_string().as_bytes(),
-            self.timeouts.write,
         )?;
         if let Some(now) = self.driver_link(dev)? {
             return Err(KernelError::NotConverged {
@@ -342,22 +403,22 @@ impl Host for LinuxHost {
             return Err(KernelError::NoSuchDevice(dev));
         }
         let p = self.roots.sysfs.join("bus/pci/drivers_probe");
-        write_abandonable(
+        self.write_for(
+            dev,
             &format!("probe of {dev}"),
             &p,
             dev.to_string().as_bytes(),
-            self.timeouts.write,
         )?;
         self.settled_driver(dev)
     }
 
     fn bind(&self, dev: PciAddress, driver: &str) -> Result<(), KernelError> {
         let p = self.roots.pci_drivers().join(driver).join("bind");
-        write_abandonable(
+        self.write_for(
+            dev,
             &format!("bind of {dev} to {driver}"),
             &p,
             dev.to_string().as_bytes(),
-            self.timeouts.write,
         )?;
         let now = self.settled_driver(dev)?;
         if now.as_deref() != Some(driver) {
@@ -383,11 +444,11 @@ impl Host for LinuxHost {
             });
         }
         let p = self.dev_path(pf, "sriov_numvfs");
-        write_abandonable(
+        self.write_for(
+            pf,
             &format!("write {count} to sriov_numvfs of {pf}"),
             &p,
             format!("{count}\n").as_bytes(),
-            self.timeouts.write,
         )?;
         let now = self.num_vfs(pf)?;
         if now != count {
@@ -441,7 +502,7 @@ impl Host for LinuxHost {
             name: name.to_string(),
             message,
         };
-        let mut child = Command::new("modprobe")
+        let mut child = Command::new(modprobe_program())
             .arg("--")
             .arg(name)
             .stdin(Stdio::null())
@@ -485,6 +546,20 @@ impl Host for LinuxHost {
         Ok(())
     }
 
+    fn writer_blocked(&self, pid: u32) -> bool {
+        // Alive, not a zombie, and still one of ours (a fork keeps the name `vfioctl`).
+        let stat = match fs::read_to_string(self.roots.proc.join(pid.to_string()).join("stat")) {
+            Ok(s) => s,
+            Err(_) => return false,
+        };
+        let Some((head, tail)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let comm = head.split_once('(').map_or("", |(_, c)| c);
+        let state = tail.split_whitespace().next().unwrap_or("Z");
+        comm == "vfioctl" && state != "Z" && state != "X"
+    }
+
     fn group_status(&self, group: u32) -> Result<GroupStatus, KernelError> {
         let p = self.roots.group_node(group);
         vfio::group_status(&p).map_err(|e| match e {
@@ -497,6 +572,15 @@ impl Host for LinuxHost {
             },
         })
     }
+}
+
+/// `modprobe` by its usual absolute paths first: programs run from udev rules get no `PATH`
+/// (and a default search path lacks the sbin directories).
+fn modprobe_program() -> &'static str {
+    ["/sbin/modprobe", "/usr/sbin/modprobe"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("modprobe")
 }
 
 #[cfg(test)]
@@ -523,6 +607,25 @@ mod tests {
         let _ = fs::read(&fifo);
     }
 
+    // An abandoned child must not keep the caller's pipes open: a shell reading vfioctl's
+    // output would otherwise wait for the blocked write too.
+    #[test]
+    fn an_abandoned_child_holds_none_of_our_descriptors() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("unbind");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (rd, wr) = pipe().unwrap();
+        let r = write_abandonable("unbind of X", &fifo, b"x", Duration::from_millis(100));
+        assert!(matches!(r, Err(KernelError::Timeout { .. })));
+        drop(wr);
+        // With our write end closed and the child holding no copy, the read sees EOF at once.
+        let mut fds = [PollFd::new(rd.as_fd(), PollFlags::POLLIN)];
+        assert_eq!(poll(&mut fds, PollTimeout::from(500u16)).unwrap(), 1);
+        let mut buf = [0u8; 1];
+        assert_eq!(nix::unistd::read(&rd, &mut buf).unwrap(), 0);
+        let _ = fs::read(&fifo);
+    }
+
     #[test]
     fn a_write_that_returns_reports_its_errno() {
         let dir = tempfile::tempdir().unwrap();
@@ -535,6 +638,26 @@ mod tests {
             Err(KernelError::Io { errno, .. }) => assert_eq!(errno, Some(Errno::ENOENT as i32)),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn an_abandoned_writer_counts_as_blocked_only_while_it_is_a_live_vfioctl() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = LinuxHost::new(Roots::under(dir.path()), Timeouts::default());
+        let stat = |pid: u32, text: &str| {
+            let d = dir.path().join("proc").join(pid.to_string());
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("stat"), text).unwrap();
+        };
+        stat(10, "10 (vfioctl) D 1 10 10 0 -1");
+        stat(11, "11 (vfioctl) Z 1 11 11 0 -1");
+        stat(12, "12 (sshd) D 1 12 12 0 -1");
+        stat(13, "13 (odd) name) D 1");
+        assert!(host.writer_blocked(10));
+        assert!(!host.writer_blocked(11));
+        assert!(!host.writer_blocked(12));
+        assert!(!host.writer_blocked(13));
+        assert!(!host.writer_blocked(14));
     }
 
     #[test]

@@ -64,13 +64,20 @@ pub enum KernelError {
         message: String,
     },
     #[error("{what} did not return within {secs:.1}s; the kernel may still complete it")]
-    Timeout { what: String, secs: f64 },
+    Timeout {
+        what: String,
+        secs: f64,
+        /// The process left blocked in the kernel with the write, when there is one.
+        writer: Option<u32>,
+    },
     #[error("{what}: expected {expected}, the kernel reports {found}")]
     NotConverged {
         what: String,
         expected: String,
         found: String,
     },
+    #[error("{device}: not touched: an earlier {what} has not returned and may still hold it")]
+    Stuck { device: PciAddress, what: String },
     #[error("no PCI function {0} on this host")]
     NoSuchDevice(PciAddress),
     #[error(
@@ -146,4 +153,7 @@ pub trait Host: Send + Sync {
     fn load_module(&self, name: &str) -> Result<(), KernelError>;
     /// Asks the kernel whether a group is viable (`VFIO_GROUP_GET_STATUS`).
     fn group_status(&self, group: u32) -> Result<GroupStatus, KernelError>;
+    /// Whether a writer process abandoned by an earlier run (see [`KernelError::Timeout`]) is
+    /// still blocked in the kernel.
+    fn writer_blocked(&self, pid: u32) -> bool;
 }

@@ -43,6 +43,20 @@ pub enum Call {
     LoadModule(String),
 }
 
+impl Call {
+    /// The function the call writes to, when it writes to one.
+    pub fn device(&self) -> Option<PciAddress> {
+        match self {
+            Call::SetOverride(a, _)
+            | Call::Unbind(a)
+            | Call::Probe(a)
+            | Call::Bind(a, _)
+            | Call::SetNumVfs(a, _) => Some(*a),
+            Call::SetNodeOwner(..) | Call::LoadModule(_) => None,
+        }
+    }
+}
+
 /// How an injected fault behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -51,7 +65,8 @@ pub enum Fault {
     /// The call takes effect, then reports failure (a write that worked but could not be
     /// confirmed).
     FailAfterEffect,
-    /// The call times out without effect (a blocked write that was abandoned).
+    /// The call times out without effect (a blocked write that was abandoned); the function
+    /// stays locked (every call on it is `Stuck`) until [`SimKernel::revive`].
     Hang,
     /// The host stops answering from this call on (until [`SimKernel::revive`]): how tests
     /// model vfioctl being killed between steps.
@@ -95,6 +110,10 @@ struct State {
 #[derive(Debug)]
 struct Inner {
     state: State,
+    /// Functions with a write still blocked in the kernel (its device lock held): every call
+    /// on them blocks too, which the seam reports as `Stuck`. The value says whether the
+    /// blocked write is an unbind that completes when its group is let go.
+    stuck: BTreeMap<PciAddress, bool>,
     calls: Vec<Call>,
     faults: BTreeMap<usize, Fault>,
     crashed: bool,
@@ -104,6 +123,11 @@ struct Inner {
 #[derive(Debug)]
 pub struct SimKernel {
     inner: Mutex<Inner>,
+}
+
+/// The pid the simulated kernel gives the writer of a blocked unbind of `a`.
+fn sim_writer(a: PciAddress) -> u32 {
+    1_000_000 + u32::from(a.routing_id())
 }
 
 /// The driver a module registers (`vfio_pci` -> `vfio-pci`).
@@ -172,6 +196,7 @@ impl SimKernel {
                     next_group,
                     template: s,
                 },
+                stuck: BTreeMap::new(),
                 calls: Vec::new(),
                 faults: BTreeMap::new(),
                 crashed: false,
@@ -214,12 +239,29 @@ impl SimKernel {
         let mut g = self.lock();
         g.faults.clear();
         g.crashed = false;
+        // Hung writes finished (without effect) in the meantime.
+        g.stuck.retain(|_, unbind| *unbind);
     }
 
     /// Marks group `id` as held open by another process (a VM).
+    /// Letting go completes an unbind that was blocked on the group.
     pub fn hold_group(&self, id: u32, held: bool) {
         let mut g = self.lock();
         g.state.groups.entry(id).or_default().held = held;
+        if !held {
+            let pending: Vec<PciAddress> = g
+                .stuck
+                .iter()
+                .filter(|(a, unbind)| {
+                    **unbind && g.state.devices.get(a).and_then(|d| d.dev.iommu_group) == Some(id)
+                })
+                .map(|(a, _)| *a)
+                .collect();
+            for a in pending {
+                g.stuck.remove(&a);
+                let _ = g.state.unbind(a);
+            }
+        }
     }
 
     /// Every mutating call so far, in order.
@@ -264,12 +306,28 @@ impl SimKernel {
         if g.crashed {
             return Err(KernelError::Crashed { what });
         }
+        let device = call.device();
+        if let Some(d) = device {
+            if g.stuck.contains_key(&d) {
+                return Err(KernelError::Stuck { device: d, what });
+            }
+        }
+        let unbind = matches!(call, Call::Unbind(_));
         let n = g.calls.len();
         g.calls.push(call);
-        match g.faults.get(&n).copied() {
+        let r = match g.faults.get(&n).copied() {
             None => f(&mut g.state),
             Some(Fault::Fail) => Err(KernelError::Injected { call: n, what }),
-            Some(Fault::Hang) => Err(KernelError::Timeout { what, secs: 5.0 }),
+            Some(Fault::Hang) => {
+                if let Some(d) = device {
+                    g.stuck.insert(d, false);
+                }
+                return Err(KernelError::Timeout {
+                    what,
+                    secs: 5.0,
+                    writer: None,
+                });
+            }
             Some(Fault::FailAfterEffect) => {
                 let _ = f(&mut g.state);
                 Err(KernelError::Injected { call: n, what })
@@ -283,7 +341,12 @@ impl SimKernel {
                 g.crashed = true;
                 Err(KernelError::Crashed { what })
             }
+        };
+        // An unbind blocked on a held group keeps the device lock until the group is let go.
+        if let (Err(KernelError::Timeout { .. }), Some(d), true) = (&r, device, unbind) {
+            g.stuck.insert(d, true);
         }
+        r
     }
 
     fn read<T>(&self, f: impl FnOnce(&State) -> Result<T, KernelError>) -> Result<T, KernelError> {
@@ -294,6 +357,21 @@ impl SimKernel {
             });
         }
         f(&g.state)
+    }
+
+    /// A read of one function's attributes, which blocks (is `Stuck`) while a write holds it.
+    fn read_dev<T>(
+        &self,
+        dev: PciAddress,
+        f: impl FnOnce(&State) -> Result<T, KernelError>,
+    ) -> Result<T, KernelError> {
+        if self.lock().stuck.contains_key(&dev) {
+            return Err(KernelError::Stuck {
+                device: dev,
+                what: "an earlier write".to_string(),
+            });
+        }
+        self.read(f)
     }
 }
 
@@ -392,6 +470,7 @@ impl State {
                 return Err(KernelError::Timeout {
                     what: format!("unbind of {a} from {drv}"),
                     secs: 5.0,
+                    writer: Some(sim_writer(a)),
                 });
             }
         }
@@ -530,7 +609,7 @@ impl Host for SimKernel {
     }
 
     fn device_state(&self, dev: PciAddress) -> Result<DeviceState, KernelError> {
-        self.read(|s| {
+        self.read_dev(dev, |s| {
             let d = s.dev(dev)?;
             Ok(DeviceState {
                 driver: d.driver.clone(),
@@ -540,7 +619,9 @@ impl Host for SimKernel {
     }
 
     fn num_vfs(&self, pf: PciAddress) -> Result<u32, KernelError> {
-        self.read(|s| Ok(s.dev(pf)?.sriov.as_ref().map_or(0, |x: &Sriov| x.num_vfs)))
+        self.read_dev(pf, |s| {
+            Ok(s.dev(pf)?.sriov.as_ref().map_or(0, |x: &Sriov| x.num_vfs))
+        })
     }
 
     fn virtfns(&self, pf: PciAddress) -> Result<Vec<PciAddress>, KernelError> {
@@ -658,6 +739,10 @@ impl Host for SimKernel {
             }
             Ok(())
         })
+    }
+
+    fn writer_blocked(&self, pid: u32) -> bool {
+        self.lock().stuck.keys().any(|a| sim_writer(*a) == pid)
     }
 
     fn group_status(&self, group: u32) -> Result<GroupStatus, KernelError> {

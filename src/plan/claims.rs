@@ -64,10 +64,30 @@ impl Claims {
 }
 
 /// Builds declared claims from the resolution; companions are added by `closure`.
-pub fn declared(config: &Config, res: &Resolution) -> Claims {
+pub fn declared(config: &Config, snap: &Snapshot, res: &Resolution) -> Claims {
     let mut out = Claims::default();
     for (i, (spec, found)) in config.devices.iter().zip(&res.entries).enumerate() {
         for a in found {
+            if let Some(d) = snap.device(*a).filter(|d| d.bridge || d.class.is_bridge()) {
+                out.problems.push(
+                    Problem::new(
+                        ProblemKind::Bridge,
+                        format!(
+                            "[[device]] `{}` selects {a}, a {} ({}:{}): vfio-pci does not take \
+                             bridges, and a bridge on pcieport or on no driver does not stop \
+                             VFIO from using the devices behind it; remove it from the entry",
+                            spec.name,
+                            d.class.name(),
+                            d.vendor,
+                            d.device
+                        ),
+                    )
+                    .entry(&spec.name)
+                    .device(*a),
+                );
+                out.fail_entry(i);
+                continue;
+            }
             let claim = Claim {
                 driver: spec.driver.clone(),
                 entry: i,

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{Config, DEFAULT_DRIVER};
-use crate::host::{driver_keeps_group_viable, PciDevice, Snapshot};
+use crate::host::{driver_keeps_group_viable, is_vfio_driver, PciDevice, Snapshot};
 use crate::pci::PciAddress;
 
 use super::claims::{Claim, Claims, Role};
@@ -30,6 +30,15 @@ pub fn add_companions(config: &Config, snap: &Snapshot, claims: &mut Claims) -> 
                 ));
                 continue;
             };
+            if dev.bridge || dev.class.is_bridge() {
+                notes.push(format!(
+                    "[[device]] `{}`: companion {c} is a bridge; bridges are never taken \
+                     (vfio-pci cannot), it is left on {}",
+                    spec.name,
+                    dev.driver.as_deref().unwrap_or("no driver")
+                ));
+                continue;
+            }
             if !dev.iommu_group.is_some_and(|g| groups.contains(&g)) {
                 notes.push(format!(
                     "[[device]] `{}`: companion {c} is not in the IOMMU group of any of its \
@@ -58,10 +67,16 @@ fn final_driver<'a>(dev: &'a PciDevice, claims: &'a Claims) -> Option<&'a str> {
 }
 
 /// Checks every group holding an existing claimed function. Returns the groups that cannot be
-/// made viable (nothing in them is planned), with one problem per group.
-pub fn check(config: &Config, snap: &Snapshot, claims: &Claims) -> (BTreeSet<u32>, Vec<Problem>) {
+/// made viable (nothing in them is planned), with one problem per group, and notes naming the
+/// members left alone.
+pub fn check(
+    config: &Config,
+    snap: &Snapshot,
+    claims: &Claims,
+) -> (BTreeSet<u32>, Vec<Problem>, Vec<String>) {
     let mut failed = BTreeSet::new();
     let mut problems = Vec::new();
+    let mut notes = Vec::new();
 
     let mut by_group: BTreeMap<u32, Vec<PciAddress>> = BTreeMap::new();
     let mut no_iommu: Vec<PciAddress> = Vec::new();
@@ -106,6 +121,29 @@ pub fn check(config: &Config, snap: &Snapshot, claims: &Claims) -> (BTreeSet<u32
             );
             continue;
         };
+        let left: Vec<String> = group
+            .devices
+            .iter()
+            .filter(|a| !claims.claims.contains_key(a))
+            .filter_map(|a| snap.device(*a))
+            .filter(|d| {
+                final_driver(d, claims)
+                    .map_or(true, |x| driver_keeps_group_viable(x) && !is_vfio_driver(x))
+            })
+            .map(|d| {
+                let what = if d.class.is_bridge() { "bridge " } else { "" };
+                match final_driver(d, claims) {
+                    Some(drv) => format!("{what}{} (on {drv})", d.address),
+                    None => format!("{what}{} (no driver)", d.address),
+                }
+            })
+            .collect();
+        if !left.is_empty() {
+            notes.push(format!(
+                "IOMMU group {g}: {} left alone: no DMA driver, nothing to take",
+                left.join(", ")
+            ));
+        }
         let blockers: Vec<&PciDevice> = group
             .devices
             .iter()
@@ -117,16 +155,13 @@ pub fn check(config: &Config, snap: &Snapshot, claims: &Claims) -> (BTreeSet<u32
             continue;
         }
         failed.insert(g);
-        problems.push(sibling_problem(
-            config, snap, claims, g, &claimed, &blockers,
-        ));
+        problems.push(sibling_problem(config, claims, g, &claimed, &blockers));
     }
-    (failed, problems)
+    (failed, problems, notes)
 }
 
 fn sibling_problem(
     config: &Config,
-    snap: &Snapshot,
     claims: &Claims,
     g: u32,
     claimed: &[PciAddress],
@@ -179,20 +214,35 @@ fn sibling_problem(
             d.class,
         ));
     }
-    let mut list: Vec<PciAddress> = spec.companions.clone();
-    for d in blockers {
-        if !list.contains(&d.address) {
-            list.push(d.address);
-        }
-    }
-    let quoted: Vec<String> = list.iter().map(|a| format!("\"{a}\"")).collect();
-    msg.push_str(&format!(
+    msg.push_str(
         "\nthe kernel allows a group only when every member is unbound or on vfio-pci, \
-         pci-stub or pcieport. To take {} too, add to [[device]] `{}`:\n    companions = [{}]",
-        if blockers.len() == 1 { "it" } else { "them" },
-        spec.name,
-        quoted.join(", ")
-    ));
+         pci-stub or pcieport.",
+    );
+    let is_bridge = |d: &PciDevice| d.bridge || d.class.is_bridge();
+    let takeable: Vec<&PciDevice> = blockers.iter().copied().filter(|d| !is_bridge(d)).collect();
+    if !takeable.is_empty() {
+        let mut list: Vec<PciAddress> = spec.companions.clone();
+        for d in &takeable {
+            if !list.contains(&d.address) {
+                list.push(d.address);
+            }
+        }
+        let quoted: Vec<String> = list.iter().map(|a| format!("\"{a}\"")).collect();
+        msg.push_str(&format!(
+            " To take {} too, add to [[device]] `{}`:\n    companions = [{}]",
+            if takeable.len() == 1 { "it" } else { "them" },
+            spec.name,
+            quoted.join(", ")
+        ));
+    }
+    for d in blockers.iter().filter(|d| is_bridge(d)) {
+        msg.push_str(&format!(
+            "\nbridge {} cannot be taken: bind it to pcieport or unbind it from {} (a bridge \
+             needs no driver to forward DMA)",
+            d.address,
+            d.driver.as_deref().unwrap_or("its driver")
+        ));
+    }
     let mut p = Problem::new(ProblemKind::Sibling, msg)
         .entry(&spec.name)
         .group(g);
@@ -202,6 +252,5 @@ fn sibling_problem(
     for d in blockers {
         p = p.device(d.address);
     }
-    let _ = snap;
     p
 }

@@ -118,15 +118,16 @@ pub fn plan_with(config: &Config, snap: &Snapshot, ctx: &Context) -> Plan {
     let mut problems = res.problems.clone();
     let mut notes = Vec::new();
 
-    let mut claims = claims::declared(config, &res);
+    let mut claims = claims::declared(config, snap, &res);
     problems.append(&mut claims.problems);
     notes.extend(closure::add_companions(config, snap, &mut claims));
     let (p, n) = safety::check(config, snap, &mut claims);
     problems.extend(p);
     notes.extend(n);
     claims::releases(&mut claims, &ctx.taken, snap, &res);
-    let (mut failed_groups, p) = closure::check(config, snap, &claims);
+    let (mut failed_groups, p, n) = closure::check(config, snap, &claims);
     problems.extend(p);
+    notes.extend(n);
 
     // A group is planned whole or not at all: an entry that failed takes its groups with it.
     let mut failed_pending = BTreeSet::new();
@@ -139,6 +140,7 @@ pub fn plan_with(config: &Config, snap: &Snapshot, ctx: &Context) -> Plan {
             }
         }
     }
+    problems.extend(pf_driver_changes(snap, &res, &claims, &mut failed_groups));
     let active: BTreeMap<PciAddress, Claim> = claims
         .claims
         .iter()
@@ -231,10 +233,22 @@ pub fn plan_with(config: &Config, snap: &Snapshot, ctx: &Context) -> Plan {
 
     for change in res.vf_changes.values() {
         let node = Node::Pf(change.pf);
-        let why = format!(
-            "[[sriov]] wants {} VFs on {} (has {}); the kernel needs 0 before a new count",
-            change.to, change.pf, change.from
-        );
+        // The PF's own group changes come after its VF count (a PF leaves its driver only
+        // once it has no VFs to lose).
+        if let Some(grp) = group_of(snap, change.pf) {
+            g.edge(node.clone(), Node::Group(grp));
+        }
+        let why = if change.from != 0 && change.to != 0 {
+            format!(
+                "[[sriov]] wants {} VFs on {} (has {}); the kernel needs 0 between two counts",
+                change.to, change.pf, change.from
+            )
+        } else {
+            format!(
+                "[[sriov]] wants {} VFs on {} (has {})",
+                change.to, change.pf, change.from
+            )
+        };
         if change.from != 0 {
             g.push(
                 node.clone(),
@@ -339,6 +353,63 @@ pub fn plan_with(config: &Config, snap: &Snapshot, ctx: &Context) -> Plan {
         Some(dev) => scope(plan, snap, &res, dev),
         None => plan,
     }
+}
+
+/// A PF leaving its driver loses its VFs (the driver's remove disables SR-IOV), so a plan that
+/// moves a PF which has or gets VFs would undo itself. Such a PF's group is not planned.
+fn pf_driver_changes(
+    snap: &Snapshot,
+    res: &resolve::Resolution,
+    claims: &claims::Claims,
+    failed_groups: &mut BTreeSet<u32>,
+) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for dev in snap.devices.iter().filter(|d| d.sriov.is_some()) {
+        let now = dev.sriov.as_ref().map_or(0, |s| s.num_vfs);
+        let wanted = res.vf_changes.get(&dev.address).map_or(now, |c| c.to);
+        // With no VFs wanted, the count goes to 0 first (the graph orders it) and the PF
+        // may then move freely.
+        if wanted == 0 {
+            continue;
+        }
+        let target = match (
+            claims.claims.get(&dev.address),
+            claims.releases.get(&dev.address),
+        ) {
+            (Some(c), _) => Some(c.driver.as_str()),
+            (None, Some(r)) => r.driver.as_deref(),
+            (None, None) => continue,
+        };
+        if target == dev.driver.as_deref() {
+            continue;
+        }
+        let Some(g) = dev.iommu_group else { continue };
+        if !failed_groups.insert(g) {
+            continue;
+        }
+        out.push(
+            Problem::new(
+                ProblemKind::Sriov,
+                format!(
+                    "{} is an SR-IOV PF that {} {} VF(s); moving it from {} to {} would remove \
+                     them (the driver's remove disables SR-IOV). Leave the PF on its driver, or \
+                     set its [[sriov]] num_vfs to 0",
+                    dev.address,
+                    if res.vf_changes.contains_key(&dev.address) {
+                        "should get"
+                    } else {
+                        "has"
+                    },
+                    wanted,
+                    dev.driver.as_deref().unwrap_or("(none)"),
+                    target.unwrap_or("(none)")
+                ),
+            )
+            .device(dev.address)
+            .group(g),
+        );
+    }
+    out
 }
 
 fn group_of(snap: &Snapshot, a: PciAddress) -> Option<u32> {

@@ -83,7 +83,11 @@ fn key_of(snap: &Snapshot, a: PciAddress, c: &Claim) -> Option<NodeKey> {
 }
 
 fn describe(u: &UserSpec) -> String {
-    format!("[[user]] `{}` (line {})", u.user, u.origin.line)
+    if u.origin.line == 0 {
+        format!("[[user]] `{}`", u.user)
+    } else {
+        format!("[[user]] `{}` (line {})", u.user, u.origin.line)
+    }
 }
 
 /// Computes the desired node of every group holding an active claim to a vfio driver.

@@ -14,6 +14,8 @@ pub enum ProblemKind {
     Missing,
     /// The host has no IOMMU groups for a declared function.
     NoIommu,
+    /// An entry selects a PCI bridge, which vfio-pci cannot take.
+    Bridge,
     /// Two entries claim one function for different drivers.
     DriverConflict,
     /// A sibling in the group is on a driver that manages DMA, without consent.

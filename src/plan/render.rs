@@ -9,8 +9,8 @@ use serde::Serialize;
 use super::action::{Action, Ownership, Step};
 use super::Plan;
 
-fn or_none(v: &Option<String>) -> &str {
-    v.as_deref().unwrap_or("(none)")
+fn or_unset(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("(unset)")
 }
 
 /// One step as `WHAT  SUBJECT  FROM -> TO`.
@@ -29,19 +29,19 @@ fn describe(step: &Step) -> (String, String, String) {
         Action::SetOverride { device, from, to } => (
             "driver_override".into(),
             device.to_string(),
-            format!("{} -> {to}", or_none(from)),
+            format!("{} -> {to}", or_unset(from)),
         ),
         Action::ClearOverride { device, from } => (
             "driver_override".into(),
             device.to_string(),
-            format!("{from} -> (none)"),
+            format!("{from} -> (unset)"),
         ),
         Action::Unbind { device, from } => (
             "unbind".into(),
             device.to_string(),
             match from {
                 Some(d) => format!("{d} -> (none)"),
-                None => "whatever probed it -> (none)".into(),
+                None => "(whatever probes the new VF) -> (none)".into(),
             },
         ),
         Action::Bind { device, driver } => (
@@ -61,7 +61,7 @@ fn describe(step: &Step) -> (String, String, String) {
             };
             let from = match from {
                 Some(o) => owner(o),
-                None => format!("{} (new node)", owner(&Ownership::KERNEL_DEFAULT)),
+                None => format!("(new) {}", owner(&Ownership::KERNEL_DEFAULT)),
             };
             (
                 "node owner".into(),
@@ -73,7 +73,7 @@ fn describe(step: &Step) -> (String, String, String) {
 }
 
 fn owner(o: &Ownership) -> String {
-    format!("uid {} gid {} mode {}", o.uid, o.gid, o.mode)
+    format!("{}:{} {}", o.uid, o.gid, o.mode)
 }
 
 /// The plan as text: problems first (each with its whole reason), then the changes by batch,

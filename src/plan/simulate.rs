@@ -83,6 +83,13 @@ fn apply(s: &mut Snapshot, action: &Action) {
                 Action::Bind { driver, .. } => Some(driver.clone()),
                 _ => None,
             };
+            // A PF leaving its driver loses its VFs: the driver's remove disables SR-IOV.
+            if s.device(*device)
+                .and_then(|d| d.sriov.as_ref())
+                .is_some_and(|sr| sr.num_vfs > 0)
+            {
+                set_num_vfs(s, *device, 0);
+            }
             let Some(d) = device_mut(s, *device) else {
                 return;
             };

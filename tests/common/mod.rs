@@ -17,7 +17,14 @@ pub const NVME: u32 = 0x010802;
 pub const BRIDGE: u32 = 0x060400;
 
 /// A function with the fields the planner reads.
-pub fn func(a: &str, vendor: u16, device: u16, class: u32, driver: Option<&str>, group: u32) -> PciDevice {
+pub fn func(
+    a: &str,
+    vendor: u16,
+    device: u16,
+    class: u32,
+    driver: Option<&str>,
+    group: u32,
+) -> PciDevice {
     PciDevice {
         address: addr(a),
         vendor: PciId(vendor),
@@ -77,7 +84,9 @@ pub fn regroup(s: &mut Snapshot) {
             .collect();
         let vfio = s.devices.iter().any(|d| {
             d.iommu_group == Some(id)
-                && d.driver.as_deref().is_some_and(vfioctl::host::is_vfio_driver)
+                && d.driver
+                    .as_deref()
+                    .is_some_and(vfioctl::host::is_vfio_driver)
         });
         let prev = old.iter().find(|g| g.id == id);
         s.groups.push(IommuGroup {

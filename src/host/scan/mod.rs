@@ -73,8 +73,7 @@ pub fn scan(roots: &Roots) -> Result<Snapshot, ScanError> {
     };
     let mut r = Reader::default();
 
-    let found = pci::scan_functions(&mut r, &pci_devices);
-    let mut devices: Vec<_> = found.into_iter().map(|f| f.device).collect();
+    let mut devices = pci::scan_functions(&mut r, &pci_devices);
     let mut groups = groups::scan_groups(&mut r, &roots.iommu_groups());
     let iommus = groups::scan_units(&mut r, &roots.iommu_class());
     let (vfio, nodes) = vfio::scan_vfio(&mut r, &roots);

@@ -1,21 +1,15 @@
 //! PCI functions: one [`PciDevice`] per entry of `/sys/bus/pci/devices`, read from the
 //! function's canonical directory (identity, driver, override, group, SR-IOV, topology).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::host::snapshot::{PciDevice, Sriov, Usage};
 use crate::pci::{PciAddress, PciClass, PciId};
 
 use super::read::{decimal, hex_u32, Need, Reader};
 
-/// A function and its canonical sysfs directory (kept for the usage scan).
-pub struct Found {
-    pub device: PciDevice,
-    pub dir: PathBuf,
-}
-
 /// Scans every function under `devices_dir` (`/sys/bus/pci/devices`), sorted by address.
-pub fn scan_functions(r: &mut Reader, devices_dir: &Path) -> Vec<Found> {
+pub fn scan_functions(r: &mut Reader, devices_dir: &Path) -> Vec<PciDevice> {
     let mut out = Vec::new();
     for name in r.list(devices_dir, Need::Required) {
         let name_s = name.to_string_lossy();
@@ -28,10 +22,10 @@ pub fn scan_functions(r: &mut Reader, devices_dir: &Path) -> Vec<Found> {
             continue;
         };
         if let Some(device) = read_function(r, address, &dir) {
-            out.push(Found { device, dir });
+            out.push(device);
         }
     }
-    out.sort_by_key(|f| f.device.address);
+    out.sort_by_key(|d| d.address);
     out
 }
 

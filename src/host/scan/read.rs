@@ -202,7 +202,7 @@ mod tests {
             &dir.path().join("class"),
             Need::Required,
             "a hex class",
-            |s| crate::pci::PciClass::parse(s),
+            crate::pci::PciClass::parse,
         );
         assert_eq!(v, None);
         assert!(

@@ -30,9 +30,11 @@ GUEST_MODULES = [
     "e1000e", "e1000", "virtio_pci", "virtio_net", "nvme", "igb",
     "vfio", "vfio_iommu_type1", "vfio_pci",
 ]
-UDEV_RULES = ["50-udev-default.rules"]
+UDEV_RULES = ["50-udev-default.rules", "80-drivers.rules"]
+# Tools for scenarios that compare vfioctl with driverctl (a bash script, with its udev rule).
+EXTRA_PACKAGES = ["kmod", "driverctl", "bash-static"]
 # Bump when the base image's layout changes in a way the inputs below do not show.
-BASE_FORMAT = "1"
+BASE_FORMAT = "2"
 
 
 @dataclass
@@ -160,7 +162,7 @@ class ImageBuilder:
 
     def build(self, apt: packages.Apt) -> Image:
         kernel_pkg = packages.resolve_kernel(apt, self.debs, self.log)
-        wanted = [kernel_pkg, "busybox-static", "udev"]
+        wanted = [kernel_pkg, "busybox-static", "udev", *EXTRA_PACKAGES]
         debs = apt.download(wanted, self.debs)
         for deb in debs:
             packages.unpack(deb, self.root)
@@ -231,11 +233,20 @@ class ImageBuilder:
             deps = " ".join(plain_module_name(d) for d in full.get(rel, []))
             dep_lines.append(f"{plain_module_name(rel)}: {deps}".rstrip())
         cpio.file(f"{kdir}/modules.dep", ("\n".join(dep_lines) + "\n").encode())
+        # kmod's depmod over exactly these modules: the binary indexes (modules.alias.bin) that
+        # udev's kmod builtin needs to load drivers by modalias, as at a real boot
+        for name, data in kmod_indexes(self.root, release, modules).items():
+            cpio.file(f"{kdir}/{name}", data)
         # systemd-udevd (it is udevadm under another name) with its libraries and default rules
         done: set[str] = set()
         udevadm = self.root / "bin" / "udevadm"
         add_binary(cpio, udevadm, "bin/udevadm", done)
         cpio.symlink("lib/systemd/systemd-udevd", "/bin/udevadm")
+        # driverctl (a bash script) with bash-static as its bash; its udev rule starts a systemd
+        # unit, which this guest lacks: scenarios install an equivalent RUN rule
+        cpio.file("usr/sbin/driverctl", (self.root / "usr" / "sbin" / "driverctl").read_bytes(), 0o755)
+        cpio.file("bin/bash", (self.root / "bin" / "bash-static").read_bytes(), 0o755)
+        cpio.directory("etc/driverctl.d")
         for rule in UDEV_RULES:
             cpio.file(f"lib/udev/rules.d/{rule}",
                       (self.root / "lib" / "udev" / "rules.d" / rule).read_bytes())
@@ -256,6 +267,31 @@ class ImageBuilder:
                 data = src if isinstance(src, bytes) else src.read_bytes()
                 cpio.file(dest, data, 0o755 if dest in executable else 0o644)
             cpio.close()
+
+
+def kmod_indexes(root: Path, release: str, modules: list[str]) -> dict[str, bytes]:
+    """The modules.* files kmod's depmod makes for just `modules` (decompressed, plain names)."""
+    import tempfile
+    src = root / "lib" / "modules" / release
+    kmod = root / "bin" / "kmod"
+    if not kmod.exists():
+        raise SetupError(f"{kmod} missing (the kmod package)")
+    with tempfile.TemporaryDirectory() as tmp:
+        stage = Path(tmp) / "lib" / "modules" / release
+        stage.mkdir(parents=True)
+        for rel in modules:
+            dest = stage / plain_module_name(rel)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(read_module(src / rel))
+        for name in ["modules.builtin", "modules.builtin.modinfo", "modules.order"]:
+            if (src / name).exists():
+                shutil.copy(src / name, stage / name)
+        depmod = Path(tmp) / "depmod"
+        depmod.symlink_to(kmod)
+        run([str(depmod), "-b", tmp, release])
+        return {p.name: p.read_bytes() for p in sorted(stage.glob("modules.*"))
+                if p.name not in ("modules.dep", "modules.order", "modules.builtin",
+                                  "modules.builtin.modinfo")}
 
 
 def file_digest(path: Path) -> str:

@@ -7,6 +7,9 @@ Header comments declare what the scenario needs, one `# vmtest: key=value` per l
   smp=2                     guest CPUs
   timeout=60                seconds before the boot is killed
   qemu=ARGS                 extra QEMU arguments (may repeat)
+  modules=NAMES             modules /init loads before the scenario, space-separated, or
+                            `none` (default: every guest module; with `none` udev loads
+                            drivers itself from modules.alias, as at a real boot)
   # and a first comment line that says what it proves.
 """
 
@@ -18,7 +21,7 @@ from pathlib import Path
 
 from .errors import SetupError
 
-KEYS = {"layout", "memory", "smp", "timeout", "qemu"}
+KEYS = {"layout", "memory", "smp", "timeout", "qemu", "modules"}
 
 
 @dataclass
@@ -32,6 +35,7 @@ class Scenario:
     smp: int = 2
     timeout: float = 60.0
     qemu_args: list[str] = field(default_factory=list)
+    modules: list[str] | None = None
 
 
 def load(script: Path) -> Scenario:
@@ -56,6 +60,9 @@ def load(script: Path) -> Scenario:
                 sc.timeout = float(value)
             elif key == "qemu":
                 sc.qemu_args += shlex.split(value)
+            elif key == "modules":
+                names = value.split()
+                sc.modules = [] if names == ["none"] else names
         elif text and not text.startswith("!") and not sc.summary:
             sc.summary = text
     return sc

@@ -186,8 +186,11 @@ def main(argv: list[str]) -> int:
             "vmtest/lib.sh": VM_DIR / "guest" / "lib.sh",
             "vmtest/scenario.sh": sc.script,
             "vmtest/name": sc.name.encode() + b"\n",
-            "vmtest/modules": (" ".join(image.GUEST_MODULES) + "\n").encode(),
+            "vmtest/modules": (" ".join(sc.modules if sc.modules is not None
+                                        else image.GUEST_MODULES) + "\n").encode(),
         }
+        for rules in sorted((REPO / "contrib" / "udev").glob("*.rules")):
+            files[f"vmtest/contrib/{rules.name}"] = rules
         for ex in sorted((REPO / "examples").glob("*")) if (REPO / "examples").is_dir() else []:
             if ex.is_file():
                 files[f"vmtest/examples/{ex.name}"] = ex

@@ -1,0 +1,31 @@
+//! Resolves the user and group names a config mentions through the system's account database
+//! (`getpwnam`/`getgrnam`, so NSS sources count too), into the planner's [`Accounts`] table.
+//! Names that do not resolve are left out; the planner reports them.
+
+use crate::config::{Config, UserRef};
+use crate::plan::{Account, Accounts};
+
+/// The accounts `config` names.
+pub fn resolve(config: &Config) -> Accounts {
+    let mut out = Accounts::default();
+    for u in &config.users {
+        if let UserRef::Name(name) = &u.user {
+            if let Ok(Some(pw)) = nix::unistd::User::from_name(name) {
+                out.users.insert(
+                    name.clone(),
+                    Account {
+                        uid: pw.uid.as_raw(),
+                        gid: pw.gid.as_raw(),
+                        memlock_limit: None,
+                    },
+                );
+            }
+        }
+        if let Some(UserRef::Name(name)) = &u.group {
+            if let Ok(Some(gr)) = nix::unistd::Group::from_name(name) {
+                out.groups.insert(name.clone(), gr.gid.as_raw());
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,74 @@
+//! The [`Reconciler`] `watch` runs in production: one [`apply::reconcile`] pass on the real
+//! host (lock, recover, read, plan, apply, verify), scoped to one function when the loop asks.
+//!
+//! The lock is taken inside the pass and held for that pass only, so `reconcile --device` runs
+//! from the udev rule and `watch` take turns; `watch` waits for it only briefly and retries
+//! (the loop's `Busy`), so signals are never held up for long. Accounts named in the config are
+//! resolved afresh for every pass (a user created after start is picked up).
+
+use std::time::Duration;
+
+use crate::apply::{self, lock::LockError, ApplyError};
+use crate::config::Config;
+use crate::kernel::Host;
+use crate::plan::{Accounts, ProblemKind};
+
+use super::run_loop::{Outcome, Reconciler, Scope};
+
+/// How long a `watch` pass waits for the reconcile lock before reporting `Busy`.
+pub const WATCH_LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Runs apply passes on a host.
+pub struct ApplyReconciler<H> {
+    host: H,
+    opts: apply::Options,
+    accounts: fn(&Config) -> Accounts,
+}
+
+impl<H: Host> ApplyReconciler<H> {
+    /// `accounts` resolves the user and group names a config mentions (called per pass).
+    pub fn new(host: H, mut opts: apply::Options, accounts: fn(&Config) -> Accounts) -> Self {
+        opts.lock_timeout = WATCH_LOCK_WAIT;
+        ApplyReconciler {
+            host,
+            opts,
+            accounts,
+        }
+    }
+}
+
+impl<H: Host> Reconciler for ApplyReconciler<H> {
+    fn reconcile(&mut self, config: &Config, scope: Scope) -> Outcome {
+        let mut opts = self.opts.clone();
+        opts.scope = match scope {
+            Scope::All => None,
+            Scope::Device(a) => Some(a),
+        };
+        opts.accounts = (self.accounts)(config);
+        match apply::reconcile(&self.host, config, &opts) {
+            Ok(outcome) => {
+                if let Some((pid, report)) = &outcome.recovered {
+                    tracing::warn!(pid, "recovered an interrupted pass: {:?}", report.lines());
+                }
+                let mut waiting = 0;
+                let mut problems = 0;
+                for p in &outcome.plan.problems {
+                    if p.kind == ProblemKind::Missing {
+                        waiting += 1;
+                        tracing::info!("waiting: {}", p.message);
+                    } else {
+                        problems += 1;
+                        tracing::warn!("not realisable: {}", p.message);
+                    }
+                }
+                Outcome::Converged {
+                    changed: outcome.executed.len(),
+                    waiting,
+                    problems,
+                }
+            }
+            Err(ApplyError::Lock(LockError::Busy { .. })) => Outcome::Busy,
+            Err(e) => Outcome::Failed(e.lines().join("\n")),
+        }
+    }
+}

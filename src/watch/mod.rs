@@ -1,0 +1,54 @@
+//! `vfioctl watch`: keeps a host converged while it changes under us.
+//!
+//! Level-triggered, in the style of a Kubernetes controller: every event (udev, an edit in the
+//! config's directory, SIGHUP, the resync timer) only says "look again". The loop coalesces bursts
+//! and asks a [`Reconciler`] to converge from the full desired and observed state, so a missed or
+//! duplicated event costs nothing. The pieces:
+//!
+//! - [`events`]: the event type and the [`EventSource`] trait the loop waits on;
+//! - [`live_source`]: the real source: udev monitor, `notify` on the config's directory, signalfd;
+//! - [`coalesce`]: debounce, urgent per-device passes, resync and retry deadlines (pure, timed
+//!   by the caller's clock);
+//! - [`reload`]: re-reading the config, keeping the last good one when a new one is invalid;
+//! - [`early_claim`]: the boot-time `driver_override` write the udev rule runs;
+//! - [`relevance`]: whether a device event names a configured device;
+//! - [`host_reconciler`]: the production reconciler, one `apply::reconcile` pass per call;
+//! - [`run_loop`]: the single loop tying them together, generic over all its collaborators;
+//! - [`notify_systemd`]: READY / RELOADING / STATUS / STOPPING for systemd.
+
+pub mod coalesce;
+pub mod early_claim;
+pub mod events;
+pub mod host_reconciler;
+pub mod live_source;
+pub mod notify_systemd;
+pub mod relevance;
+pub mod reload;
+pub mod run_loop;
+
+pub use coalesce::{Coalescer, Timing, Work};
+pub use events::{DeviceAction, DeviceEvent, Event, EventSource};
+pub use notify_systemd::{ServiceNotifier, SystemdNotifier};
+pub use reload::{ConfigLoader, ConfigRejected, ConfigState, ReloadOutcome};
+pub use run_loop::{Outcome, Reconciler, Scope, WatchLoop};
+
+/// Why the watch loop stopped without being asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// Setting up or reading an event source failed.
+    #[error("{what}: {source}")]
+    Source {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl WatchError {
+    pub(crate) fn source(what: impl Into<String>, source: std::io::Error) -> Self {
+        WatchError::Source {
+            what: what.into(),
+            source,
+        }
+    }
+}
