@@ -459,3 +459,85 @@ fn release_all_closes_everything() {
     assert!(d.iommu().live_containers().is_empty());
     assert!(d.iommu().open.is_empty());
 }
+
+mod watch_layer {
+    use super::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use vfioctl::domain::watch_layer::DomainLayer;
+    use vfioctl::watch::run_loop::{Outcome, Reconciler, Scope};
+
+    /// A binding pass that answers what it is told and counts its calls.
+    struct Binding {
+        busy: Rc<Cell<bool>>,
+        calls: Rc<Cell<u32>>,
+    }
+
+    impl Reconciler for Binding {
+        fn reconcile(&mut self, _: &Config, _: Scope) -> Outcome {
+            self.calls.set(self.calls.get() + 1);
+            if self.busy.get() {
+                Outcome::Busy
+            } else {
+                Outcome::Converged {
+                    changed: 0,
+                    waiting: 0,
+                    problems: 0,
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn domains_are_built_after_a_binding_pass_and_released_before_one() {
+        let snap = host(&[("0000:00:05.0", 5), ("0000:00:06.0", 6)]);
+        let mut cfg = config(
+            &["0000:00:05.0", "0000:00:06.0"],
+            Placement::Shared,
+            vec![window("a", 0, MIB)],
+        );
+        let busy = Rc::new(Cell::new(true));
+        let calls = Rc::new(Cell::new(0));
+        let binding = Binding {
+            busy: busy.clone(),
+            calls: calls.clone(),
+        };
+        let observed = snap.clone();
+        let mut layer = DomainLayer::new(
+            binding,
+            Domains::new(sim_with_memlock(&[(5, "dmar0"), (6, "dmar0")])),
+            Box::new(move || Ok(observed.clone())),
+        );
+
+        // A binding pass that did not converge: nothing is built on top of it.
+        assert_eq!(layer.reconcile(&cfg, Scope::All), Outcome::Busy);
+        assert_eq!(calls.get(), 1);
+        assert!(layer.domains().held().is_empty());
+
+        busy.set(false);
+        match layer.reconcile(&cfg, Scope::All) {
+            Outcome::Converged {
+                changed, problems, ..
+            } => {
+                assert_eq!(problems, 0);
+                assert!(changed >= 3, "create, attach x2, map: {changed}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(layer.domains().iommu().open.len(), 2);
+
+        // Device 6 leaves the domain: its group is released even though the binding pass
+        // that follows does not converge, so the release ran before it.
+        cfg.domains[0].devices.retain(|n| n != "dev-0000:00:06.0");
+        busy.set(true);
+        assert_eq!(layer.reconcile(&cfg, Scope::All), Outcome::Busy);
+        let open: Vec<u32> = layer.domains().iommu().open.iter().copied().collect();
+        assert_eq!(open, vec![5]);
+
+        // The whole domain goes: released before the binding pass too.
+        cfg.domains.clear();
+        assert_eq!(layer.reconcile(&cfg, Scope::All), Outcome::Busy);
+        assert!(layer.domains().iommu().open.is_empty());
+        assert!(layer.domains().held().is_empty());
+    }
+}

@@ -5,6 +5,9 @@
 use std::time::Duration;
 
 use crate::apply;
+use crate::domain::linux::LinuxIommu;
+use crate::domain::watch_layer::DomainLayer;
+use crate::domain::Domains;
 use crate::kernel::linux::{LinuxHost, Timeouts};
 use crate::watch::host_reconciler::ApplyReconciler;
 use crate::watch::live_source::{LiveSource, UeventSource};
@@ -39,6 +42,8 @@ pub fn run(global: &args::GlobalArgs, args: &args::WatchArgs) -> Exit {
         }
     };
     let host = LinuxHost::new(global.roots(), Timeouts::default());
+    // The domain layer holds `[[domain]]`s around each binding pass (see domain::watch_layer).
+    let roots = global.roots();
     let opts = apply::Options::new(global.state_dir.clone(), global.run_dir.clone());
     let timing = Timing::new(
         Duration::from_millis(args.debounce_ms),
@@ -46,7 +51,11 @@ pub fn run(global: &args::GlobalArgs, args: &args::WatchArgs) -> Exit {
     );
     let mut watch = WatchLoop::new(
         source,
-        ApplyReconciler::new(host, opts, super::accounts::resolve),
+        DomainLayer::new(
+            ApplyReconciler::new(host, opts, super::accounts::resolve),
+            Domains::new(LinuxIommu::new(global.roots())),
+            Box::new(move || crate::host::observe(&roots, None).map_err(|e| e.to_string())),
+        ),
         loader,
         SystemdNotifier::new(),
         config,

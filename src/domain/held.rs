@@ -124,11 +124,21 @@ impl<I: Iommu> HeldDomain<I> {
 
     /// First phase: make the container layout match the desired member groups.
     pub fn reconcile_groups(&mut self, iommu: &mut I, want: &DesiredDomain, report: &mut Report) {
-        // Groups that left the domain.
+        self.release_departed(iommu, &want.groups, report);
+        let held = self.groups();
+        for &g in want.groups.iter().filter(|g| !held.contains(g)) {
+            self.add_group(iommu, g, report);
+        }
+        self.refresh_info(iommu, report);
+    }
+
+    /// Releases the groups not in `keep` (devices that left the domain), closing containers
+    /// left empty. `watch` runs this before a pass may give those devices back to the host.
+    pub fn release_departed(&mut self, iommu: &mut I, keep: &[u32], report: &mut Report) {
         for c in &mut self.containers {
             let (stay, leave): (Vec<_>, Vec<_>) = std::mem::take(&mut c.groups)
                 .into_iter()
-                .partition(|g| want.groups.contains(&g.id));
+                .partition(|g| keep.contains(&g.id));
             c.groups = stay;
             for g in leave {
                 report.event(&self.name, Action::ReleaseGroup, format!("group {}", g.id));
@@ -136,12 +146,6 @@ impl<I: Iommu> HeldDomain<I> {
             }
         }
         self.close_empty_containers(iommu, report);
-
-        let held = self.groups();
-        for &g in want.groups.iter().filter(|g| !held.contains(g)) {
-            self.add_group(iommu, g, report);
-        }
-        self.refresh_info(iommu, report);
     }
 
     fn close_empty_containers(&mut self, iommu: &mut I, report: &mut Report) {

@@ -19,6 +19,7 @@ pub mod placement;
 pub mod report;
 pub mod simulated;
 pub mod status;
+pub mod watch_layer;
 pub mod windows;
 
 use std::collections::BTreeMap;
@@ -183,6 +184,19 @@ impl<I: Iommu> Domains<I> {
         for name in gone {
             if let Some(d) = self.held.remove(&name) {
                 d.teardown(&mut self.iommu, &mut report);
+            }
+        }
+        report
+    }
+
+    /// Before a binding pass: tear down removed domains and, resolving members against the
+    /// last host seen, release groups whose devices left their domain, so nothing is held when
+    /// the binding pass gives devices back to their host drivers.
+    pub fn release_departed(&mut self, config: &Config, last_host: &Snapshot) -> Report {
+        let mut report = self.release_removed(config);
+        for want in desired_domains(config, last_host) {
+            if let Some(held) = self.held.get_mut(&want.name) {
+                held.release_departed(&mut self.iommu, &want.groups, &mut report);
             }
         }
         report

@@ -1,0 +1,88 @@
+//! The domain layer of `vfioctl watch`: a [`Reconciler`] that wraps the binding reconciler and
+//! holds the config's domains around it, in the order the lifecycle needs: groups and domains
+//! that are going away are released *before* the binding pass (so no device goes back to a host
+//! driver while its group is held), and domains are built and converged *after* it (once the
+//! members are on vfio-pci and `/dev/vfio/N` exists).
+
+use crate::config::model::Config;
+use crate::host::snapshot::Snapshot;
+use crate::watch::run_loop::{Outcome, Reconciler, Scope};
+
+use super::iommu::Iommu;
+use super::{Domains, Report};
+
+/// Reads the host after the binding pass.
+pub type Observe = Box<dyn FnMut() -> Result<Snapshot, String>>;
+
+/// A binding reconciler with the domain layer around it.
+pub struct DomainLayer<R, I: Iommu> {
+    inner: R,
+    domains: Domains<I>,
+    observe: Observe,
+    last_host: Option<Snapshot>,
+}
+
+impl<R, I: Iommu> DomainLayer<R, I> {
+    pub fn new(inner: R, domains: Domains<I>, observe: Observe) -> Self {
+        DomainLayer {
+            inner,
+            domains,
+            observe,
+            last_host: None,
+        }
+    }
+
+    /// The held domains (status, and the fd broker).
+    pub fn domains(&self) -> &Domains<I> {
+        &self.domains
+    }
+}
+
+fn log(report: &Report) {
+    for e in &report.events {
+        tracing::info!("{e}");
+    }
+    for n in &report.notes {
+        tracing::info!("{n}");
+    }
+    for e in &report.errors {
+        tracing::warn!("{e}");
+    }
+}
+
+impl<R: Reconciler, I: Iommu> Reconciler for DomainLayer<R, I> {
+    fn reconcile(&mut self, config: &Config, scope: Scope) -> Outcome {
+        let before = match &self.last_host {
+            Some(host) => self.domains.release_departed(config, host),
+            None => self.domains.release_removed(config),
+        };
+        log(&before);
+        let outcome = self.inner.reconcile(config, scope);
+        let (changed, waiting, problems) = match outcome {
+            Outcome::Converged {
+                changed,
+                waiting,
+                problems,
+            } => (changed, waiting, problems),
+            other => return other,
+        };
+        let host = match (self.observe)() {
+            Ok(h) => h,
+            Err(e) => return Outcome::Failed(format!("domains: cannot read the host: {e}")),
+        };
+        let report = self.domains.reconcile(config, &host);
+        log(&report);
+        self.last_host = Some(host);
+        Outcome::Converged {
+            changed: changed + before.events.len() + report.events.len(),
+            waiting,
+            problems: problems + report.errors.len(),
+        }
+    }
+}
+
+impl<R, I: Iommu> Drop for DomainLayer<R, I> {
+    fn drop(&mut self) {
+        log(&self.domains.release_all());
+    }
+}
