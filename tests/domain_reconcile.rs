@@ -541,3 +541,66 @@ mod watch_layer {
         assert!(layer.domains().held().is_empty());
     }
 }
+
+mod dry_run_preview {
+    use super::*;
+    use vfioctl::domain::preview::preview;
+
+    #[test]
+    fn with_nothing_held_the_preview_builds_everything() {
+        let snap = host(&[("0000:00:05.0", 5), ("0000:00:06.0", 6)]);
+        let cfg = config(
+            &["0000:00:05.0", "0000:00:06.0"],
+            Placement::PerGroup,
+            vec![window("a", 0, MIB)],
+        );
+        let actions: Vec<Action> = preview(&cfg, &snap, &[]).iter().map(|e| e.action).collect();
+        assert_eq!(
+            actions,
+            vec![
+                Action::CreateDomain,
+                Action::AttachGroup,
+                Action::AttachGroup,
+                Action::MapWindow
+            ]
+        );
+    }
+
+    #[test]
+    fn after_a_pass_the_preview_is_empty_and_then_shows_each_edit() {
+        let snap = host(&[("0000:00:05.0", 5), ("0000:00:06.0", 6)]);
+        let mut cfg = config(
+            &["0000:00:05.0", "0000:00:06.0"],
+            Placement::Shared,
+            vec![window("a", 0, MIB), window("b", 8 * MIB, 2 * MIB)],
+        );
+        cfg.domains[0].windows[1].hugepages = true; // the simulation has no huge pages
+        let mut d = Domains::new(sim_with_memlock(&[(5, "dmar0"), (6, "dmar0")]));
+        assert!(d.reconcile(&cfg, &snap).ok());
+        assert_eq!(preview(&cfg, &snap, &d.status()), vec![]);
+
+        cfg.domains[0].windows = vec![window("a", 0, 2 * MIB), window("c", 16 * MIB, MIB)];
+        cfg.domains[0].devices.retain(|n| n != "dev-0000:00:06.0");
+        let text: Vec<String> = preview(&cfg, &snap, &d.status())
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(
+            text,
+            vec![
+                "domain \"dma\": release-group group 6",
+                "domain \"dma\": unmap-window window \"b\" (IOVA 0x800000..0xa00000, 2 MiB)",
+                "domain \"dma\": resize-window resize window \"a\": IOVA 0x0..0x100000 (1 MiB) -> 0x0..0x200000 (2 MiB)",
+                "domain \"dma\": map-window window \"c\" (IOVA 0x1000000..0x1100000, 1 MiB)",
+            ]
+        );
+
+        cfg.domains[0].placement = Placement::PerGroup;
+        let actions: Vec<Action> = preview(&cfg, &snap, &d.status())
+            .iter()
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(actions[0], Action::DestroyDomain);
+        assert_eq!(actions[1], Action::CreateDomain);
+    }
+}

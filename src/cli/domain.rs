@@ -246,3 +246,78 @@ fn minimal_map(
     mapped.map_err(|e| e.to_string())?;
     Ok(took)
 }
+
+/// After a one-shot `reconcile` converged: a process that exits cannot hold a domain, so ask
+/// the running `watch` (found through its published state) to run a pass, which applies the
+/// domain layer. Exit 0 when asked (or nothing to hold), 4 when no `watch` runs.
+pub(super) fn after_reconcile(global: &args::GlobalArgs, config: &Path) -> Exit {
+    let Ok(cfg) = crate::config::load(config) else {
+        return Exit::Done; // `apply` loaded it a moment ago; nothing more to say here.
+    };
+    if cfg.domains.is_empty() {
+        return Exit::Done;
+    }
+    match crate::domain::published::read(&global.run_dir, &global.proc_root) {
+        Ok(p) => {
+            let pid = nix::unistd::Pid::from_raw(p.pid as i32);
+            match nix::sys::signal::kill(pid, Signal::SIGHUP) {
+                Ok(()) => {
+                    println!(
+                        "domains: asked the running vfioctl watch (pid {}) to apply the domain layer; `vfioctl status` shows the held domains",
+                        p.pid
+                    );
+                    Exit::Done
+                }
+                Err(e) => {
+                    eprintln!(
+                        "domains: cannot signal vfioctl watch (pid {}): {e}; the domains were not applied",
+                        p.pid
+                    );
+                    Exit::Failed
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "domains: {e}; the config's {} [[domain]] entr{} are held only by `vfioctl watch` (start it: systemctl start vfioctl)",
+                cfg.domains.len(),
+                if cfg.domains.len() == 1 { "y" } else { "ies" }
+            );
+            Exit::NoWatch
+        }
+    }
+}
+
+/// The domain section of `reconcile --dry-run`: what the running `watch` would change (or,
+/// with none running or with `--host`, what a new one would build).
+pub(super) fn print_preview(
+    global: &args::GlobalArgs,
+    config: &crate::config::Config,
+    snap: &crate::host::Snapshot,
+) {
+    if config.domains.is_empty() {
+        return;
+    }
+    let (held, whose) = match (
+        &global.host,
+        crate::domain::published::read(&global.run_dir, &global.proc_root),
+    ) {
+        (None, Ok(p)) => (p.domains, format!("held by vfioctl watch (pid {})", p.pid)),
+        (None, Err(e)) => (
+            Vec::new(),
+            format!("{e}: shown as a new watch would build them"),
+        ),
+        (Some(_), _) => (
+            Vec::new(),
+            "shown as a new watch would build them".to_string(),
+        ),
+    };
+    let events = crate::domain::preview::preview(config, snap, &held);
+    println!("\ndomains ({whose}):");
+    if events.is_empty() {
+        println!("  nothing to do");
+    }
+    for e in events {
+        println!("  {e}");
+    }
+}

@@ -20,13 +20,16 @@ pub use args::{Cli, Command};
 use crate::host::Roots;
 
 /// Process exit statuses, as documented: 0 done, 1 failed or not realisable, 2 usage error,
-/// 3 changes pending (`--check`).
+/// 3 changes pending (`--check`), 4 converged but no `watch` runs to hold the config's domains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Done = 0,
     Failed = 1,
     Usage = 2,
     Pending = 3,
+    /// The binding converged, but the config has `[[domain]]`s and no `vfioctl watch` runs to
+    /// hold them.
+    NoWatch = 4,
 }
 
 impl From<Exit> for ExitCode {

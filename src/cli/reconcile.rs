@@ -12,7 +12,11 @@ pub fn run(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
     if args.dry_run || args.check {
         return dry_run(global, args);
     }
-    apply(global, args)
+    match apply(global, args) {
+        // Domains are held by `watch`, not by this process: hand the domain layer to it.
+        Exit::Done => super::domain::after_reconcile(global, &args.config.config),
+        other => other,
+    }
 }
 
 // ---- showing the plan (issue 6) -------------------------------------------------------------
@@ -87,6 +91,7 @@ fn dry_run(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
         println!("{}", crate::plan::render::json(&plan));
     } else {
         print!("{}", crate::plan::render::text(&plan));
+        super::domain::print_preview(global, &config, &snap);
     }
     dry_run_exit(&plan, args.check)
 }

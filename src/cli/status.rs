@@ -13,10 +13,24 @@ pub fn run(global: &args::GlobalArgs, args: &args::StatusArgs) -> Exit {
             return Exit::Failed;
         }
     };
+    // Held domains live in the running `watch`; shown when one publishes them (live host only).
+    let held = match &global.host {
+        None => crate::domain::published::read(&global.run_dir, &global.proc_root).ok(),
+        Some(_) => None,
+    };
     if args.json {
-        print!("{}", host::snapshot_json(&snap));
+        match held {
+            Some(p) => print!(
+                "{}",
+                crate::domain::status::with_domains_json(&snap, &p.domains)
+            ),
+            None => print!("{}", host::snapshot_json(&snap)),
+        }
     } else {
         print!("{}", host::status::render(&snap));
+        if let Some(p) = held {
+            print!("\n{}", crate::domain::status::render_text(&p.domains));
+        }
     }
     Exit::Done
 }

@@ -55,7 +55,8 @@ pub fn run(global: &args::GlobalArgs, args: &args::WatchArgs) -> Exit {
             ApplyReconciler::new(host, opts, super::accounts::resolve),
             Domains::new(LinuxIommu::new(global.roots())),
             Box::new(move || crate::host::observe(&roots, None).map_err(|e| e.to_string())),
-        ),
+        )
+        .publish_to(global.run_dir.clone()),
         loader,
         SystemdNotifier::new(),
         config,

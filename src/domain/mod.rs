@@ -16,6 +16,8 @@ pub mod iommu;
 pub mod linux;
 pub mod memory;
 pub mod placement;
+pub mod preview;
+pub mod published;
 pub mod report;
 pub mod simulated;
 pub mod status;

@@ -125,3 +125,16 @@ pub fn render_text(domains: &[DomainStatus]) -> String {
     }
     out
 }
+
+/// `status --json` with held domains: the snapshot's JSON object plus a top-level `domains`
+/// array.
+pub fn with_domains_json(snap: &crate::host::Snapshot, domains: &[DomainStatus]) -> String {
+    let mut v = serde_json::to_value(snap).unwrap_or(serde_json::Value::Null);
+    if let serde_json::Value::Object(map) = &mut v {
+        map.insert(
+            "domains".into(),
+            serde_json::to_value(domains).unwrap_or_default(),
+        );
+    }
+    serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+}

@@ -8,7 +8,10 @@ use crate::config::model::Config;
 use crate::host::snapshot::Snapshot;
 use crate::watch::run_loop::{Outcome, Reconciler, Scope};
 
+use std::path::PathBuf;
+
 use super::iommu::Iommu;
+use super::published;
 use super::{Domains, Report};
 
 /// Reads the host after the binding pass.
@@ -20,6 +23,9 @@ pub struct DomainLayer<R, I: Iommu> {
     domains: Domains<I>,
     observe: Observe,
     last_host: Option<Snapshot>,
+    /// Where to publish the held domains after each pass (`RUN_DIR`), if anywhere.
+    publish: Option<PathBuf>,
+    passes: u64,
 }
 
 impl<R, I: Iommu> DomainLayer<R, I> {
@@ -29,6 +35,27 @@ impl<R, I: Iommu> DomainLayer<R, I> {
             domains,
             observe,
             last_host: None,
+            publish: None,
+            passes: 0,
+        }
+    }
+
+    /// Publishes the held domains under `run_dir` after every pass (see [`published`]).
+    pub fn publish_to(mut self, run_dir: PathBuf) -> Self {
+        self.publish = Some(run_dir);
+        self
+    }
+
+    fn publish(&mut self) {
+        self.passes += 1;
+        let Some(dir) = &self.publish else { return };
+        let p = published::Published {
+            pid: std::process::id(),
+            pass: self.passes,
+            domains: self.domains.status(),
+        };
+        if let Err(e) = published::write(dir, &p) {
+            tracing::warn!("cannot publish the held domains in {}: {e}", dir.display());
         }
     }
 
@@ -58,6 +85,9 @@ impl<R: Reconciler, I: Iommu> Reconciler for DomainLayer<R, I> {
         };
         log(&before);
         let outcome = self.inner.reconcile(config, scope);
+        if !before.events.is_empty() {
+            self.publish();
+        }
         let (changed, waiting, problems) = match outcome {
             Outcome::Converged {
                 changed,
@@ -73,6 +103,7 @@ impl<R: Reconciler, I: Iommu> Reconciler for DomainLayer<R, I> {
         let report = self.domains.reconcile(config, &host);
         log(&report);
         self.last_host = Some(host);
+        self.publish();
         Outcome::Converged {
             changed: changed + before.events.len() + report.events.len(),
             waiting,
@@ -84,5 +115,8 @@ impl<R: Reconciler, I: Iommu> Reconciler for DomainLayer<R, I> {
 impl<R, I: Iommu> Drop for DomainLayer<R, I> {
     fn drop(&mut self) {
         log(&self.domains.release_all());
+        if let Some(dir) = &self.publish {
+            published::remove(dir);
+        }
     }
 }
