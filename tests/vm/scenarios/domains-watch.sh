@@ -53,8 +53,26 @@ expect_eq edu-on-vfio vfio-pci "$(linkname "$(pci "$edu")/driver")"
 expect_eq watch-pins-window 8192 "$(until_eq 8192 vmlck)"
 busy "$g" && pass group-held-by-watch || fail group-held-by-watch "/dev/vfio/$g opened"
 
+vfioctl status --json --run-dir /tmp/run >/tmp/status.json
+grep -q '"name": "dma"' /tmp/status.json && pass status-json-domains \
+    || fail status-json-domains "$(oneline "$(grep -A3 domains /tmp/status.json)")"
+expect_eq status-dma-avail 65534 "$(sed -n 's/^ *"dma_avail": \([0-9]*\).*/\1/p' /tmp/status.json)"
+vfioctl status --run-dir /tmp/run | grep -q 'dma (shared): 1 container(s), 1 window(s), 8 MiB pinned' \
+    && pass status-text-domains || fail status-text-domains "$(oneline "$(vfioctl status --run-dir /tmp/run | tail -4)")"
+
 cfg 16MiB
 expect_eq window-grown-by-edit 16384 "$(until_eq 16384 vmlck)"
+
+vfioctl reconcile -c "$cfgfile" --state-dir /tmp/state --run-dir /tmp/run >/tmp/rec.out 2>&1
+expect_eq oneshot-reconcile-asks-watch "0 1" "$? $(grep -c 'asked the running vfioctl watch' /tmp/rec.out)"
+
+# watch picks this edit up too; the dry run may see it before or after, so only its section
+# header is checked here.
+cfg 4MiB
+vfioctl reconcile --dry-run -c "$cfgfile" --state-dir /tmp/state --run-dir /tmp/run >/tmp/dry.out 2>&1
+grep -q 'domains (held by vfioctl watch' /tmp/dry.out && pass dry-run-domain-section \
+    || fail dry-run-domain-section "$(oneline "$(tail -4 /tmp/dry.out)")"
+expect_eq window-shrunk-by-edit 4096 "$(until_eq 4096 vmlck)"
 
 cfg ""
 expect_eq domain-removed-unpinned 0 "$(until_eq 0 vmlck)"
@@ -65,4 +83,7 @@ busy "$g" && fail group-released "still busy" || pass group-released
 kill -TERM "$pid"
 wait "$pid"
 expect_eq watch-exit 0 "$?"
+cfg 2MiB
+vfioctl reconcile -c "$cfgfile" --state-dir /tmp/state --run-dir /tmp/run >/tmp/rec.out 2>&1
+expect_eq oneshot-reconcile-without-watch "4 1" "$? $(grep -c 'no vfioctl watch is running' /tmp/rec.out)"
 sed 's/^/vmtest: watch: /' /tmp/watch.log | tail -40
