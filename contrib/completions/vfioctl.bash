@@ -46,14 +46,26 @@ _vfioctl() {
             vfioctl,watch)
                 cmd="vfioctl__subcmd__watch"
                 ;;
+            vfioctl__subcmd__domain,bench-map)
+                cmd="vfioctl__subcmd__domain__subcmd__bench__subcmd__map"
+                ;;
             vfioctl__subcmd__domain,help)
                 cmd="vfioctl__subcmd__domain__subcmd__help"
+                ;;
+            vfioctl__subcmd__domain,hold)
+                cmd="vfioctl__subcmd__domain__subcmd__hold"
                 ;;
             vfioctl__subcmd__domain,open)
                 cmd="vfioctl__subcmd__domain__subcmd__open"
                 ;;
+            vfioctl__subcmd__domain__subcmd__help,bench-map)
+                cmd="vfioctl__subcmd__domain__subcmd__help__subcmd__bench__subcmd__map"
+                ;;
             vfioctl__subcmd__domain__subcmd__help,help)
                 cmd="vfioctl__subcmd__domain__subcmd__help__subcmd__help"
+                ;;
+            vfioctl__subcmd__domain__subcmd__help,hold)
+                cmd="vfioctl__subcmd__domain__subcmd__help__subcmd__hold"
                 ;;
             vfioctl__subcmd__domain__subcmd__help,open)
                 cmd="vfioctl__subcmd__domain__subcmd__help__subcmd__open"
@@ -87,6 +99,12 @@ _vfioctl() {
                 ;;
             vfioctl__subcmd__help,watch)
                 cmd="vfioctl__subcmd__help__subcmd__watch"
+                ;;
+            vfioctl__subcmd__help__subcmd__domain,bench-map)
+                cmd="vfioctl__subcmd__help__subcmd__domain__subcmd__bench__subcmd__map"
+                ;;
+            vfioctl__subcmd__help__subcmd__domain,hold)
+                cmd="vfioctl__subcmd__help__subcmd__domain__subcmd__hold"
                 ;;
             vfioctl__subcmd__help__subcmd__domain,open)
                 cmd="vfioctl__subcmd__help__subcmd__domain__subcmd__open"
@@ -136,7 +154,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__domain)
-            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version open help"
+            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version open hold bench-map help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -173,9 +191,73 @@ _vfioctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        vfioctl__subcmd__domain__subcmd__help)
-            opts="open help"
+        vfioctl__subcmd__domain__subcmd__bench__subcmd__map)
+            opts="-v -h -V --device --mib --rounds --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --device)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mib)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rounds)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sysfs-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dev-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proc-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfioctl__subcmd__domain__subcmd__help)
+            opts="open hold bench-map help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfioctl__subcmd__domain__subcmd__help__subcmd__bench__subcmd__map)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -201,6 +283,20 @@ _vfioctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        vfioctl__subcmd__domain__subcmd__help__subcmd__hold)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         vfioctl__subcmd__domain__subcmd__help__subcmd__open)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -208,6 +304,56 @@ _vfioctl() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfioctl__subcmd__domain__subcmd__hold)
+            opts="-c -v -h -V --config --status-file --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --status-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sysfs-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dev-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proc-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -268,8 +414,36 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__help__subcmd__domain)
-            opts="open"
+            opts="open hold bench-map"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfioctl__subcmd__help__subcmd__domain__subcmd__bench__subcmd__map)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfioctl__subcmd__help__subcmd__domain__subcmd__hold)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
