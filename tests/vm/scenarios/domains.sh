@@ -104,6 +104,21 @@ expect_eq per-group-two-containers 2 "$(grep -c '"role": "per-group"' "$st")"
 expect_eq per-group-pins-twice 4096 "$(vmlck)"
 expect_eq per-group-both-used "65534 65534" "$(avail)"
 
+# Huge pages: used when the host has enough free ones, else normal pages and a note.
+echo 4 >/proc/sys/vm/nr_hugepages
+hwin() { printf '\n[[domain.window]]\nname = "%s"\niova = "%s"\nsize = "%s"\nhugepages = true\n' "$1" "$2" "$3"; }
+cfg shared '"edu", "testdev"' "$(hwin huge 0x200000 4MiB)"
+reload
+expect_eq hugetlb-window "true" "$(sed -n 's/^ *"hugepages": \(.*\)$/\1/p' "$st" | tr -d ',')"
+expect_eq hugetlb-pages-used 2 "$(( $(awk '/^HugePages_Total/ {print $2}' /proc/meminfo) - $(awk '/^HugePages_Free/ {print $2}' /proc/meminfo) ))"
+expect_eq hugetlb-vmlck 4096 "$(vmlck)"
+cfg shared '"edu", "testdev"' "$(hwin huge 0x200000 16MiB)"
+reload
+expect_eq hugetlb-fallback "false" "$(sed -n 's/^ *"hugepages": \(.*\)$/\1/p' "$st" | tr -d ',')"
+grep -q 'not on huge pages' "$st" && pass hugetlb-fallback-said \
+    || fail hugetlb-fallback-said "$(oneline "$(grep message "$st")")"
+expect_eq fallback-vmlck 16384 "$(vmlck)"
+
 kill -TERM "$pid"
 wait "$pid"
 expect_eq hold-exit 0 "$?"
