@@ -604,3 +604,29 @@ mod dry_run_preview {
         assert_eq!(actions[1], Action::CreateDomain);
     }
 }
+
+#[test]
+fn a_resize_whose_unmap_fails_keeps_the_old_mapping_and_retries() {
+    let snap = host(&[("0000:00:05.0", 5)]);
+    let mut cfg = config(
+        &["0000:00:05.0"],
+        Placement::Shared,
+        vec![window("a", 0, MIB)],
+    );
+    let mut d = Domains::new(sim_with_memlock(&[(5, "dmar0")]));
+    assert!(d.reconcile(&cfg, &snap).ok());
+    cfg.domains[0].windows = vec![window("a", 0, 2 * MIB)];
+    d.iommu_mut()
+        .fail_next
+        .insert("unmap", nix::errno::Errno::EIO);
+    let r = d.reconcile(&cfg, &snap);
+    assert!(
+        r.to_string().contains("its old range is still mapped"),
+        "{r}"
+    );
+    assert_eq!(d.status()[0].windows[0].size, MIB);
+    assert_eq!(d.iommu().pinned(), MIB);
+    let r = d.reconcile(&cfg, &snap);
+    assert!(r.ok(), "{r}");
+    assert_eq!(d.iommu().pinned(), 2 * MIB);
+}

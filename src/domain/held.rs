@@ -384,6 +384,15 @@ impl<I: Iommu> HeldDomain<I> {
     }
 
     fn map_window(&mut self, iommu: &mut I, w: &Window, announce: bool, report: &mut Report) {
+        if self.windows.iter().any(|h| h.window.name == w.name) {
+            // Its old range could not be unmapped (reported above); mapping the new one now
+            // would overlap it. The next pass tries again.
+            report.error(
+                &self.name,
+                format!("{w}: not mapped: its old range is still mapped"),
+            );
+            return;
+        }
         let memory = match iommu.allocate(w) {
             Ok(m) => m,
             Err(e) => {
