@@ -162,6 +162,11 @@ pub(super) fn bench_map(global: &args::GlobalArgs, a: &args::DomainBenchArgs) ->
     if limit.shortfall > 0 {
         return fail(format!("RLIMIT_MEMLOCK is {} bytes short", limit.shortfall));
     }
+    // One untimed round first: the guest's first touch of that much memory costs about a
+    // second more, whichever side pays it.
+    if let Err(e) = minimal_map(&global.roots(), group, size) {
+        return fail(format!("warm-up: {e}"));
+    }
     let mut ours = Vec::new();
     let mut minimal = Vec::new();
     for _ in 0..a.rounds {
