@@ -100,10 +100,45 @@ fn write_status(
     domains: &Domains<LinuxIommu>,
     report: &Report,
 ) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // The fd numbers, so a test can see what the broker would hand over.
+    let fds: serde_json::Map<String, serde_json::Value> = domains
+        .held()
+        .iter()
+        .map(|(name, d)| {
+            let f = d.fds();
+            let named = |pairs: Vec<(String, i32)>| {
+                pairs
+                    .into_iter()
+                    .map(|(k, fd)| (k, serde_json::Value::from(fd)))
+                    .collect::<serde_json::Map<_, _>>()
+            };
+            let groups = named(
+                f.groups
+                    .iter()
+                    .map(|(g, fd)| (g.to_string(), fd.as_raw_fd()))
+                    .collect(),
+            );
+            let windows = named(
+                f.windows
+                    .iter()
+                    .map(|(w, fd)| (w.to_string(), fd.as_raw_fd()))
+                    .collect(),
+            );
+            let containers: Vec<i32> = f.containers.iter().map(|c| c.as_raw_fd()).collect();
+            let v = serde_json::json!({
+                "containers": containers,
+                "groups": groups,
+                "windows": windows,
+            });
+            (name.clone(), v)
+        })
+        .collect();
     let body = serde_json::json!({
         "pass": pass,
         "pid": std::process::id(),
         "domains": domains.status(),
+        "fds": fds,
         "report": report,
     });
     let tmp = path.with_extension("tmp");

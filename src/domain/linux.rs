@@ -149,3 +149,34 @@ impl Iommu for LinuxIommu {
         memory::ensure_memlock(bytes)
     }
 }
+
+/// The file descriptors a held domain owns on the real kernel, for the fd broker (issue 10)
+/// and the systemd fd store: containers, group nodes, and each window's memfd.
+#[derive(Debug)]
+pub struct DomainFds<'a> {
+    pub containers: Vec<std::os::fd::BorrowedFd<'a>>,
+    /// (group id, its `/dev/vfio/N` fd).
+    pub groups: Vec<(u32, std::os::fd::BorrowedFd<'a>)>,
+    /// (window name, its memfd).
+    pub windows: Vec<(&'a str, std::os::fd::BorrowedFd<'a>)>,
+}
+
+impl super::held::HeldDomain<LinuxIommu> {
+    /// Borrows every fd the domain holds.
+    pub fn fds(&self) -> DomainFds<'_> {
+        use std::os::fd::AsFd;
+        DomainFds {
+            containers: self.containers.iter().map(|c| c.handle.as_fd()).collect(),
+            groups: self
+                .containers
+                .iter()
+                .flat_map(|c| c.groups.iter().map(|g| (g.id, g.handle.as_fd())))
+                .collect(),
+            windows: self
+                .windows
+                .iter()
+                .map(|w| (w.window.name.as_str(), w.memory.fd()))
+                .collect(),
+        }
+    }
+}

@@ -71,6 +71,14 @@ expect_eq one-mapping-used 65534 "$(avail)"
 expect_eq no-errors 0 "$(errors)"
 grep -q '"hugepages": false' "$st" && pass window-in-status || fail window-in-status "$(oneline "$(cat "$st")")"
 
+# The fds the broker will hand over are open in the holder and are what they claim to be.
+fd_of() { sed -n "/\"$1\": {/,/}/s/^ *\"$2\": \([0-9]*\).*/\1/p" "$st" | head -n1; }
+expect_eq group-fd-is-the-node "/dev/vfio/$g" "$(readlink /proc/$pid/fd/$(fd_of groups "$g"))"
+cfd=$(sed -n '/"containers": \[/{n;s/^ *\([0-9][0-9]*\),*$/\1/p}' "$st" | head -n1)
+expect_eq container-fd-is-vfio /dev/vfio/vfio "$(readlink /proc/$pid/fd/$cfd)"
+readlink "/proc/$pid/fd/$(fd_of windows buf)" | grep -q '^/memfd:vfioctl-window-buf' \
+    && pass window-memfd-open || fail window-memfd-open "$(readlink "/proc/$pid/fd/$(fd_of windows buf)")"
+
 cfg shared '"edu", "testdev"' "$(win buf 0x100000 32MiB)"
 reload
 expect_eq window-grown-vmlck 32768 "$(vmlck)"
