@@ -165,7 +165,9 @@ def main(argv: list[str]) -> int:
         return 1
     accel = choose_accel()
     setup_s = time.monotonic() - t0
-    log(f"setup {setup_s:.1f} s; accel {accel}; kernel {img.kernel.package} "
+    version = subprocess.run([str(qemus["default"][0]), "--version"], capture_output=True,
+                             text=True).stdout.split("\n")[0]
+    log(f"setup {setup_s:.1f} s; {version}; accel {accel}; kernel {img.kernel.package} "
         f"({'vmlinux PVH' if img.kernel.pvh else 'bzImage'}); logs in {logs}")
 
     # debug info makes the binary ~10x bigger; the guest needs none of it
@@ -191,8 +193,7 @@ def main(argv: list[str]) -> int:
         for ex in sorted((REPO / "examples").glob("*")) if (REPO / "examples").is_dir() else []:
             if ex.is_file():
                 files[f"vmtest/examples/{ex.name}"] = ex
-        image.ImageBuilder(cache, log, ci()).overlay(
-            overlay, files, {"usr/bin/vfioctl": guest_vfioctl}, {"init"})
+        image.write_overlay(overlay, files, {"usr/bin/vfioctl": guest_vfioctl}, {"init"})
         initrd = run_dir / "initrd.cpio"
         with open(initrd, "wb") as out:
             for part in (img.base, overlay):
