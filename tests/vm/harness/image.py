@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import bz2
 import hashlib
-import io
 import lzma
-import os
 import re
 import shutil
 import struct
@@ -23,7 +21,6 @@ from .cpio import CpioWriter
 from .errors import SetupError
 
 HERE = Path(__file__).resolve().parent
-VM_DIR = HERE.parent
 
 # Modules the guest loads at boot: the host drivers of the layouts' devices, and VFIO.
 GUEST_MODULES = [
@@ -255,18 +252,18 @@ class ImageBuilder:
             add_binary(cpio, qemu_img, "usr/bin/qemu-img", done)
         cpio.close()
 
-    def overlay(self, out: Path, files: dict[str, Path | bytes], binaries: dict[str, Path],
-                executable: set[str]) -> None:
-        """The per-run archive: `binaries` (with their libraries) and plain `files`."""
-        with open(out, "wb") as f:
-            cpio = CpioWriter(f)
-            done: set[str] = set()
-            for dest, src in binaries.items():
-                add_binary(cpio, src, dest, done)
-            for dest, src in files.items():
-                data = src if isinstance(src, bytes) else src.read_bytes()
-                cpio.file(dest, data, 0o755 if dest in executable else 0o644)
-            cpio.close()
+def write_overlay(out: Path, files: dict[str, Path | bytes], binaries: dict[str, Path],
+                  executable: set[str]) -> None:
+    """The per-run archive: `binaries` (with their libraries) and plain `files`."""
+    with open(out, "wb") as f:
+        cpio = CpioWriter(f)
+        done: set[str] = set()
+        for dest, src in binaries.items():
+            add_binary(cpio, src, dest, done)
+        for dest, src in files.items():
+            data = src if isinstance(src, bytes) else src.read_bytes()
+            cpio.file(dest, data, 0o755 if dest in executable else 0o644)
+        cpio.close()
 
 
 def kmod_indexes(root: Path, release: str, modules: list[str]) -> dict[str, bytes]:

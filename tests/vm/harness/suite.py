@@ -4,6 +4,7 @@ scenario once (serially), run its host-side judge, and print `vmtest: N passed, 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -76,6 +77,26 @@ def build_vfioctl() -> Path:
         raise SetupError("cargo build failed")
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
     return target / ("debug" if profile == "dev" else profile) / "vfioctl"
+
+
+def build_client(cache: Path) -> Path:
+    """The suite's own small VFIO client (std-only Rust, compiled with plain rustc), cached by
+    the hash of its source."""
+    src = VM_DIR / "client" / "vfio_edu_client.rs"
+    key = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
+    out = cache / "client" / f"vfio-edu-client-{key}"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rustc = shutil.which("rustc")
+    if rustc is None:
+        raise SetupError("rustc is missing (it builds tests/vm/client/vfio_edu_client.rs)")
+    log(f"rustc {src.relative_to(REPO)}")
+    proc = subprocess.run([rustc, "-O", "--edition", "2021", "-o", str(out), str(src)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SetupError(f"rustc {src} failed:\n{proc.stderr}")
+    return out
 
 
 def ensure_apt_lists(apt: packages.Apt) -> None:
@@ -156,6 +177,7 @@ def main(argv: list[str]) -> int:
         ensure_apt_lists(apt)
         img = image.ImageBuilder(cache, log, ci()).build(apt)
         vfioctl = build_vfioctl()
+        client = build_client(cache)
         qemus = {"default": (Path(shutil.which("qemu-system-x86_64") or ""), [])}
         if any(sc.layout == "sriov" for sc in chosen):
             qemus["sriov"] = sriov.backports_qemu(cache, log)
@@ -165,7 +187,9 @@ def main(argv: list[str]) -> int:
         return 1
     accel = choose_accel()
     setup_s = time.monotonic() - t0
-    log(f"setup {setup_s:.1f} s; accel {accel}; kernel {img.kernel.package} "
+    version = subprocess.run([str(qemus["default"][0]), "--version"], capture_output=True,
+                             text=True).stdout.split("\n")[0]
+    log(f"setup {setup_s:.1f} s; {version}; accel {accel}; kernel {img.kernel.package} "
         f"({'vmlinux PVH' if img.kernel.pvh else 'bzImage'}); logs in {logs}")
 
     # debug info makes the binary ~10x bigger; the guest needs none of it
@@ -194,8 +218,8 @@ def main(argv: list[str]) -> int:
         for ex in sorted((REPO / "examples").glob("*")) if (REPO / "examples").is_dir() else []:
             if ex.is_file():
                 files[f"vmtest/examples/{ex.name}"] = ex
-        image.ImageBuilder(cache, log, ci()).overlay(
-            overlay, files, {"usr/bin/vfioctl": guest_vfioctl}, {"init"})
+        binaries = {"usr/bin/vfioctl": guest_vfioctl, "usr/bin/vfio-edu-client": client}
+        image.write_overlay(overlay, files, binaries, {"init"})
         initrd = run_dir / "initrd.cpio"
         with open(initrd, "wb") as out:
             for part in (img.base, overlay):

@@ -1,29 +1,29 @@
 # A real VFIO client runs unprivileged: QEMU's user-space NVMe driver (qemu-img) as uid 1000 opens the NVMe once its group node is given to that uid, and fails while the node is root's.
 # vmtest: layout=default
 # vmtest: smp=1
-# vmtest: timeout=120
+# vmtest: timeout=150
 #
 # Under TCG, QEMU 7.2's emulated NVMe now and then never completes a command for the user-space
 # driver (a lost completion interrupt: ~50% of runs with -smp 2 on a loaded host, ~15% with
-# -smp 1; a good run takes 0.5 s). So each positive client run is bounded to 6 s and tried up to
-# 6 times; the detail says how many attempts it took. The negative fails at open(), before any
+# -smp 1; a good run takes 0.5 s). So each positive client run is bounded to 4 s and tried up to
+# 10 times; the detail says how many attempts it took. The negative fails at open(), before any
 # command, and is deterministic.
 
 addr=0000:01:00.0
 url="nvme://$addr/1"
 
-# attempts NAME 'COMMAND LINE': run it as `user` up to 6 times, 6 s each, until it succeeds.
+# attempts NAME 'COMMAND LINE': run it as `user` up to 10 times, 4 s each, until it succeeds.
 attempts() {
     _n=0
-    while [ $_n -lt 6 ]; do
+    while [ $_n -lt 10 ]; do
         _n=$((_n + 1))
-        if _out=$(timeout 6 su -s /bin/sh user -c "$2" 2>&1); then
+        if _out=$(timeout 4 su -s /bin/sh user -c "$2" 2>&1); then
             pass "$1" "attempt $_n: $(printf '%s\n' "$_out" | grep -m1 'virtual size')"
             return 0
         fi
         echo "vmtest: $1 attempt $_n failed: $(oneline "$_out")"
     done
-    fail "$1" "6 attempts failed: $(oneline "$_out")"
+    fail "$1" "10 attempts failed: $(oneline "$_out")"
 }
 
 check qemu-img-present test -x /usr/bin/qemu-img
