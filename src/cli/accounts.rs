@@ -29,3 +29,25 @@ pub fn resolve(config: &Config) -> Accounts {
     }
     out
 }
+
+/// The accounts `config` names as the captured host `snap` had them (`--host FILE`): a
+/// snapshot is another moment or machine, so this machine's users say nothing about it. A
+/// snapshot that carries no account table falls back to this machine's.
+pub fn from_snapshot(config: &Config, snap: &crate::host::Snapshot) -> Accounts {
+    if snap.accounts.is_empty() {
+        return resolve(config);
+    }
+    let mut out = Accounts::default();
+    for (name, &(uid, gid)) in &snap.accounts.users {
+        out.users.insert(
+            name.clone(),
+            Account {
+                uid,
+                gid,
+                memlock_limit: None,
+            },
+        );
+    }
+    out.groups = snap.accounts.groups.clone();
+    out
+}

@@ -78,9 +78,14 @@ fn dry_run(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
             }
         }
     };
+    let accounts = if global.host.is_some() {
+        accounts::from_snapshot(&config, &snap)
+    } else {
+        accounts::resolve(&config)
+    };
     let ctx = crate::plan::Context {
         taken,
-        accounts: accounts::resolve(&config),
+        accounts,
         scope,
     };
     let plan = match scope {

@@ -39,9 +39,31 @@ pub struct Snapshot {
     /// The VFIO layer: modules, nodes, limits.
     #[serde(default)]
     pub vfio: VfioState,
+    /// The host's local account database (`/etc/passwd`, `/etc/group` of its root filesystem),
+    /// so a config's users can be checked against a captured host. Empty when not readable.
+    #[serde(default, skip_serializing_if = "HostAccounts::is_empty")]
+    pub accounts: HostAccounts,
     /// Files that could not be read, with the reason. A scan never fails on one file.
     #[serde(default)]
     pub warnings: Vec<ScanWarning>,
+}
+
+/// Local users and groups by name, as the host's files list them (NSS sources such as LDAP are
+/// not captured: a live run resolves names through the system instead).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostAccounts {
+    /// User name -> (uid, primary gid).
+    #[serde(default)]
+    pub users: BTreeMap<String, (u32, u32)>,
+    /// Group name -> gid.
+    #[serde(default)]
+    pub groups: BTreeMap<String, u32>,
+}
+
+impl HostAccounts {
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.groups.is_empty()
+    }
 }
 
 fn default_format() -> u32 {

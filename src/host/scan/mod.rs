@@ -7,6 +7,7 @@
 //! [`pci`] functions, [`groups`] IOMMU groups and units, [`vfio`] the VFIO layer, [`net`] and
 //! [`block`] what the host uses each function for.
 
+pub mod accounts;
 pub mod block;
 pub mod groups;
 pub mod net;
@@ -141,6 +142,7 @@ pub fn scan(roots: &Roots) -> Result<Snapshot, ScanError> {
         iommus,
         pci_drivers,
         vfio,
+        accounts: accounts::scan_accounts(&roots.proc),
         warnings: Vec::new(),
     };
     snap.normalize();

@@ -1,0 +1,73 @@
+//! The host's local account database: `/etc/passwd` and `/etc/group` of its root filesystem,
+//! read through `PROC/1/root` so `--proc-root` covers it. Captured so a snapshot carries the
+//! users and groups a config may name; absent files give an empty table, not a warning.
+
+use std::path::Path;
+
+use crate::host::HostAccounts;
+
+/// Reads the account files under `proc/1/root/etc`; missing or unreadable files are skipped.
+pub fn scan_accounts(proc_root: &Path) -> HostAccounts {
+    let etc = proc_root.join("1/root/etc");
+    let mut out = HostAccounts::default();
+    if let Ok(text) = std::fs::read_to_string(etc.join("passwd")) {
+        for (name, fields) in entries(&text) {
+            // name:password:uid:gid:gecos:home:shell
+            if let (Some(uid), Some(gid)) = (number(fields.get(1)), number(fields.get(2))) {
+                out.users.insert(name.to_string(), (uid, gid));
+            }
+        }
+    }
+    if let Ok(text) = std::fs::read_to_string(etc.join("group")) {
+        for (name, fields) in entries(&text) {
+            // name:password:gid:members
+            if let Some(gid) = number(fields.get(1)) {
+                out.groups.insert(name.to_string(), gid);
+            }
+        }
+    }
+    out
+}
+
+fn entries(text: &str) -> impl Iterator<Item = (&str, Vec<&str>)> {
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('+'))
+        .filter_map(|l| {
+            let mut it = l.split(':');
+            let name = it.next()?;
+            (!name.is_empty()).then(|| (name, it.collect()))
+        })
+}
+
+fn number(field: Option<&&str>) -> Option<u32> {
+    field.and_then(|f| f.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_users_and_groups_and_skips_junk() {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("1/root/etc");
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            etc.join("passwd"),
+            "root:x:0:0:root:/root:/bin/sh\n# comment\nbroken\nqemu:x:64055:994::/:/bin/false\nbad:x:uid:1::/:\n",
+        )
+        .unwrap();
+        std::fs::write(etc.join("group"), "root:x:0:\nkvm:x:994:qemu\n").unwrap();
+        let a = scan_accounts(dir.path());
+        assert_eq!(a.users.get("qemu"), Some(&(64055, 994)));
+        assert_eq!(a.users.get("root"), Some(&(0, 0)));
+        assert!(!a.users.contains_key("bad") && !a.users.contains_key("broken"));
+        assert_eq!(a.groups.get("kvm"), Some(&994));
+    }
+
+    #[test]
+    fn missing_files_give_an_empty_table() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(scan_accounts(dir.path()).is_empty());
+    }
+}
