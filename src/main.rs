@@ -13,8 +13,20 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if !matches!(cli.command, vfioctl::cli::Command::Watch(_)) {
+        restore_default_sigpipe();
+    }
     init_logging(cli.global.verbose);
     vfioctl::cli::run(cli).into()
+}
+
+/// A one-shot command piped into `head` should end quietly, as other Unix tools do, instead of
+/// panicking on a failed write to stdout. `watch` keeps Rust's default (SIGPIPE ignored) so a
+/// client that hangs up on its sockets can never kill the daemon.
+fn restore_default_sigpipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: called once, before any other thread exists; SIG_DFL installs no handler code.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
 fn init_logging(verbose: u8) {

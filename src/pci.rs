@@ -207,6 +207,7 @@ impl PciClass {
     pub fn name(&self) -> &'static str {
         // Exact base+subclass names first, then the base class alone.
         const EXACT: &[(u16, &str)] = &[
+            (0x00ff, "Unclassified device"),
             (0x0100, "SCSI controller"),
             (0x0101, "IDE controller"),
             (0x0106, "SATA controller"),
@@ -226,6 +227,7 @@ impl PciClass {
             (0x0c05, "SMBus"),
         ];
         const BASE: &[(u8, &str)] = &[
+            (0x00, "Unclassified device"),
             (0x01, "Storage controller"),
             (0x02, "Network controller"),
             (0x03, "Display controller"),
