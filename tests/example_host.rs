@@ -55,3 +55,47 @@ fn check_reports_pending_changes() {
     let (code, _, stderr) = dry_run("examples/gpu-passthrough.toml", &["--check"]);
     assert_eq!(code, 3, "{stderr}");
 }
+
+#[test]
+fn dry_run_json_lists_domain_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("vfio.toml");
+    std::fs::write(
+        &config,
+        r#"version = 1
+[[device]]
+name = "gpu"
+address = "01:00.0"
+companions = ["01:00.1"]
+[[domain]]
+name = "vm1"
+devices = ["gpu"]
+[[domain.window]]
+name = "ram"
+iova = 0
+size = "2GiB"
+"#,
+    )
+    .expect("write config");
+    let path = config.to_str().expect("utf-8 path");
+    let (code, stdout, stderr) = dry_run(path, &["--json"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("plan JSON");
+    let kinds: Vec<(&str, &str)> = v["domain_actions"]
+        .as_array()
+        .expect("domain_actions")
+        .iter()
+        .map(|a| {
+            (
+                a["action"].as_str().unwrap_or_default(),
+                a["domain"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds.first(), Some(&("create-domain", "vm1")), "{kinds:?}");
+    assert!(kinds.contains(&("attach-group", "vm1")), "{kinds:?}");
+    assert!(kinds.contains(&("map-window", "vm1")), "{kinds:?}");
+    // Domain changes count as pending for --check.
+    let (code, _, _) = dry_run(path, &["--check"]);
+    assert_eq!(code, 3);
+}

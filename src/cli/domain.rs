@@ -328,15 +328,15 @@ pub(super) fn after_reconcile(global: &args::GlobalArgs, config: &Path) -> Exit 
     }
 }
 
-/// The domain section of `reconcile --dry-run`: what the running `watch` would change (or,
-/// with none running or with `--host`, what a new one would build).
-pub(super) fn print_preview(
+/// The domain changes `reconcile --dry-run` shows: what the running `watch` would change (or,
+/// with none running or with `--host`, what a new one would build), and whose view that is.
+pub(super) fn preview(
     global: &args::GlobalArgs,
     config: &crate::config::Config,
     snap: &crate::host::Snapshot,
-) {
+) -> (Vec<crate::domain::report::Event>, String) {
     if config.domains.is_empty() {
-        return;
+        return (Vec::new(), String::new());
     }
     let (held, whose) = match (
         &global.host,
@@ -352,7 +352,18 @@ pub(super) fn print_preview(
             "shown as a new watch would build them".to_string(),
         ),
     };
-    let events = crate::domain::preview::preview(config, snap, &held);
+    (crate::domain::preview::preview(config, snap, &held), whose)
+}
+
+/// The domain section of the text dry run.
+pub(super) fn print_preview(
+    config: &crate::config::Config,
+    events: &[crate::domain::report::Event],
+    whose: &str,
+) {
+    if config.domains.is_empty() {
+        return;
+    }
     println!("\ndomains ({whose}):");
     if events.is_empty() {
         println!("  nothing to do");

@@ -92,20 +92,55 @@ fn dry_run(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
         Some(d) => crate::plan::plan_scoped(&config, &snap, &ctx, d),
         None => crate::plan::plan_with(&config, &snap, &ctx),
     };
+    // The domain layer is planned by the running `watch`, after binding: preview it against the
+    // host as the plan leaves it. A scoped (udev) run leaves it alone.
+    let (domain_events, whose) = match scope {
+        Some(_) => (Vec::new(), String::new()),
+        None => super::domain::preview(global, &config, &crate::plan::simulate(&snap, &plan)),
+    };
     if args.json {
-        println!("{}", crate::plan::render::json(&plan));
+        println!("{}", with_domain_actions(&plan, &domain_events));
     } else {
         print!("{}", crate::plan::render::text(&plan));
-        super::domain::print_preview(global, &config, &snap);
+        if scope.is_none() {
+            super::domain::print_preview(&config, &domain_events, &whose);
+        }
     }
-    dry_run_exit(&plan, args.check)
+    dry_run_exit(&plan, !domain_events.is_empty(), args.check)
 }
 
-/// 1 when not realisable (even with `--check`), 3 with `--check` when changes are pending.
-fn dry_run_exit(plan: &crate::plan::Plan, check: bool) -> Exit {
+/// The plan's JSON with the domain layer's changes under `domain_actions` (each with `action`,
+/// `domain` and `detail`), so machines see the whole dry run as people do.
+fn with_domain_actions(
+    plan: &crate::plan::Plan,
+    events: &[crate::domain::report::Event],
+) -> String {
+    let text = crate::plan::render::json(plan);
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return text;
+    };
+    if let Some(obj) = doc.as_object_mut() {
+        let list = events
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "action": e.action.to_string(),
+                    "domain": e.domain,
+                    "detail": e.detail,
+                })
+            })
+            .collect();
+        obj.insert("domain_actions".to_string(), serde_json::Value::Array(list));
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or(text)
+}
+
+/// 1 when not realisable (even with `--check`), 3 with `--check` when changes are pending
+/// (device actions or domain changes).
+fn dry_run_exit(plan: &crate::plan::Plan, domain_changes: bool, check: bool) -> Exit {
     if !plan.is_realisable() {
         Exit::Failed
-    } else if check && !plan.is_empty() {
+    } else if check && (!plan.is_empty() || domain_changes) {
         Exit::Pending
     } else {
         Exit::Done
