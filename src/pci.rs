@@ -171,6 +171,16 @@ impl<'de> Deserialize<'de> for PciId {
     }
 }
 
+/// The ids a function shows in sysfs, as far as a config selector looks at them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionIds {
+    pub vendor: PciId,
+    pub device: PciId,
+    pub subsystem_vendor: Option<PciId>,
+    pub subsystem_device: Option<PciId>,
+    pub class: Option<PciClass>,
+}
+
 /// A 24-bit PCI class code (class, subclass, prog-if), written as 6 hex digits (`"020000"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PciClass(pub u32);

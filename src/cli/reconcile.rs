@@ -19,6 +19,26 @@ pub fn run(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
     }
 }
 
+/// Loads and checks the config; on failure prints every diagnostic and says that nothing was
+/// `done` (planned or changed).
+fn load_config(path: &std::path::Path, done: &str) -> Option<crate::config::Config> {
+    match crate::config::load(path) {
+        Ok(c) => Some(c),
+        Err(crate::config::LoadError::Invalid(d)) => {
+            eprint!("{}", d.render(crate::config::Style::Plain));
+            eprintln!(
+                "vfioctl reconcile: {} is not a valid config; nothing was {done}",
+                path.display()
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("vfioctl reconcile: {e}");
+            None
+        }
+    }
+}
+
 // ---- showing the plan (issue 6) -------------------------------------------------------------
 
 /// Shows the plan and changes nothing: the config, the host (live scan or `--host FILE`), the
@@ -41,21 +61,8 @@ fn dry_run(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
             return Exit::Usage;
         }
     };
-    let path = &args.config.config;
-    let config = match crate::config::load(path) {
-        Ok(c) => c,
-        Err(crate::config::LoadError::Invalid(d)) => {
-            eprint!("{}", d.render(crate::config::Style::Plain));
-            eprintln!(
-                "vfioctl reconcile: {} is not a valid config; nothing was planned",
-                path.display()
-            );
-            return Exit::Failed;
-        }
-        Err(e) => {
-            eprintln!("vfioctl reconcile: {e}");
-            return Exit::Failed;
-        }
+    let Some(config) = load_config(&args.config.config, "planned") else {
+        return Exit::Failed;
     };
     let snap = match crate::host::observe(&global.roots(), global.host.as_deref()) {
         Ok(s) => s,
@@ -158,21 +165,8 @@ fn apply(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
         );
         return Exit::Usage;
     }
-    let path = &args.config.config;
-    let config = match crate::config::load(path) {
-        Ok(c) => c,
-        Err(crate::config::LoadError::Invalid(d)) => {
-            eprint!("{}", d.render(crate::config::Style::Plain));
-            eprintln!(
-                "vfioctl reconcile: {} is not a valid config; nothing was changed",
-                path.display()
-            );
-            return Exit::Failed;
-        }
-        Err(e) => {
-            eprintln!("vfioctl reconcile: {e}");
-            return Exit::Failed;
-        }
+    let Some(config) = load_config(&args.config.config, "changed") else {
+        return Exit::Failed;
     };
     let scope = match args.device.as_deref().map(str::parse) {
         None => None,

@@ -4,7 +4,7 @@
 //! Owns only the data. Parsing with locations lives in `parse`, the semantic checks in `check`.
 //! The planner consumes this model and never sees TOML.
 
-use crate::pci::{PciAddress, PciClass, PciId};
+use crate::pci::{FunctionIds, PciAddress, PciClass, PciId};
 
 /// The config format version this build understands.
 pub const CONFIG_VERSION: u32 = 1;
@@ -42,6 +42,29 @@ pub enum Selector {
         subsystem_device: Option<PciId>,
         class: Option<PciClass>,
     },
+}
+
+impl Selector {
+    /// Whether this selector picks the function at `address` with `ids`: the address, or the
+    /// vendor and device ids with every narrower field that is given.
+    pub fn matches(&self, address: PciAddress, ids: &FunctionIds) -> bool {
+        match self {
+            Selector::Address(a) => *a == address,
+            Selector::Ids {
+                vendor,
+                device,
+                subsystem_vendor,
+                subsystem_device,
+                class,
+            } => {
+                *vendor == ids.vendor
+                    && *device == ids.device
+                    && subsystem_vendor.map_or(true, |v| ids.subsystem_vendor == Some(v))
+                    && subsystem_device.map_or(true, |v| ids.subsystem_device == Some(v))
+                    && class.map_or(true, |c| ids.class == Some(c))
+            }
+        }
+    }
 }
 
 /// A `[[device]]` entry.

@@ -48,22 +48,7 @@ pub struct DesiredDomain {
 }
 
 fn selects(selector: &Selector, d: &PciDevice) -> bool {
-    match selector {
-        Selector::Address(a) => d.address == *a,
-        Selector::Ids {
-            vendor,
-            device,
-            subsystem_vendor,
-            subsystem_device,
-            class,
-        } => {
-            d.vendor == *vendor
-                && d.device == *device
-                && subsystem_vendor.map_or(true, |v| d.subsystem_vendor == Some(v))
-                && subsystem_device.map_or(true, |v| d.subsystem_device == Some(v))
-                && class.map_or(true, |c| d.class == c)
-        }
-    }
+    selector.matches(d.address, &d.ids())
 }
 
 /// Resolves one `[[domain]]` against the host: member groups, windows, reserved regions.

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pci::{PciAddress, PciClass, PciId};
+use crate::pci::{FunctionIds, PciAddress, PciClass, PciId};
 
 /// The snapshot file format version written by this build.
 pub const SNAPSHOT_FORMAT: u32 = 1;
@@ -115,6 +115,19 @@ pub struct PciDevice {
     /// What the host uses this function for.
     #[serde(default)]
     pub usage: Usage,
+}
+
+impl PciDevice {
+    /// The ids a config selector compares.
+    pub fn ids(&self) -> FunctionIds {
+        FunctionIds {
+            vendor: self.vendor,
+            device: self.device,
+            subsystem_vendor: self.subsystem_vendor,
+            subsystem_device: self.subsystem_device,
+            class: Some(self.class),
+        }
+    }
 }
 
 /// SR-IOV state of a physical function.

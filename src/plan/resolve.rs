@@ -198,13 +198,7 @@ fn select(
                 .devices
                 .iter()
                 .filter(|d| !r.destroyed.contains(&d.address))
-                .filter(|d| {
-                    d.vendor == *vendor
-                        && d.device == *device
-                        && subsystem_vendor.map_or(true, |s| d.subsystem_vendor == Some(s))
-                        && subsystem_device.map_or(true, |s| d.subsystem_device == Some(s))
-                        && class.map_or(true, |c| d.class == c)
-                })
+                .filter(|d| spec.selector.matches(d.address, &d.ids()))
                 .map(|d| d.address)
                 .collect();
             // A VF that does not exist yet has no subsystem ids to compare.

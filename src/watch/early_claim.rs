@@ -12,19 +12,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, Selector};
+use crate::config::Config;
 use crate::host::Roots;
+pub use crate::pci::FunctionIds;
 use crate::pci::{PciAddress, PciClass, PciId};
-
-/// What sysfs says a function is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FunctionIds {
-    pub vendor: PciId,
-    pub device: PciId,
-    pub subsystem_vendor: Option<PciId>,
-    pub subsystem_device: Option<PciId>,
-    pub class: Option<PciClass>,
-}
 
 /// Why the claim could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -97,24 +88,10 @@ pub fn wanted_driver<'c>(
     address: &PciAddress,
     ids: &FunctionIds,
 ) -> Option<&'c str> {
-    let selected = config.devices.iter().find(|spec| match &spec.selector {
-        Selector::Address(a) => a == address,
-        Selector::Ids {
-            vendor,
-            device,
-            subsystem_vendor,
-            subsystem_device,
-            class,
-        } => {
-            let narrower =
-                |want: &Option<PciId>, have: &Option<PciId>| want.is_none() || want == have;
-            *vendor == ids.vendor
-                && *device == ids.device
-                && narrower(subsystem_vendor, &ids.subsystem_vendor)
-                && narrower(subsystem_device, &ids.subsystem_device)
-                && (class.is_none() || *class == ids.class)
-        }
-    });
+    let selected = config
+        .devices
+        .iter()
+        .find(|spec| spec.selector.matches(*address, ids));
     selected
         .or_else(|| {
             config
@@ -168,7 +145,7 @@ pub fn claim(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DeviceSpec, Origin};
+    use crate::config::{DeviceSpec, Origin, Selector};
 
     fn addr(s: &str) -> PciAddress {
         s.parse().unwrap()
