@@ -1,0 +1,281 @@
+//! The broker's socket, `RUN_DIR/broker.sock`, served on its own thread so a slow or dead
+//! client never delays `watch`: the listener is polled with a short timeout (to notice
+//! shutdown), each client gets [`CLIENT_DEADLINE`] in all to send its request, and the answer
+//! is written with a send timeout. Callers are identified with `SO_PEERCRED` and their
+//! supplementary groups read from `/proc/PID/status`; every grant and refusal is logged.
+
+use std::io::{IoSlice, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{getsockopt, sendmsg, sockopt, ControlMessage, MsgFlags};
+
+use super::access::{self, Caller};
+use super::handout::{Handed, Handout};
+use super::protocol::{self, Request, Response, MAX_REQUEST};
+
+/// All the time one client gets to send its request.
+pub const CLIENT_DEADLINE: Duration = Duration::from_secs(2);
+/// How long writing the answer may block.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the accept loop looks at the stop flag.
+const TICK: Duration = Duration::from_millis(200);
+
+/// The running broker; dropping it stops the thread and removes the socket.
+#[derive(Debug)]
+pub struct Server {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    path: PathBuf,
+}
+
+impl Server {
+    /// Binds `RUN_DIR/broker.sock` (replacing a stale one; mode 0666, access is decided per
+    /// caller) and starts serving `handout`.
+    pub fn start(run_dir: &Path, proc_root: &Path, handout: Handout) -> std::io::Result<Server> {
+        std::fs::create_dir_all(run_dir)?;
+        let path = super::socket_path(run_dir);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let listener = UnixListener::bind(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let proc_root = proc_root.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("vfioctl-broker".into())
+            .spawn(move || accept_loop(&listener, &proc_root, &handout, &flag))?;
+        tracing::info!("fd broker listening on {}", path.display());
+        Ok(Server {
+            stop,
+            thread: Some(thread),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn accept_loop(listener: &UnixListener, proc_root: &Path, handout: &Handout, stop: &AtomicBool) {
+    let tick = PollTimeout::try_from(TICK.as_millis() as i32).unwrap_or(PollTimeout::NONE);
+    while !stop.load(Ordering::SeqCst) {
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, tick) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                tracing::error!("fd broker: poll failed, stopping: {e}");
+                return;
+            }
+        }
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => serve(stream, proc_root, handout),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and the like: log, back off one tick, keep serving.
+                    tracing::warn!("fd broker: accept failed: {e}");
+                    std::thread::sleep(TICK);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Reads one request line within the deadline.
+fn read_request(stream: &mut UnixStream) -> Result<Vec<u8>, String> {
+    let deadline = Instant::now() + CLIENT_DEADLINE;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "no complete request within {CLIENT_DEADLINE:?}; dropped"
+            ));
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
+        match stream.read(&mut chunk) {
+            Ok(0) => return Ok(buf),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                    buf.truncate(end);
+                    return Ok(buf);
+                }
+                if buf.len() > MAX_REQUEST {
+                    return Ok(buf); // parse_request refuses it by size
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(format!(
+                    "no complete request within {CLIENT_DEADLINE:?}; dropped"
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+fn caller_of(stream: &UnixStream, proc_root: &Path) -> Result<Caller, String> {
+    let cred =
+        getsockopt(stream, sockopt::PeerCredentials).map_err(|e| format!("SO_PEERCRED: {e}"))?;
+    let groups = access::supplementary_groups(proc_root, cred.pid())
+        .map_err(|e| format!("groups of pid {}: {e}", cred.pid()))?;
+    Ok(Caller {
+        pid: cred.pid(),
+        uid: cred.uid(),
+        gid: cred.gid(),
+        groups,
+    })
+}
+
+/// Serves one client; never panics, never blocks longer than the deadlines.
+pub fn serve(mut stream: UnixStream, proc_root: &Path, handout: &Handout) {
+    // Accepted sockets do not inherit O_NONBLOCK from the listener on Linux, but be sure.
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_write_timeout(Some(SEND_TIMEOUT));
+    let caller = match caller_of(&stream, proc_root) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("fd broker: cannot identify a client, refused: {e}");
+            answer(&mut stream, &Response::refused(e), &[]);
+            return;
+        }
+    };
+    let who = format!("pid {} uid {}", caller.pid, caller.uid);
+    let request = match read_request(&mut stream) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::warn!("fd broker: {who}: {e}");
+            handout.lock().refused += 1;
+            answer(&mut stream, &Response::refused(e), &[]);
+            return;
+        }
+    };
+    let req: Request = match protocol::parse_request(&request) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("fd broker: {who}: refused: {e}");
+            handout.lock().refused += 1;
+            answer(&mut stream, &Response::refused(e.to_string()), &[]);
+            return;
+        }
+    };
+    let mut offers = handout.lock();
+    let decision = match &offers.policy {
+        None => Err("vfioctl watch has not finished its first pass yet; try again".to_string()),
+        Some((config, accounts)) => {
+            access::may_open(config, accounts, &req.domain, &caller).map_err(|e| e.to_string())
+        }
+    };
+    if let Err(reason) = decision {
+        offers.refused += 1;
+        drop(offers);
+        tracing::warn!(
+            "fd broker: {who}: refused domain \"{}\": {reason}",
+            req.domain
+        );
+        answer(&mut stream, &Response::refused(reason), &[]);
+        return;
+    }
+    let Some(offer) = offers.domains.get(&req.domain) else {
+        offers.refused += 1;
+        drop(offers);
+        let reason = format!(
+            "domain \"{}\" is not held right now (see `vfioctl status`: its devices may be absent or not on vfio-pci)",
+            req.domain
+        );
+        tracing::warn!("fd broker: {who}: {reason}");
+        answer(&mut stream, &Response::refused(reason), &[]);
+        return;
+    };
+    let raw: Vec<RawFd> = offer.fds.iter().map(|f| f.as_raw_fd()).collect();
+    // Sent under the lock, so the fds cannot be closed by a pass while they are in flight.
+    let resp = Response::Granted(offer.description.clone());
+    if answer(&mut stream, &resp, &raw) {
+        let at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        offers.record(Handed {
+            domain: req.domain.clone(),
+            uid: caller.uid,
+            pid: caller.pid,
+            fds: raw.len(),
+            at,
+        });
+        tracing::info!(
+            "fd broker: {who}: handed domain \"{}\" ({} fds)",
+            req.domain,
+            raw.len()
+        );
+    }
+}
+
+/// Writes the response, the fds on its first bytes; false (logged) when the client is gone.
+fn answer(stream: &mut UnixStream, resp: &Response, fds: &[RawFd]) -> bool {
+    let bytes = match protocol::encode_response(resp) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!("fd broker: cannot encode an answer: {e}");
+            return false;
+        }
+    };
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+    let sent = loop {
+        match sendmsg::<()>(
+            stream.as_raw_fd(),
+            &[IoSlice::new(&bytes)],
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(n) => break n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                tracing::warn!("fd broker: client gone before the answer: {e}");
+                return false;
+            }
+        }
+    };
+    if let Err(e) = stream.write_all(&bytes[sent..]) {
+        tracing::warn!("fd broker: client gone during the answer: {e}");
+        return false;
+    }
+    true
+}
