@@ -162,3 +162,51 @@ fn no_broker_is_a_clear_error() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn domain_open_runs_the_command_with_the_fds_inherited() {
+    let (dir, _server, _handout) = start();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vfioctl"))
+        .arg("--run-dir")
+        .arg(dir.path())
+        .args(["domain", "open", "dma", "--", "sh", "-c"])
+        .arg(
+            "set -e; echo \"C=$VFIOCTL_CONTAINER_FD G=$VFIOCTL_GROUP_FDS W=$VFIOCTL_WINDOW_FDS\"; \
+             cat /proc/self/fd/$VFIOCTL_CONTAINER_FD; echo; \
+             cat /proc/self/fd/${VFIOCTL_GROUP_FDS#5=}; echo; \
+             cat /proc/self/fd/${VFIOCTL_WINDOW_FDS%%:*}; echo; \
+             echo \"$VFIOCTL_DOMAIN_JSON\"",
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].contains(":0x100000:0x200000"), "{stdout}");
+    assert_eq!(&lines[1..4], ["container", "group", "window"], "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(lines[4]).unwrap();
+    assert_eq!(json["domain"], "dma");
+    assert_eq!(json["windows"][0]["iova"], 0x10_0000);
+}
+
+#[test]
+fn domain_open_without_watch_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vfioctl"))
+        .arg("--run-dir")
+        .arg(dir.path())
+        .args(["domain", "open", "dma", "--", "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no vfioctl watch is serving"), "{stderr}");
+    assert!(
+        stderr.contains("close that program, restart watch"),
+        "{stderr}"
+    );
+}

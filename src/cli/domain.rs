@@ -1,5 +1,5 @@
-//! `vfioctl domain`: wires held domains to the command line. `open` (hand-over, issue 10) is
-//! not built yet; the hidden `hold` runs the domain layer alone in the foreground, to prove
+//! `vfioctl domain`: wires held domains to the command line. `open` receives a domain from
+//! the running `watch`'s fd broker and runs a command with its fds inherited; the hidden `hold` runs the domain layer alone in the foreground, to prove
 //! and debug the real ioctl path (the VM suite's `domains` scenarios drive it).
 
 use std::path::Path;
@@ -13,13 +13,125 @@ use crate::host;
 
 pub fn run(global: &args::GlobalArgs, args: &args::DomainCommand) -> Exit {
     match args {
-        args::DomainCommand::Open(_) => {
-            eprintln!("vfioctl domain open: not available in this build yet");
-            Exit::Failed
-        }
+        args::DomainCommand::Open(a) => open(global, a),
         args::DomainCommand::Hold(a) => hold(global, a),
         args::DomainCommand::BenchMap(a) => bench_map(global, a),
     }
+}
+
+/// What `open` tells the command, in its environment.
+pub const ENV_CONTAINER_FD: &str = "VFIOCTL_CONTAINER_FD";
+pub const ENV_CONTAINER_FDS: &str = "VFIOCTL_CONTAINER_FDS";
+pub const ENV_GROUP_FDS: &str = "VFIOCTL_GROUP_FDS";
+pub const ENV_WINDOW_FDS: &str = "VFIOCTL_WINDOW_FDS";
+pub const ENV_DOMAIN_JSON: &str = "VFIOCTL_DOMAIN_JSON";
+
+/// The environment `open` gives the command: fd numbers instead of the description's
+/// indices. `VFIOCTL_GROUP_FDS` is `GROUP=FD,...`; `VFIOCTL_WINDOW_FDS` is
+/// `FD:IOVA:SIZE,...` (hex IOVA and size, in the description's order); the JSON is the
+/// description with every `fd` index replaced by the fd number.
+pub fn open_env(
+    desc: &crate::broker::protocol::Description,
+    fd_of: &[i32],
+) -> Result<Vec<(&'static str, String)>, String> {
+    let fd = |i: usize| {
+        fd_of
+            .get(i)
+            .copied()
+            .ok_or_else(|| format!("the description names fd {i} but {} arrived", fd_of.len()))
+    };
+    let mut d = desc.clone();
+    let containers: Vec<i32> = d
+        .containers
+        .iter()
+        .map(|&i| fd(i))
+        .collect::<Result<_, _>>()?;
+    let mut groups = Vec::new();
+    for g in &mut d.groups {
+        groups.push(format!("{}={}", g.group, fd(g.fd)?));
+        g.fd = fd(g.fd)? as usize;
+    }
+    let mut windows = Vec::new();
+    for w in &mut d.windows {
+        windows.push(format!("{}:{:#x}:{:#x}", fd(w.fd)?, w.iova, w.size));
+        w.fd = fd(w.fd)? as usize;
+    }
+    for dev in &mut d.devices {
+        dev.fd = fd(dev.fd)? as usize;
+    }
+    d.containers = containers.iter().map(|&c| c as usize).collect();
+    let json = serde_json::to_string(&d).map_err(|e| e.to_string())?;
+    let list = |v: &[i32]| v.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+    Ok(vec![
+        (
+            ENV_CONTAINER_FD,
+            containers.first().map(i32::to_string).unwrap_or_default(),
+        ),
+        (ENV_CONTAINER_FDS, list(&containers)),
+        (ENV_GROUP_FDS, groups.join(",")),
+        (ENV_WINDOW_FDS, windows.join(",")),
+        (ENV_DOMAIN_JSON, json),
+    ])
+}
+
+fn open(global: &args::GlobalArgs, a: &args::DomainOpenArgs) -> Exit {
+    use crate::broker::client::{self, ClientError};
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    use std::os::unix::process::CommandExt;
+    let grant = match client::open(&global.run_dir, &a.name) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("vfioctl domain open: {e}");
+            match e {
+                ClientError::NoBroker { .. } => eprintln!(
+                    "hint: if watch was restarted while a program still held this domain's fds, \
+                     the groups stay busy and watch cannot rebuild the domain: close that program, \
+                     restart watch, then run vfioctl domain open again"
+                ),
+                ClientError::Refused(_) => eprintln!(
+                    "hint: the broker hands a domain to the users whose [[user]] entries list all \
+                     of its devices (by uid or group); `vfioctl status` shows what watch holds"
+                ),
+                _ => {}
+            }
+            return Exit::Failed;
+        }
+    };
+    let raw: Vec<i32> = grant.fds.iter().map(|f| f.as_raw_fd()).collect();
+    let env = match open_env(&grant.description, &raw) {
+        Ok(env) => env,
+        Err(e) => {
+            eprintln!("vfioctl domain open: the broker's answer: {e}");
+            return Exit::Failed;
+        }
+    };
+    for fd in &grant.fds {
+        let cleared = nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        );
+        if let Err(e) = cleared {
+            eprintln!(
+                "vfioctl domain open: cannot pass fd {} on: {e}",
+                fd.as_raw_fd()
+            );
+            return Exit::Failed;
+        }
+    }
+    // From here the fds belong to the command.
+    for fd in grant.fds {
+        let _ = fd.into_raw_fd();
+    }
+    let Some((program, rest)) = a.command.split_first() else {
+        eprintln!("vfioctl domain open: no command given after --");
+        return Exit::Usage;
+    };
+    let err = std::process::Command::new(program)
+        .args(rest)
+        .envs(env)
+        .exec();
+    eprintln!("vfioctl domain open: cannot run {program}: {err}");
+    Exit::Failed
 }
 
 fn hold(global: &args::GlobalArgs, a: &args::DomainHoldArgs) -> Exit {
