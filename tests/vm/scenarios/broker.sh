@@ -35,7 +35,7 @@ grep -q '^other:' /etc/passwd || {
 as_other() { su -s /bin/sh other -c "$*"; }
 
 start_watch() {
-    vfioctl watch -c "$cfgfile" --state-dir /tmp/state --run-dir /tmp/run --debounce-ms 100 \
+    vfioctl -v watch -c "$cfgfile" --state-dir /tmp/state --run-dir /tmp/run --debounce-ms 100 \
         >>/tmp/watch.log 2>&1 &
     pid=$!
 }
@@ -52,7 +52,7 @@ vmlck() { awk '/^VmLck:/ {print $2}' "/proc/$pid/status"; }
 start_watch
 check domain-held until_held
 g=$(group_of "$edu")
-expect_eq socket-mode srwxrwxrwx "$(ls -l /tmp/run/broker.sock | cut -c1-10)"
+expect_eq socket-mode srw-rw-rw- "$(ls -l /tmp/run/broker.sock | cut -c1-10)"
 
 dmesg -c >/dev/null
 out=$(as_user vfioctl domain open --run-dir /tmp/run dma -- vfio-edu-client --inherited "$edu" 2>&1); rc=$?
