@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::protocol::{Description, DeviceDesc, GroupDesc, WindowDesc, VERSION};
 use crate::config::Config;
@@ -89,7 +89,7 @@ impl Offer {
 }
 
 /// One hand-over, for `status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handed {
     pub domain: String,
     pub uid: u32,

@@ -7,11 +7,13 @@
 //! - [`handout`]: what `watch` offers after each pass (duplicated fds, descriptions), shared
 //!   with the server thread through one lock;
 //! - [`server`]: the socket, `SO_PEERCRED`, per-client timeouts, on its own thread;
+//! - [`ledger`]: who holds what, published for `vfioctl status`;
 //! - [`client`]: the library side: connect, ask, receive the fds.
 
 pub mod access;
 pub mod client;
 pub mod handout;
+pub mod ledger;
 pub mod protocol;
 pub mod server;
 

@@ -19,6 +19,7 @@ use nix::sys::socket::{getsockopt, sendmsg, sockopt, ControlMessage, MsgFlags};
 
 use super::access::{self, Caller};
 use super::handout::{Handed, Handout};
+use super::ledger;
 use super::protocol::{self, Request, Response, MAX_REQUEST};
 
 /// All the time one client gets to send its request.
@@ -34,6 +35,7 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     path: PathBuf,
+    run_dir: PathBuf,
 }
 
 impl Server {
@@ -53,14 +55,16 @@ impl Server {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let proc_root = proc_root.to_path_buf();
+        let dir = run_dir.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("vfioctl-broker".into())
-            .spawn(move || accept_loop(&listener, &proc_root, &handout, &flag))?;
+            .spawn(move || accept_loop(&listener, &proc_root, &dir, &handout, &flag))?;
         tracing::info!("fd broker listening on {}", path.display());
         Ok(Server {
             stop,
             thread: Some(thread),
             path,
+            run_dir: run_dir.to_path_buf(),
         })
     }
 
@@ -76,10 +80,17 @@ impl Drop for Server {
             let _ = t.join();
         }
         let _ = std::fs::remove_file(&self.path);
+        ledger::remove(&self.run_dir);
     }
 }
 
-fn accept_loop(listener: &UnixListener, proc_root: &Path, handout: &Handout, stop: &AtomicBool) {
+fn accept_loop(
+    listener: &UnixListener,
+    proc_root: &Path,
+    run_dir: &Path,
+    handout: &Handout,
+    stop: &AtomicBool,
+) {
     let tick = PollTimeout::try_from(TICK.as_millis() as i32).unwrap_or(PollTimeout::NONE);
     while !stop.load(Ordering::SeqCst) {
         let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
@@ -94,7 +105,10 @@ fn accept_loop(listener: &UnixListener, proc_root: &Path, handout: &Handout, sto
         }
         loop {
             match listener.accept() {
-                Ok((stream, _)) => serve(stream, proc_root, handout),
+                Ok((stream, _)) => {
+                    serve(stream, proc_root, handout);
+                    publish(run_dir, handout);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -105,6 +119,23 @@ fn accept_loop(listener: &UnixListener, proc_root: &Path, handout: &Handout, sto
                 }
             }
         }
+    }
+}
+
+fn publish(run_dir: &Path, handout: &Handout) {
+    let l = {
+        let o = handout.lock();
+        ledger::Ledger {
+            pid: std::process::id(),
+            refused: o.refused,
+            handed: o.handed.clone(),
+        }
+    };
+    if let Err(e) = ledger::write(run_dir, &l) {
+        tracing::warn!(
+            "fd broker: cannot publish {}: {e}",
+            ledger::path(run_dir).display()
+        );
     }
 }
 

@@ -68,6 +68,18 @@ fault=$(dmesg | grep -m1 -E 'DMAR: \[DMA Write')
 grep -q 'handed domain "dma" (3 fds)' /tmp/watch.log && pass watch-logged-handover \
     || fail watch-logged-handover "$(oneline "$(grep broker /tmp/watch.log | tail -3)")"
 
+# Who holds what: a client keeping the fds shows in status; once it exits it does not.
+as_user vfioctl domain open --run-dir /tmp/run dma -- sleep 3 &
+holder=$!
+n=50
+while ! vfioctl status --run-dir /tmp/run | grep -q 'dma: uid 1000 pid' && [ $n -gt 0 ]; do usleep 100000; n=$((n - 1)); done
+line=$(vfioctl status --run-dir /tmp/run | grep 'dma: uid 1000 pid')
+[ -n "$line" ] && pass status-shows-holder "$line" || fail status-shows-holder "$(oneline "$(vfioctl status --run-dir /tmp/run | tail -4)")"
+vfioctl status --json --run-dir /tmp/run | grep -q '"broker"' && pass status-json-broker || fail status-json-broker ""
+wait "$holder"
+vfioctl status --run-dir /tmp/run | grep -q 'Broker: no client holds a domain' && pass status-holder-gone \
+    || fail status-holder-gone "$(oneline "$(vfioctl status --run-dir /tmp/run | tail -4)")"
+
 # Not named: refused, logged, nothing changes.
 before=$(grep -v "\"pass\"" /tmp/run/domains.json; vmlck)
 out=$(as_other vfioctl domain open --run-dir /tmp/run dma -- true 2>&1); rc=$?
