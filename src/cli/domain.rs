@@ -16,6 +16,7 @@ pub fn run(global: &args::GlobalArgs, args: &args::DomainCommand) -> Exit {
         args::DomainCommand::Open(a) => open(global, a),
         args::DomainCommand::Hold(a) => hold(global, a),
         args::DomainCommand::BenchMap(a) => bench_map(global, a),
+        args::DomainCommand::BenchOpen(a) => bench_open(global, a),
     }
 }
 
@@ -132,6 +133,50 @@ fn open(global: &args::GlobalArgs, a: &args::DomainOpenArgs) -> Exit {
         .exec();
     eprintln!("vfioctl domain open: cannot run {program}: {err}");
     Exit::Failed
+}
+
+fn bench_open(global: &args::GlobalArgs, a: &args::DomainBenchOpenArgs) -> Exit {
+    use crate::vfio::container::{Container, Group};
+    use std::time::Instant;
+    let dev = global.roots().dev;
+    let mut times = Vec::new();
+    for _ in 0..a.rounds.max(1) {
+        let start = Instant::now();
+        let r: Result<(), String> = match a.direct {
+            None => crate::broker::client::open(&global.run_dir, &a.name)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Some(g) => (|| {
+                let c = Container::open(&dev.join("vfio/vfio")).map_err(|e| e.to_string())?;
+                let grp =
+                    Group::open(&dev.join(format!("vfio/{g}")), g).map_err(|e| e.to_string())?;
+                grp.set_container(&c).map_err(|e| e.to_string())?;
+                c.set_iommu_type1v2().map_err(|e| e.to_string())?;
+                drop(grp);
+                drop(c);
+                Ok(())
+            })(),
+        };
+        let took = start.elapsed();
+        if let Err(e) = r {
+            eprintln!("vfioctl domain bench-open: {e}");
+            return Exit::Failed;
+        }
+        times.push(took);
+    }
+    times.sort_unstable();
+    let what = match a.direct {
+        None => format!("broker hand-over of \"{}\"", a.name),
+        Some(g) => format!("direct open+attach of group {g}"),
+    };
+    println!(
+        "{what}: median {:?}, min {:?}, max {:?} over {} rounds",
+        times[times.len() / 2],
+        times[0],
+        times[times.len() - 1],
+        times.len()
+    );
+    Exit::Done
 }
 
 fn hold(global: &args::GlobalArgs, a: &args::DomainHoldArgs) -> Exit {
