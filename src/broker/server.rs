@@ -5,7 +5,7 @@
 //! supplementary groups read from `/proc/PID/status`; every grant and refusal is logged.
 
 use std::io::{IoSlice, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -255,14 +255,31 @@ pub fn serve(mut stream: UnixStream, proc_root: &Path, handout: &Handout) {
         answer(&mut stream, &Response::refused(reason), &[]);
         return;
     };
-    let raw: Vec<RawFd> = offer.fds.iter().map(|f| f.as_raw_fd()).collect();
-    // Sent under the lock, so the fds cannot be closed by a pass while they are in flight.
+    // Our own duplicates, taken under the lock and sent after releasing it: a client slow to
+    // take its answer then never holds up the pass that refreshes the offers.
+    let fds: std::io::Result<Vec<OwnedFd>> = offer.fds.iter().map(|f| f.try_clone()).collect();
     let resp = Response::Granted(offer.description.clone());
+    drop(offers);
+    let fds = match fds {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!("fd broker: {who}: cannot duplicate the domain's fds: {e}");
+            answer(
+                &mut stream,
+                &Response::refused(format!(
+                    "the broker is out of file descriptors ({e}); try again"
+                )),
+                &[],
+            );
+            return;
+        }
+    };
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     if answer(&mut stream, &resp, &raw) {
         let at = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        offers.record(Handed {
+        handout.lock().record(Handed {
             domain: req.domain.clone(),
             uid: caller.uid,
             pid: caller.pid,
