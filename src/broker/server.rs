@@ -1,6 +1,6 @@
 //! The broker's socket, `RUN_DIR/broker.sock`, served on its own thread so a slow or dead
-//! client never delays `watch`: the listener is polled with a short timeout (to notice
-//! shutdown), each client gets [`CLIENT_DEADLINE`] in all to send its request, and the answer
+//! client never delays `watch`: the thread sleeps in poll on the listener and a wake-up pipe
+//! (no CPU while idle), each client gets [`CLIENT_DEADLINE`] in all to send its request, and the answer
 //! is written with a send timeout. Callers are identified with `SO_PEERCRED` and their
 //! supplementary groups read from `/proc/PID/status`; every grant and refusal is logged.
 
@@ -26,13 +26,16 @@ use super::protocol::{self, Request, Response, MAX_REQUEST};
 pub const CLIENT_DEADLINE: Duration = Duration::from_secs(2);
 /// How long writing the answer may block.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often the accept loop looks at the stop flag.
-const TICK: Duration = Duration::from_millis(200);
+/// How long the accept loop backs off after a failed accept (EMFILE and the like).
+const BACKOFF: Duration = Duration::from_millis(200);
 
 /// The running broker; dropping it stops the thread and removes the socket.
 #[derive(Debug)]
 pub struct Server {
     stop: Arc<AtomicBool>,
+    /// Written on stop, to wake the thread (it sleeps in poll without a timeout: no CPU
+    /// while idle).
+    wake: Option<OwnedFd>,
     thread: Option<JoinHandle<()>>,
     path: PathBuf,
     run_dir: PathBuf,
@@ -54,14 +57,17 @@ impl Server {
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let (wake_rx, wake_tx) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
         let proc_root = proc_root.to_path_buf();
         let dir = run_dir.to_path_buf();
         let thread = std::thread::Builder::new()
             .name("vfioctl-broker".into())
-            .spawn(move || accept_loop(&listener, &proc_root, &dir, &handout, &flag))?;
+            .spawn(move || accept_loop(&listener, &wake_rx, &proc_root, &dir, &handout, &flag))?;
         tracing::info!("fd broker listening on {}", path.display());
         Ok(Server {
             stop,
+            wake: Some(wake_tx),
             thread: Some(thread),
             path,
             run_dir: run_dir.to_path_buf(),
@@ -76,6 +82,8 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        // Closing the write end wakes the poll (POLLHUP on the read end).
+        drop(self.wake.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -86,17 +94,24 @@ impl Drop for Server {
 
 fn accept_loop(
     listener: &UnixListener,
+    wake: &OwnedFd,
     proc_root: &Path,
     run_dir: &Path,
     handout: &Handout,
     stop: &AtomicBool,
 ) {
-    let tick = PollTimeout::try_from(TICK.as_millis() as i32).unwrap_or(PollTimeout::NONE);
     while !stop.load(Ordering::SeqCst) {
-        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, tick) {
-            Ok(0) => continue,
-            Ok(_) => {}
+        let mut fds = [
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            PollFd::new(wake.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {
+                let woken = fds[1].revents().is_some_and(|r| !r.is_empty());
+                if woken || stop.load(Ordering::SeqCst) {
+                    return;
+                }
+            }
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => {
                 tracing::error!("fd broker: poll failed, stopping: {e}");
@@ -114,7 +129,7 @@ fn accept_loop(
                 Err(e) => {
                     // EMFILE and the like: log, back off one tick, keep serving.
                     tracing::warn!("fd broker: accept failed: {e}");
-                    std::thread::sleep(TICK);
+                    std::thread::sleep(BACKOFF);
                     break;
                 }
             }
