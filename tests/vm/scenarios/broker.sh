@@ -108,6 +108,26 @@ expect_eq reconnect-exit 0 "$rc"
 printf '%s\n' "$out" | grep -q '^ok dma-copy' && pass reconnect-dma-copy \
     || fail reconnect-dma-copy "$(oneline "$out")"
 
+# A client still holding the domain keeps the group busy: a restarted watch says so, and
+# holds the group again once the client closed (client closes, watch restarts, client reconnects).
+as_user vfioctl domain open --run-dir /tmp/run dma -- sleep 4 &
+holder=$!
+n=50
+while ! vfioctl status --run-dir /tmp/run | grep -q 'dma: uid 1000 pid' && [ $n -gt 0 ]; do usleep 100000; n=$((n - 1)); done
+kill -KILL "$pid"
+wait "$pid" 2>/dev/null
+rm -f /tmp/run/domains.json
+start_watch
+n=50
+while ! grep -q 'given this domain by an earlier watch' /tmp/watch.log && [ $n -gt 0 ]; do usleep 100000; n=$((n - 1)); done
+line=$(grep -m1 'given this domain by an earlier watch' /tmp/watch.log)
+[ -n "$line" ] && pass busy-group-explained "$(echo "$line" | cut -c1-200)" || fail busy-group-explained "$(oneline "$(tail -3 /tmp/watch.log)")"
+wait "$holder"
+kill -HUP "$pid"
+check domain-held-after-client-closed until_held
+out=$(as_user vfioctl domain open --run-dir /tmp/run dma -- vfio-edu-client --inherited "$edu" 2>&1); rc=$?
+expect_eq reconnect-after-client-closed 0 "$rc"
+
 # Hand-over latency (figures for docs/broker.md): the broker, then, once watch let go of the
 # group, the same user opening and attaching it directly.
 out=$(as_user vfioctl domain bench-open --run-dir /tmp/run dma --rounds 200 2>&1) \
