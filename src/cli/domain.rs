@@ -518,3 +518,63 @@ pub(super) fn print_preview(
         println!("  {e}");
     }
 }
+
+#[cfg(test)]
+mod open_env_tests {
+    use super::*;
+    use crate::broker::protocol::{Description, DeviceDesc, GroupDesc, WindowDesc, VERSION};
+
+    fn desc() -> Description {
+        Description {
+            version: VERSION,
+            domain: "dma".into(),
+            containers: vec![0, 2],
+            groups: vec![
+                GroupDesc {
+                    group: 5,
+                    fd: 1,
+                    container: 0,
+                },
+                GroupDesc {
+                    group: 9,
+                    fd: 3,
+                    container: 1,
+                },
+            ],
+            windows: vec![WindowDesc {
+                name: "buf".into(),
+                iova: 0x10_0000,
+                size: 0x20_0000,
+                fd: 4,
+            }],
+            devices: vec![DeviceDesc {
+                address: "0000:00:05.0".into(),
+                group: 5,
+                fd: 1,
+            }],
+        }
+    }
+
+    #[test]
+    fn indices_become_fd_numbers() {
+        let env: std::collections::BTreeMap<_, _> = open_env(&desc(), &[10, 11, 12, 13, 14])
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(env[ENV_CONTAINER_FD], "10");
+        assert_eq!(env[ENV_CONTAINER_FDS], "10,12");
+        assert_eq!(env[ENV_GROUP_FDS], "5=11,9=13");
+        assert_eq!(env[ENV_WINDOW_FDS], "14:0x100000:0x200000");
+        let json: serde_json::Value = serde_json::from_str(&env[ENV_DOMAIN_JSON]).unwrap();
+        assert_eq!(json["containers"], serde_json::json!([10, 12]));
+        assert_eq!(json["groups"][1]["fd"], 13);
+        assert_eq!(json["windows"][0]["fd"], 14);
+        assert_eq!(json["devices"][0]["fd"], 11);
+    }
+
+    #[test]
+    fn a_missing_fd_is_an_error() {
+        let err = open_env(&desc(), &[10, 11]).unwrap_err();
+        assert!(err.contains("names fd 2 but 2 arrived"), "{err}");
+    }
+}
