@@ -16,6 +16,7 @@
 //! [`cli`] only parses arguments into options and dispatches to these stages.
 
 pub mod apply;
+pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -49,6 +49,9 @@ _vfioctl() {
             vfioctl__subcmd__domain,bench-map)
                 cmd="vfioctl__subcmd__domain__subcmd__bench__subcmd__map"
                 ;;
+            vfioctl__subcmd__domain,bench-open)
+                cmd="vfioctl__subcmd__domain__subcmd__bench__subcmd__open"
+                ;;
             vfioctl__subcmd__domain,help)
                 cmd="vfioctl__subcmd__domain__subcmd__help"
                 ;;
@@ -60,6 +63,9 @@ _vfioctl() {
                 ;;
             vfioctl__subcmd__domain__subcmd__help,bench-map)
                 cmd="vfioctl__subcmd__domain__subcmd__help__subcmd__bench__subcmd__map"
+                ;;
+            vfioctl__subcmd__domain__subcmd__help,bench-open)
+                cmd="vfioctl__subcmd__domain__subcmd__help__subcmd__bench__subcmd__open"
                 ;;
             vfioctl__subcmd__domain__subcmd__help,help)
                 cmd="vfioctl__subcmd__domain__subcmd__help__subcmd__help"
@@ -102,6 +108,9 @@ _vfioctl() {
                 ;;
             vfioctl__subcmd__help__subcmd__domain,bench-map)
                 cmd="vfioctl__subcmd__help__subcmd__domain__subcmd__bench__subcmd__map"
+                ;;
+            vfioctl__subcmd__help__subcmd__domain,bench-open)
+                cmd="vfioctl__subcmd__help__subcmd__domain__subcmd__bench__subcmd__open"
                 ;;
             vfioctl__subcmd__help__subcmd__domain,hold)
                 cmd="vfioctl__subcmd__help__subcmd__domain__subcmd__hold"
@@ -154,7 +163,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__domain)
-            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version open hold bench-map help"
+            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version open hold bench-map bench-open help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -241,8 +250,54 @@ _vfioctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        vfioctl__subcmd__domain__subcmd__bench__subcmd__open)
+            opts="-v -h -V --direct --rounds --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --direct)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rounds)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sysfs-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dev-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proc-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         vfioctl__subcmd__domain__subcmd__help)
-            opts="open hold bench-map help"
+            opts="open hold bench-map bench-open help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -256,6 +311,20 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__domain__subcmd__help__subcmd__bench__subcmd__map)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfioctl__subcmd__domain__subcmd__help__subcmd__bench__subcmd__open)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -414,7 +483,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__help__subcmd__domain)
-            opts="open hold bench-map"
+            opts="open hold bench-map bench-open"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -428,6 +497,20 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__help__subcmd__domain__subcmd__bench__subcmd__map)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfioctl__subcmd__help__subcmd__domain__subcmd__bench__subcmd__open)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

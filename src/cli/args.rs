@@ -180,6 +180,23 @@ pub enum DomainCommand {
     /// through a minimal open/attach/MAP_DMA sequence, alternating, and print both timings.
     #[command(hide = true)]
     BenchMap(DomainBenchArgs),
+    /// Benchmark: time the broker's hand-over of a domain (request to fds received), or with
+    /// --direct GROUP the same user opening the container and the group and attaching
+    /// (type1v2) directly; print the median, min and max.
+    #[command(hide = true)]
+    BenchOpen(DomainBenchOpenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DomainBenchOpenArgs {
+    /// The domain's name in the config.
+    pub name: String,
+    /// Time a direct open of this group instead (watch must not hold it).
+    #[arg(long, value_name = "GROUP")]
+    pub direct: Option<u32>,
+    /// Rounds.
+    #[arg(long, default_value_t = 200)]
+    pub rounds: u32,
 }
 
 #[derive(Debug, Clone, Args)]

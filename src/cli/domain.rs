@@ -1,5 +1,5 @@
-//! `vfioctl domain`: wires held domains to the command line. `open` (hand-over, issue 10) is
-//! not built yet; the hidden `hold` runs the domain layer alone in the foreground, to prove
+//! `vfioctl domain`: wires held domains to the command line. `open` receives a domain from
+//! the running `watch`'s fd broker and runs a command with its fds inherited; the hidden `hold` runs the domain layer alone in the foreground, to prove
 //! and debug the real ioctl path (the VM suite's `domains` scenarios drive it).
 
 use std::path::Path;
@@ -13,13 +13,170 @@ use crate::host;
 
 pub fn run(global: &args::GlobalArgs, args: &args::DomainCommand) -> Exit {
     match args {
-        args::DomainCommand::Open(_) => {
-            eprintln!("vfioctl domain open: not available in this build yet");
-            Exit::Failed
-        }
+        args::DomainCommand::Open(a) => open(global, a),
         args::DomainCommand::Hold(a) => hold(global, a),
         args::DomainCommand::BenchMap(a) => bench_map(global, a),
+        args::DomainCommand::BenchOpen(a) => bench_open(global, a),
     }
+}
+
+/// What `open` tells the command, in its environment.
+pub const ENV_CONTAINER_FD: &str = "VFIOCTL_CONTAINER_FD";
+pub const ENV_CONTAINER_FDS: &str = "VFIOCTL_CONTAINER_FDS";
+pub const ENV_GROUP_FDS: &str = "VFIOCTL_GROUP_FDS";
+pub const ENV_WINDOW_FDS: &str = "VFIOCTL_WINDOW_FDS";
+pub const ENV_DOMAIN_JSON: &str = "VFIOCTL_DOMAIN_JSON";
+
+/// The environment `open` gives the command: fd numbers instead of the description's
+/// indices. `VFIOCTL_GROUP_FDS` is `GROUP=FD,...`; `VFIOCTL_WINDOW_FDS` is
+/// `FD:IOVA:SIZE,...` (hex IOVA and size, in the description's order); the JSON is the
+/// description with every `fd` index replaced by the fd number.
+pub fn open_env(
+    desc: &crate::broker::protocol::Description,
+    fd_of: &[i32],
+) -> Result<Vec<(&'static str, String)>, String> {
+    let fd = |i: usize| {
+        fd_of
+            .get(i)
+            .copied()
+            .ok_or_else(|| format!("the description names fd {i} but {} arrived", fd_of.len()))
+    };
+    let mut d = desc.clone();
+    let containers: Vec<i32> = d
+        .containers
+        .iter()
+        .map(|&i| fd(i))
+        .collect::<Result<_, _>>()?;
+    let mut groups = Vec::new();
+    for g in &mut d.groups {
+        groups.push(format!("{}={}", g.group, fd(g.fd)?));
+        g.fd = fd(g.fd)? as usize;
+    }
+    let mut windows = Vec::new();
+    for w in &mut d.windows {
+        windows.push(format!("{}:{:#x}:{:#x}", fd(w.fd)?, w.iova, w.size));
+        w.fd = fd(w.fd)? as usize;
+    }
+    for dev in &mut d.devices {
+        dev.fd = fd(dev.fd)? as usize;
+    }
+    d.containers = containers.iter().map(|&c| c as usize).collect();
+    let json = serde_json::to_string(&d).map_err(|e| e.to_string())?;
+    let list = |v: &[i32]| v.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+    Ok(vec![
+        (
+            ENV_CONTAINER_FD,
+            containers.first().map(i32::to_string).unwrap_or_default(),
+        ),
+        (ENV_CONTAINER_FDS, list(&containers)),
+        (ENV_GROUP_FDS, groups.join(",")),
+        (ENV_WINDOW_FDS, windows.join(",")),
+        (ENV_DOMAIN_JSON, json),
+    ])
+}
+
+fn open(global: &args::GlobalArgs, a: &args::DomainOpenArgs) -> Exit {
+    use crate::broker::client::{self, ClientError};
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    use std::os::unix::process::CommandExt;
+    let grant = match client::open(&global.run_dir, &a.name) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("vfioctl domain open: {e}");
+            match e {
+                ClientError::NoBroker { .. } => eprintln!(
+                    "hint: if watch was restarted while a program still held this domain's fds, \
+                     the groups stay busy and watch cannot rebuild the domain: close that program, \
+                     restart watch, then run vfioctl domain open again"
+                ),
+                ClientError::Refused(_) => eprintln!(
+                    "hint: the broker hands a domain to the users whose [[user]] entries list all \
+                     of its devices (by uid or group); `vfioctl status` shows what watch holds"
+                ),
+                _ => {}
+            }
+            return Exit::Failed;
+        }
+    };
+    let raw: Vec<i32> = grant.fds.iter().map(|f| f.as_raw_fd()).collect();
+    let env = match open_env(&grant.description, &raw) {
+        Ok(env) => env,
+        Err(e) => {
+            eprintln!("vfioctl domain open: the broker's answer: {e}");
+            return Exit::Failed;
+        }
+    };
+    for fd in &grant.fds {
+        let cleared = nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        );
+        if let Err(e) = cleared {
+            eprintln!(
+                "vfioctl domain open: cannot pass fd {} on: {e}",
+                fd.as_raw_fd()
+            );
+            return Exit::Failed;
+        }
+    }
+    // From here the fds belong to the command.
+    for fd in grant.fds {
+        let _ = fd.into_raw_fd();
+    }
+    let Some((program, rest)) = a.command.split_first() else {
+        eprintln!("vfioctl domain open: no command given after --");
+        return Exit::Usage;
+    };
+    let err = std::process::Command::new(program)
+        .args(rest)
+        .envs(env)
+        .exec();
+    eprintln!("vfioctl domain open: cannot run {program}: {err}");
+    Exit::Failed
+}
+
+fn bench_open(global: &args::GlobalArgs, a: &args::DomainBenchOpenArgs) -> Exit {
+    use crate::vfio::container::{Container, Group};
+    use std::time::Instant;
+    let dev = global.roots().dev;
+    let mut times = Vec::new();
+    for _ in 0..a.rounds.max(1) {
+        let start = Instant::now();
+        let r: Result<(), String> = match a.direct {
+            None => crate::broker::client::open(&global.run_dir, &a.name)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Some(g) => (|| {
+                let c = Container::open(&dev.join("vfio/vfio")).map_err(|e| e.to_string())?;
+                let grp =
+                    Group::open(&dev.join(format!("vfio/{g}")), g).map_err(|e| e.to_string())?;
+                grp.set_container(&c).map_err(|e| e.to_string())?;
+                c.set_iommu_type1v2().map_err(|e| e.to_string())?;
+                drop(grp);
+                drop(c);
+                Ok(())
+            })(),
+        };
+        let took = start.elapsed();
+        if let Err(e) = r {
+            eprintln!("vfioctl domain bench-open: {e}");
+            return Exit::Failed;
+        }
+        times.push(took);
+    }
+    times.sort_unstable();
+    let what = match a.direct {
+        None => format!("broker hand-over of \"{}\"", a.name),
+        Some(g) => format!("direct open+attach of group {g}"),
+    };
+    println!(
+        "{what}: median {:?}, min {:?}, max {:?} over {} rounds",
+        times[times.len() / 2],
+        times[0],
+        times[times.len() - 1],
+        times.len()
+    );
+    Exit::Done
 }
 
 fn hold(global: &args::GlobalArgs, a: &args::DomainHoldArgs) -> Exit {
@@ -370,5 +527,65 @@ pub(super) fn print_preview(
     }
     for e in events {
         println!("  {e}");
+    }
+}
+
+#[cfg(test)]
+mod open_env_tests {
+    use super::*;
+    use crate::broker::protocol::{Description, DeviceDesc, GroupDesc, WindowDesc, VERSION};
+
+    fn desc() -> Description {
+        Description {
+            version: VERSION,
+            domain: "dma".into(),
+            containers: vec![0, 2],
+            groups: vec![
+                GroupDesc {
+                    group: 5,
+                    fd: 1,
+                    container: 0,
+                },
+                GroupDesc {
+                    group: 9,
+                    fd: 3,
+                    container: 1,
+                },
+            ],
+            windows: vec![WindowDesc {
+                name: "buf".into(),
+                iova: 0x10_0000,
+                size: 0x20_0000,
+                fd: 4,
+            }],
+            devices: vec![DeviceDesc {
+                address: "0000:00:05.0".into(),
+                group: 5,
+                fd: 1,
+            }],
+        }
+    }
+
+    #[test]
+    fn indices_become_fd_numbers() {
+        let env: std::collections::BTreeMap<_, _> = open_env(&desc(), &[10, 11, 12, 13, 14])
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(env[ENV_CONTAINER_FD], "10");
+        assert_eq!(env[ENV_CONTAINER_FDS], "10,12");
+        assert_eq!(env[ENV_GROUP_FDS], "5=11,9=13");
+        assert_eq!(env[ENV_WINDOW_FDS], "14:0x100000:0x200000");
+        let json: serde_json::Value = serde_json::from_str(&env[ENV_DOMAIN_JSON]).unwrap();
+        assert_eq!(json["containers"], serde_json::json!([10, 12]));
+        assert_eq!(json["groups"][1]["fd"], 13);
+        assert_eq!(json["windows"][0]["fd"], 14);
+        assert_eq!(json["devices"][0]["fd"], 11);
+    }
+
+    #[test]
+    fn a_missing_fd_is_an_error() {
+        let err = open_env(&desc(), &[10, 11]).unwrap_err();
+        assert!(err.contains("names fd 2 but 2 arrived"), "{err}");
     }
 }

@@ -18,19 +18,42 @@ pub fn run(global: &args::GlobalArgs, args: &args::StatusArgs) -> Exit {
         None => crate::domain::published::read(&global.run_dir, &global.proc_root).ok(),
         Some(_) => None,
     };
+    // Who holds what, from the fd broker of the same `watch`.
+    let broker = match (&global.host, &held) {
+        (None, Some(_)) => crate::broker::ledger::read_live(&global.run_dir, &global.proc_root),
+        _ => None,
+    };
     if args.json {
-        match held {
-            Some(p) => print!(
-                "{}",
-                crate::domain::status::with_domains_json(&snap, &p.domains)
-            ),
-            None => print!("{}", host::snapshot_json(&snap)),
+        let text = match held {
+            Some(p) => crate::domain::status::with_domains_json(&snap, &p.domains),
+            None => host::snapshot_json(&snap),
+        };
+        match broker {
+            Some(l) => print!("{}", with_broker_json(&text, &l)),
+            None => print!("{text}"),
         }
     } else {
         print!("{}", host::status::render(&snap));
         if let Some(p) = held {
             print!("\n{}", crate::domain::status::render_text(&p.domains));
         }
+        if let Some(l) = broker {
+            print!("{}", crate::broker::ledger::render_text(&l));
+        }
     }
     Exit::Done
+}
+
+/// Adds a `broker` key (the live hand-overs) to the status JSON.
+fn with_broker_json(text: &str, ledger: &crate::broker::ledger::Ledger) -> String {
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(text) else {
+        return text.to_string();
+    };
+    if let serde_json::Value::Object(map) = &mut v {
+        map.insert(
+            "broker".into(),
+            serde_json::to_value(ledger).unwrap_or_default(),
+        );
+    }
+    serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
 }

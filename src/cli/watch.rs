@@ -4,9 +4,13 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use crate::apply;
+use crate::broker::handout::{Handout, Offer};
+use crate::broker::server::Server;
 use crate::domain::linux::LinuxIommu;
-use crate::domain::watch_layer::DomainLayer;
+use crate::domain::watch_layer::{DomainLayer, OnPass};
 use crate::domain::Domains;
 use crate::kernel::linux::{LinuxHost, Timeouts};
 use crate::watch::host_reconciler::ApplyReconciler;
@@ -49,6 +53,35 @@ pub fn run(global: &args::GlobalArgs, args: &args::WatchArgs) -> Exit {
         Duration::from_millis(args.debounce_ms),
         Duration::from_secs(args.resync),
     );
+    // The fd broker (issue 10) serves duplicates of the held fds from its own thread; the
+    // domain layer refreshes them after every pass.
+    let handout = Handout::new();
+    let broker = match Server::start(&global.run_dir, &global.proc_root, handout.clone()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(
+                "fd broker: cannot listen on {}: {e}; domains will not be handed to users",
+                crate::broker::socket_path(&global.run_dir).display()
+            );
+            None
+        }
+    };
+    let offers = handout.clone();
+    let refresh: OnPass<LinuxIommu> = Box::new(move |config, domains, host| {
+        let mut out = BTreeMap::new();
+        for (name, held) in domains.held() {
+            if held.containers.is_empty() {
+                continue;
+            }
+            match Offer::of(held, host) {
+                Ok(o) => {
+                    out.insert(name.clone(), o);
+                }
+                Err(e) => tracing::warn!("fd broker: domain \"{name}\" cannot be offered: {e}"),
+            }
+        }
+        offers.replace(out, config.clone(), super::accounts::resolve(config));
+    });
     let mut watch = WatchLoop::new(
         source,
         DomainLayer::new(
@@ -56,13 +89,19 @@ pub fn run(global: &args::GlobalArgs, args: &args::WatchArgs) -> Exit {
             Domains::new(LinuxIommu::new(global.roots())),
             Box::new(move || crate::host::observe(&roots, None).map_err(|e| e.to_string())),
         )
-        .publish_to(global.run_dir.clone()),
+        .publish_to(global.run_dir.clone())
+        .on_pass(refresh),
         loader,
         SystemdNotifier::new(),
         config,
         timing,
     );
-    match watch.run() {
+    let result = watch.run();
+    // Stop handing out before the domains are released.
+    drop(broker);
+    handout.clear();
+    drop(watch);
+    match result {
         Ok(()) => Exit::Done,
         Err(e) => {
             eprintln!("vfioctl watch: {e}");

@@ -37,7 +37,7 @@ fn call_error(e: VfioCallError) -> IommuError {
     };
     let detail = match e.errno {
         Errno::EBUSY if e.what == "open" => {
-            Some("another process holds the group (a VM, or another vfioctl watch)")
+            Some("another process holds the group (a VM, a program given this domain by an earlier watch through `vfioctl domain open`, or another vfioctl watch); once it closes, the next pass (SIGHUP, or the resync) holds the group again")
         }
         Errno::ENOENT if e.what == "open" => Some("no member is on a vfio driver"),
         _ => None,

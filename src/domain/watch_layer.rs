@@ -17,6 +17,10 @@ use super::{Domains, Report};
 /// Reads the host after the binding pass.
 pub type Observe = Box<dyn FnMut() -> Result<Snapshot, String>>;
 
+/// Runs after every change to the held domains (the fd broker refreshes its offers here),
+/// with the config and the last host seen.
+pub type OnPass<I> = Box<dyn FnMut(&Config, &Domains<I>, Option<&Snapshot>)>;
+
 /// A binding reconciler with the domain layer around it.
 pub struct DomainLayer<R, I: Iommu> {
     inner: R,
@@ -26,6 +30,7 @@ pub struct DomainLayer<R, I: Iommu> {
     /// Where to publish the held domains after each pass (`RUN_DIR`), if anywhere.
     publish: Option<PathBuf>,
     passes: u64,
+    on_pass: Option<OnPass<I>>,
 }
 
 impl<R, I: Iommu> DomainLayer<R, I> {
@@ -37,6 +42,7 @@ impl<R, I: Iommu> DomainLayer<R, I> {
             last_host: None,
             publish: None,
             passes: 0,
+            on_pass: None,
         }
     }
 
@@ -44,6 +50,18 @@ impl<R, I: Iommu> DomainLayer<R, I> {
     pub fn publish_to(mut self, run_dir: PathBuf) -> Self {
         self.publish = Some(run_dir);
         self
+    }
+
+    /// Calls `f` after every pass and after groups are released before a binding pass.
+    pub fn on_pass(mut self, f: OnPass<I>) -> Self {
+        self.on_pass = Some(f);
+        self
+    }
+
+    fn notify(&mut self, config: &Config) {
+        if let Some(f) = &mut self.on_pass {
+            f(config, &self.domains, self.last_host.as_ref());
+        }
     }
 
     fn publish(&mut self) {
@@ -84,6 +102,10 @@ impl<R: Reconciler, I: Iommu> Reconciler for DomainLayer<R, I> {
             None => self.domains.release_removed(config),
         };
         log(&before);
+        if !before.events.is_empty() {
+            // Before the binding pass: the broker must let go of released groups too.
+            self.notify(config);
+        }
         let outcome = self.inner.reconcile(config, scope);
         if !before.events.is_empty() {
             self.publish();
@@ -104,6 +126,7 @@ impl<R: Reconciler, I: Iommu> Reconciler for DomainLayer<R, I> {
         log(&report);
         self.last_host = Some(host);
         self.publish();
+        self.notify(config);
         Outcome::Converged {
             changed: changed + before.events.len() + report.events.len(),
             waiting,

@@ -1,7 +1,10 @@
 //! A small VFIO client for the VM suite: drives QEMU's `edu` device through the type1 container
 //! path and checks that DMA goes where the IOMMU mapping says and nowhere else.
 //!
-//! Usage: `vfio-edu-client GROUP ADDRESS` (e.g. `5 0000:00:05.0`). Prints one line per step
+//! Usage: `vfio-edu-client GROUP ADDRESS` (e.g. `5 0000:00:05.0`), or
+//! `vfio-edu-client --inherited ADDRESS` under `vfioctl domain open`: the container, group and
+//! window come from the fds that command passes on (`VFIOCTL_GROUP_FDS`,
+//! `VFIOCTL_WINDOW_FDS`); the window is reached through the client's own mapping of the memfd. Prints one line per step
 //! (`ok STEP detail` or `error STEP detail`) and exits 1 at the first failure. Std only (no
 //! crates): the suite compiles it with plain `rustc`, so the guest needs nothing but libc.
 //!
@@ -194,8 +197,122 @@ impl Edu {
     }
 }
 
+/// `GROUP=FD,...` / `FD:IOVA:SIZE,...`: the first entry's numbers.
+fn first_fields(var: &str, sep: char) -> Result<Vec<u64>, String> {
+    let v = std::env::var(var).map_err(|e| format!("{var}: {e}"))?;
+    let first = v.split(',').next().unwrap_or("");
+    first
+        .split(sep)
+        .map(|f| {
+            let f = f.trim();
+            match f.strip_prefix("0x") {
+                Some(h) => u64::from_str_radix(h, 16),
+                None => f.parse(),
+            }
+            .map_err(|e| format!("{var}={v}: {e}"))
+        })
+        .collect()
+}
+
+fn open_device(gfd: RawFd, address: &str) -> Edu {
+    let name = step(
+        "device-name",
+        CString::new(address).map_err(|e| e.to_string()),
+    );
+    let dfd = step(
+        "device-fd",
+        // SAFETY: `name` is a NUL-terminated string that outlives the call.
+        check(
+            unsafe { ioctl(gfd, GROUP_GET_DEVICE_FD, name.as_ptr()) },
+            "GROUP_GET_DEVICE_FD",
+        ),
+    );
+    // SAFETY: the kernel just returned this fd to us; File takes sole ownership.
+    let dev = unsafe { File::from_raw_fd(dfd) };
+    let bar = step("bar0", region(dfd, BAR0)).offset;
+    let cfg = step("config", region(dfd, CONFIG_REGION)).offset;
+    let edu = Edu { dev, bar };
+    let id = step("edu-id", edu.read(EDU_ID));
+    if id & 0xff != 0xed {
+        step::<()>("edu-id", Err(format!("{address} is not edu (id {id:#x})")));
+    }
+    let mut cmd = [0u8; 2];
+    step(
+        "bus-master",
+        edu.dev.read_exact_at(&mut cmd, cfg + 4).map_err(|e| e.to_string()),
+    );
+    let cmd = u16::from_le_bytes(cmd) | 0x4;
+    step(
+        "bus-master",
+        edu.dev.write_all_at(&cmd.to_le_bytes(), cfg + 4).map_err(|e| e.to_string()),
+    );
+    ok("device", &format!("{address} edu id {id:#x}, bus master on"));
+    edu
+}
+
+/// Under `vfioctl domain open`: nothing is opened here but the device, through the inherited
+/// group; the window is the held memfd, mapped by this process.
+fn inherited(address: &str) {
+    let g = step("env-group", first_fields("VFIOCTL_GROUP_FDS", '='));
+    let w = step("env-window", first_fields("VFIOCTL_WINDOW_FDS", ':'));
+    if g.len() != 2 || w.len() != 3 {
+        step::<()>("env", Err("unexpected VFIOCTL_GROUP_FDS / VFIOCTL_WINDOW_FDS".into()));
+    }
+    let (gfd, wfd, iova, size) = (g[1] as RawFd, w[0] as RawFd, w[1], w[2] as usize);
+    ok("inherited", &format!("group {} fd {gfd}, window fd {wfd} iova {iova:#x} size {size:#x}", g[0]));
+    // SAFETY: a shared mapping of the inherited memfd; the pointer is checked below.
+    let buf = unsafe { mmap(std::ptr::null_mut(), size, 0x3, 0x01, wfd, 0) };
+    if buf as isize == -1 {
+        step::<()>("mmap-window", Err(io::Error::last_os_error().to_string()));
+    }
+    // SAFETY: `size` bytes of the memfd mapped above; the device writes them only through the
+    // held IOMMU mapping, read volatile after each transfer.
+    let window = unsafe { std::slice::from_raw_parts_mut(buf, size) };
+    ok("mmap-window", "shared mapping of the memfd");
+    let edu = open_device(gfd, address);
+    let (src, back) = (0x2000usize, 0x5000usize);
+    for (i, b) in window[src..src + LEN].iter_mut().enumerate() {
+        *b = (i * 11 + 5) as u8;
+    }
+    window[back..back + LEN].fill(0);
+    let t1 = step("dma-to-device", edu.dma((iova + src as u64) as u32, EDU_BUFFER, 0));
+    let t2 = step(
+        "dma-to-ram",
+        edu.dma(EDU_BUFFER, (iova + back as u64) as u32, EDU_DMA_TO_RAM),
+    );
+    // SAFETY: pointers from live references into the window.
+    let wrong = (0..LEN)
+        .filter(|&i| unsafe { std::ptr::read_volatile(&window[back + i]) } != window[src + i])
+        .count();
+    if wrong != 0 {
+        step::<()>("dma-copy", Err(format!("{wrong} of {LEN} bytes differ")));
+    }
+    ok(
+        "dma-copy",
+        &format!("{LEN} bytes window+{src:#x} -> edu -> window+{back:#x} verified ({t1:?}, {t2:?})"),
+    );
+    let outside = iova + size as u64 + 0x40_0000;
+    // SAFETY: as above.
+    let before: Vec<u8> = window.iter().map(|b| unsafe { std::ptr::read_volatile(b) }).collect();
+    step(
+        "dma-outside",
+        edu.dma(EDU_BUFFER, outside as u32, EDU_DMA_TO_RAM).map(|_| ()),
+    );
+    // SAFETY: as above.
+    let now: Vec<u8> = window.iter().map(|b| unsafe { std::ptr::read_volatile(b) }).collect();
+    if now != before {
+        step::<()>("dma-outside-blocked", Err("the window changed".into()));
+    }
+    ok("dma-outside-blocked", &format!("write to iova {outside:#x} went nowhere"));
+    println!("done");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.len() == 3 && args[1] == "--inherited" {
+        inherited(&args[2]);
+        return;
+    }
     if args.len() != 3 {
         eprintln!("usage: vfio-edu-client GROUP ADDRESS");
         exit(2);

@@ -1,0 +1,113 @@
+//! The library side of the broker: connect to `RUN_DIR/broker.sock`, ask for a domain,
+//! receive its fds (close-on-exec, owned) and description.
+
+use std::io::{IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+
+use super::protocol::{self, Description, Request, Response, MAX_FDS, MAX_RESPONSE};
+
+/// How long the client waits for the broker's answer.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A granted domain.
+#[derive(Debug)]
+pub struct Grant {
+    pub description: Description,
+    /// Indexed as the description says.
+    pub fds: Vec<OwnedFd>,
+}
+
+/// Why no domain was received.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no vfioctl watch is serving domains at {path} ({source}); start it (systemctl start vfioctl-watch, or vfioctl watch) and try again")]
+    NoBroker {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("talking to the broker at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the broker refused: {0}")]
+    Refused(String),
+    #[error("the broker's answer: {0}")]
+    Protocol(#[from] protocol::ProtocolError),
+}
+
+/// Asks the broker under `run_dir` for `domain`.
+pub fn open(run_dir: &Path, domain: &str) -> Result<Grant, ClientError> {
+    request(&super::socket_path(run_dir), &Request::open(domain))
+}
+
+/// Sends `req` to the socket at `path` and receives the answer.
+pub fn request(path: &Path, req: &Request) -> Result<Grant, ClientError> {
+    let io = |source| ClientError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut stream = UnixStream::connect(path).map_err(|source| ClientError::NoBroker {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io)?;
+    stream
+        .write_all(&protocol::encode_request(req))
+        .map_err(io)?;
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let (mut bytes, fds) = receive(&stream).map_err(io)?;
+    // The rest of a long answer, bounded.
+    let mut rest = Vec::new();
+    (&stream)
+        .take((MAX_RESPONSE + 1 - bytes.len().min(MAX_RESPONSE)) as u64)
+        .read_to_end(&mut rest)
+        .map_err(io)?;
+    bytes.extend(rest);
+    match protocol::parse_response(&bytes, fds.len())? {
+        Response::Granted(description) => Ok(Grant { description, fds }),
+        Response::Refused { reason, .. } => Err(ClientError::Refused(reason)),
+    }
+}
+
+/// The first chunk of the answer and the fds riding on it.
+fn receive(stream: &UnixStream) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let mut buf = vec![0u8; MAX_RESPONSE];
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    loop {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = match recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => m,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut fds = Vec::new();
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                for fd in raw {
+                    // SAFETY: the kernel just installed these fds for us; nothing else owns them.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+        let n = msg.bytes;
+        if truncated {
+            return Err(std::io::Error::other("the broker sent more fds than fit"));
+        }
+        buf.truncate(n);
+        return Ok((buf, fds));
+    }
+}

@@ -1,0 +1,234 @@
+//! Held domains in systemd's fd store (`FDSTORE=1`), so a restarted `watch` can find the
+//! containers, groups and window memfds of the domains it held. This module owns the naming
+//! of stored fds, sending them to the notify socket (one message per fd, each with its own
+//! `FDNAME=`), removing them (`FDSTOREREMOVE=1`), and sorting the fds systemd passes back
+//! (`LISTEN_FDS` / `LISTEN_FDNAMES`) into per-domain sets.
+//!
+//! Names: `vfioctl.DOMAIN.container.N`, `vfioctl.DOMAIN.group.ID`, `vfioctl.DOMAIN.window.N`,
+//! DOMAIN percent-escaped so the name stays a valid `FDNAME` (printable ASCII, no `:`, at
+//! most 255 bytes).
+//!
+//! Not yet wired into `watch`: adopting the returned fds into held domains is still to be
+//! built, and storing without adopting would keep the groups busy across a restart.
+
+use std::collections::BTreeMap;
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+
+/// What one stored fd is.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Part {
+    Container(usize),
+    Group(u32),
+    Window(usize),
+}
+
+/// A stored fd's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredName {
+    pub domain: String,
+    pub part: Part,
+}
+
+const PREFIX: &str = "vfioctl.";
+const MAX_NAME: usize = 255;
+
+fn escape(domain: &str) -> String {
+    let mut out = String::new();
+    for b in domain.bytes() {
+        if b.is_ascii_graphic() && b != b':' && b != b'%' && b != b'.' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn unescape(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+impl StoredName {
+    /// The `FDNAME`, or `None` when the domain's name is too long to fit.
+    pub fn encode(&self) -> Option<String> {
+        let part = match self.part {
+            Part::Container(n) => format!("container.{n}"),
+            Part::Group(g) => format!("group.{g}"),
+            Part::Window(n) => format!("window.{n}"),
+        };
+        let name = format!("{PREFIX}{}.{part}", escape(&self.domain));
+        (name.len() <= MAX_NAME).then_some(name)
+    }
+
+    /// Parses a name this module wrote; other names (not ours) give `None`.
+    pub fn decode(name: &str) -> Option<StoredName> {
+        let rest = name.strip_prefix(PREFIX)?;
+        let mut it = rest.splitn(3, '.');
+        let domain = unescape(it.next()?)?;
+        let kind = it.next()?;
+        let n = it.next()?;
+        let part = match kind {
+            "container" => Part::Container(n.parse().ok()?),
+            "group" => Part::Group(n.parse().ok()?),
+            "window" => Part::Window(n.parse().ok()?),
+            _ => return None,
+        };
+        Some(StoredName { domain, part })
+    }
+}
+
+/// Why the store refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("domain name \"{0}\" is too long for systemd's fd store")]
+    NameTooLong(String),
+    #[error("notify socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The notify socket (`NOTIFY_SOCKET`, or a stand-in).
+#[derive(Debug, Clone)]
+pub struct FdStore {
+    path: PathBuf,
+}
+
+impl FdStore {
+    /// `NOTIFY_SOCKET` from the environment, if set (a path; abstract sockets start with `@`
+    /// and are not supported here yet).
+    pub fn from_env() -> Option<FdStore> {
+        let p = std::env::var_os("NOTIFY_SOCKET")?;
+        let path = PathBuf::from(p);
+        path.is_absolute().then_some(FdStore { path })
+    }
+
+    pub fn at(path: &Path) -> FdStore {
+        FdStore {
+            path: path.to_path_buf(),
+        }
+    }
+
+    fn send(&self, text: &str, fd: Option<BorrowedFd<'_>>) -> Result<(), StoreError> {
+        let err = |source| StoreError::Socket {
+            path: self.path.clone(),
+            source,
+        };
+        let sock = UnixDatagram::unbound().map_err(err)?;
+        sock.connect(&self.path).map_err(err)?;
+        let raw = fd.map(|f| [f.as_raw_fd()]);
+        let cmsg: Vec<ControlMessage> = raw
+            .as_ref()
+            .map(|r| ControlMessage::ScmRights(r))
+            .into_iter()
+            .collect();
+        sendmsg::<()>(
+            sock.as_raw_fd(),
+            &[IoSlice::new(text.as_bytes())],
+            &cmsg,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(|e| err(e.into()))?;
+        Ok(())
+    }
+
+    /// Stores each fd under its name (one message each: `FDNAME` names all fds of a message).
+    pub fn store(&self, fds: &[(StoredName, BorrowedFd<'_>)]) -> Result<(), StoreError> {
+        for (name, fd) in fds {
+            let n = name
+                .encode()
+                .ok_or_else(|| StoreError::NameTooLong(name.domain.clone()))?;
+            self.send(&format!("FDSTORE=1\nFDNAME={n}"), Some(*fd))?;
+        }
+        Ok(())
+    }
+
+    /// Drops stored fds by name (a domain released, or adopted and stored again).
+    pub fn remove(&self, names: &[StoredName]) -> Result<(), StoreError> {
+        for name in names {
+            if let Some(n) = name.encode() {
+                self.send(&format!("FDSTOREREMOVE=1\nFDNAME={n}"), None)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The fds of one domain systemd handed back.
+#[derive(Debug, Default)]
+pub struct Stored {
+    pub containers: BTreeMap<usize, OwnedFd>,
+    pub groups: BTreeMap<u32, OwnedFd>,
+    pub windows: BTreeMap<usize, OwnedFd>,
+}
+
+/// Sorts fds passed back by systemd by domain. Fds with names that are not ours are
+/// returned apart, for the caller to close or use.
+pub fn sort(passed: Vec<(OwnedFd, String)>) -> (BTreeMap<String, Stored>, Vec<(OwnedFd, String)>) {
+    let mut domains: BTreeMap<String, Stored> = BTreeMap::new();
+    let mut other = Vec::new();
+    for (fd, name) in passed {
+        let Some(n) = StoredName::decode(&name) else {
+            other.push((fd, name));
+            continue;
+        };
+        let d = domains.entry(n.domain).or_default();
+        match n.part {
+            Part::Container(i) => d.containers.insert(i, fd),
+            Part::Group(g) => d.groups.insert(g, fd),
+            Part::Window(i) => d.windows.insert(i, fd),
+        };
+    }
+    (domains, other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_stay_valid_fdnames() {
+        for domain in ["dma", "a.b:c%d e", "ünïcode"] {
+            for part in [Part::Container(0), Part::Group(42), Part::Window(3)] {
+                let n = StoredName {
+                    domain: domain.into(),
+                    part,
+                };
+                let enc = n.encode().unwrap();
+                assert!(
+                    enc.bytes().all(|b| b.is_ascii_graphic() && b != b':'),
+                    "{enc}"
+                );
+                assert_eq!(StoredName::decode(&enc), Some(n));
+            }
+        }
+        let long = StoredName {
+            domain: "x".repeat(300),
+            part: Part::Group(1),
+        };
+        assert_eq!(long.encode(), None);
+        assert_eq!(StoredName::decode("other.thing"), None);
+        assert_eq!(StoredName::decode("vfioctl.dma.pipe.1"), None);
+    }
+}

@@ -1,0 +1,152 @@
+//! What the broker offers, shared between `watch` (which refreshes it after every pass) and
+//! the server thread (which only reads it under the lock). An offer owns duplicates of the
+//! held domain's fds, so the server never borrows from the domain layer across threads; a
+//! domain released by a pass is dropped from the offers in the same pass, closing the
+//! duplicates before its devices can go back to their host drivers.
+
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+
+use super::protocol::{Description, DeviceDesc, GroupDesc, WindowDesc, VERSION};
+use crate::config::Config;
+use crate::domain::held::HeldDomain;
+use crate::domain::linux::LinuxIommu;
+use crate::host::snapshot::Snapshot;
+use crate::plan::Accounts;
+
+/// One domain ready to hand over: its description and the fds it indexes.
+#[derive(Debug)]
+pub struct Offer {
+    pub description: Description,
+    pub fds: Vec<OwnedFd>,
+}
+
+impl Offer {
+    /// Duplicates a held domain's fds (`F_DUPFD_CLOEXEC`) and describes them; members'
+    /// addresses come from `host`.
+    pub fn of(held: &HeldDomain<LinuxIommu>, host: Option<&Snapshot>) -> std::io::Result<Offer> {
+        let f = held.fds();
+        let mut fds = Vec::new();
+        let mut containers = Vec::new();
+        for c in &f.containers {
+            containers.push(fds.len());
+            fds.push(c.try_clone_to_owned()?);
+        }
+        let mut groups = Vec::new();
+        for (ci, c) in held.containers.iter().enumerate() {
+            for g in &c.groups {
+                if let Some((_, fd)) = f.groups.iter().find(|(id, _)| *id == g.id) {
+                    groups.push(GroupDesc {
+                        group: g.id,
+                        fd: fds.len(),
+                        container: ci,
+                    });
+                    fds.push(fd.try_clone_to_owned()?);
+                }
+            }
+        }
+        let mut windows = Vec::new();
+        for (w, (_, fd)) in held.windows.iter().zip(&f.windows) {
+            windows.push(WindowDesc {
+                name: w.window.name.clone(),
+                iova: w.window.iova,
+                size: w.window.size,
+                fd: fds.len(),
+            });
+            fds.push(fd.try_clone_to_owned()?);
+        }
+        let devices = host
+            .map(|h| {
+                h.devices
+                    .iter()
+                    .filter_map(|d| {
+                        let g = d.iommu_group?;
+                        let gd = groups.iter().find(|x| x.group == g)?;
+                        Some(DeviceDesc {
+                            address: d.address.to_string(),
+                            group: g,
+                            fd: gd.fd,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Offer {
+            description: Description {
+                version: VERSION,
+                domain: held.name.clone(),
+                containers,
+                groups,
+                windows,
+                devices,
+            },
+            fds,
+        })
+    }
+}
+
+/// One hand-over, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handed {
+    pub domain: String,
+    pub uid: u32,
+    pub pid: i32,
+    pub fds: usize,
+    /// Seconds since the epoch.
+    pub at: u64,
+}
+
+/// Everything behind the lock.
+#[derive(Debug, Default)]
+pub struct Offers {
+    pub domains: BTreeMap<String, Offer>,
+    /// The config and the accounts its names resolve to, as of the last pass.
+    pub policy: Option<(Config, Accounts)>,
+    /// Hand-overs since start (newest last, bounded).
+    pub handed: Vec<Handed>,
+    pub refused: u64,
+}
+
+/// Most hand-overs remembered for `status`.
+pub const HANDED_KEPT: usize = 64;
+
+impl Offers {
+    pub fn record(&mut self, h: Handed) {
+        if self.handed.len() >= HANDED_KEPT {
+            self.handed.remove(0);
+        }
+        self.handed.push(h);
+    }
+}
+
+/// The shared handle.
+#[derive(Debug, Clone, Default)]
+pub struct Handout(Arc<Mutex<Offers>>);
+
+impl Handout {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The offers, locked. A poisoned lock (a panic elsewhere) still yields them: the data
+    /// is replaced whole on every pass, so it is never half-written.
+    pub fn lock(&self) -> MutexGuard<'_, Offers> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the offers and the policy (after a pass).
+    pub fn replace(&self, domains: BTreeMap<String, Offer>, config: Config, accounts: Accounts) {
+        let mut o = self.lock();
+        o.domains = domains;
+        o.policy = Some((config, accounts));
+    }
+
+    /// Drops every offer (closing the duplicates).
+    pub fn clear(&self) {
+        let mut o = self.lock();
+        o.domains.clear();
+    }
+}

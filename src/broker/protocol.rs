@@ -1,0 +1,310 @@
+//! The broker's wire format. A client sends one JSON request line (at most
+//! [`MAX_REQUEST`] bytes) and half-closes; the broker answers with one JSON response, the
+//! granted fds riding on its first bytes (`SCM_RIGHTS`). Every message carries
+//! [`VERSION`]; a request of another version, malformed JSON, unknown fields or an oversized
+//! request are refused with a reason and change nothing.
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks.
+pub const VERSION: u32 = 1;
+/// Largest request accepted, in bytes.
+pub const MAX_REQUEST: usize = 4096;
+/// Largest response sent or accepted, in bytes.
+pub const MAX_RESPONSE: usize = 64 * 1024;
+/// Most fds one grant may carry (the kernel's `SCM_MAX_FD`).
+pub const MAX_FDS: usize = 253;
+
+/// What a client asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    pub version: u32,
+    /// The domain's name in the config.
+    pub domain: String,
+}
+
+impl Request {
+    pub fn open(domain: &str) -> Self {
+        Request {
+            version: VERSION,
+            domain: domain.to_string(),
+        }
+    }
+}
+
+/// A window of the granted domain; `fd` indexes the received fds (its memfd).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowDesc {
+    pub name: String,
+    pub iova: u64,
+    pub size: u64,
+    pub fd: usize,
+}
+
+/// A group of the granted domain: its `/dev/vfio/N` fd and the container it is attached to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupDesc {
+    pub group: u32,
+    pub fd: usize,
+    /// Index into [`Description::containers`].
+    pub container: usize,
+}
+
+/// A member function: its address and the fd of its group (open it with
+/// `VFIO_GROUP_GET_DEVICE_FD`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceDesc {
+    pub address: String,
+    pub group: u32,
+    pub fd: usize,
+}
+
+/// What a grant describes; the fds arrive in the order the indices give.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Description {
+    pub version: u32,
+    pub domain: String,
+    /// fd indices of the containers (one for `shared`, one per group for `per-group`).
+    pub containers: Vec<usize>,
+    pub groups: Vec<GroupDesc>,
+    pub windows: Vec<WindowDesc>,
+    pub devices: Vec<DeviceDesc>,
+}
+
+impl Description {
+    /// How many fds the description names (every index must be below this).
+    pub fn fd_count(&self) -> usize {
+        self.containers
+            .iter()
+            .copied()
+            .chain(self.groups.iter().map(|g| g.fd))
+            .chain(self.windows.iter().map(|w| w.fd))
+            .map(|i| i + 1)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// The broker's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum Response {
+    Granted(Description),
+    Refused { version: u32, reason: String },
+}
+
+impl Response {
+    pub fn refused(reason: impl Into<String>) -> Self {
+        Response::Refused {
+            version: VERSION,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Why a message was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("message too large: more than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("protocol version {got} is not supported (this vfioctl speaks version {VERSION}); use matching vfioctl versions")]
+    Version { got: u32 },
+    #[error("the request names no domain")]
+    NoDomain,
+    #[error("the description names fd {index} but {received} fd(s) arrived")]
+    MissingFd { index: usize, received: usize },
+}
+
+/// Parses a request (without its trailing newline, if any).
+pub fn parse_request(bytes: &[u8]) -> Result<Request, ProtocolError> {
+    if bytes.len() > MAX_REQUEST {
+        return Err(ProtocolError::TooLarge { limit: MAX_REQUEST });
+    }
+    // Read the version first, so an old or new client hears about the version, not a field.
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    let got = value
+        .get("version")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| ProtocolError::Malformed("no numeric \"version\" field".into()))?;
+    if got != u64::from(VERSION) {
+        return Err(ProtocolError::Version {
+            got: u32::try_from(got).unwrap_or(u32::MAX),
+        });
+    }
+    let req: Request =
+        serde_json::from_value(value).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    if req.domain.trim().is_empty() {
+        return Err(ProtocolError::NoDomain);
+    }
+    Ok(req)
+}
+
+/// Encodes a request as one line.
+pub fn encode_request(req: &Request) -> Vec<u8> {
+    let mut v = serde_json::to_vec(req).unwrap_or_default();
+    v.push(b'\n');
+    v
+}
+
+/// Encodes a response.
+pub fn encode_response(resp: &Response) -> Result<Vec<u8>, ProtocolError> {
+    let v = serde_json::to_vec(resp).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    if v.len() > MAX_RESPONSE {
+        return Err(ProtocolError::TooLarge {
+            limit: MAX_RESPONSE,
+        });
+    }
+    Ok(v)
+}
+
+/// Parses a response and checks a grant against the number of fds that arrived.
+pub fn parse_response(bytes: &[u8], fds_received: usize) -> Result<Response, ProtocolError> {
+    if bytes.len() > MAX_RESPONSE {
+        return Err(ProtocolError::TooLarge {
+            limit: MAX_RESPONSE,
+        });
+    }
+    let resp: Response =
+        serde_json::from_slice(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    let version = match &resp {
+        Response::Granted(d) => d.version,
+        Response::Refused { version, .. } => *version,
+    };
+    if version != VERSION {
+        return Err(ProtocolError::Version { got: version });
+    }
+    if let Response::Granted(d) = &resp {
+        let need = d.fd_count();
+        if need > fds_received {
+            return Err(ProtocolError::MissingFd {
+                index: need - 1,
+                received: fds_received,
+            });
+        }
+    }
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc() -> Description {
+        Description {
+            version: VERSION,
+            domain: "dma".into(),
+            containers: vec![0],
+            groups: vec![GroupDesc {
+                group: 7,
+                fd: 1,
+                container: 0,
+            }],
+            windows: vec![WindowDesc {
+                name: "buf".into(),
+                iova: 0x10_0000,
+                size: 0x20_0000,
+                fd: 2,
+            }],
+            devices: vec![DeviceDesc {
+                address: "0000:00:03.0".into(),
+                group: 7,
+                fd: 1,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_request_round_trips() {
+        let r = Request::open("dma");
+        let line = encode_request(&r);
+        assert_eq!(line.last(), Some(&b'\n'));
+        assert_eq!(parse_request(&line[..line.len() - 1]).unwrap(), r);
+    }
+
+    #[test]
+    fn malformed_requests_are_refused() {
+        for bad in [
+            &b""[..],
+            b"{",
+            b"null",
+            b"[1,2]",
+            b"{\"domain\":\"x\"}",
+            b"{\"version\":\"1\",\"domain\":\"x\"}",
+            b"{\"version\":1}",
+            b"{\"version\":1,\"domain\":\"x\",\"extra\":true}",
+            b"\xff\xfe",
+        ] {
+            assert!(
+                matches!(parse_request(bad), Err(ProtocolError::Malformed(_))),
+                "{:?} -> {:?}",
+                String::from_utf8_lossy(bad),
+                parse_request(bad)
+            );
+        }
+        assert_eq!(
+            parse_request(b"{\"version\":1,\"domain\":\"  \"}"),
+            Err(ProtocolError::NoDomain)
+        );
+    }
+
+    #[test]
+    fn other_versions_are_named() {
+        assert_eq!(
+            parse_request(b"{\"version\":2,\"domain\":\"x\"}"),
+            Err(ProtocolError::Version { got: 2 })
+        );
+        // A future request with fields we do not know is still told about the version.
+        assert_eq!(
+            parse_request(b"{\"version\":9,\"domain\":\"x\",\"new\":1}"),
+            Err(ProtocolError::Version { got: 9 })
+        );
+    }
+
+    #[test]
+    fn oversized_requests_are_refused_before_parsing() {
+        let mut big = b"{\"version\":1,\"domain\":\"".to_vec();
+        big.extend(std::iter::repeat_n(b'a', MAX_REQUEST));
+        big.extend(b"\"}");
+        assert_eq!(
+            parse_request(&big),
+            Err(ProtocolError::TooLarge { limit: MAX_REQUEST })
+        );
+    }
+
+    #[test]
+    fn a_grant_round_trips_and_counts_its_fds() {
+        let resp = Response::Granted(desc());
+        let bytes = encode_response(&resp).unwrap();
+        assert_eq!(parse_response(&bytes, 3).unwrap(), resp);
+        assert_eq!(desc().fd_count(), 3);
+        assert_eq!(
+            parse_response(&bytes, 2),
+            Err(ProtocolError::MissingFd {
+                index: 2,
+                received: 2
+            })
+        );
+    }
+
+    #[test]
+    fn a_refusal_round_trips() {
+        let resp = Response::refused("uid 1001 is not named");
+        let bytes = encode_response(&resp).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains("\"result\":\"refused\""), "{text}");
+        assert_eq!(parse_response(&bytes, 0).unwrap(), resp);
+    }
+
+    #[test]
+    fn responses_of_another_version_are_refused() {
+        let bytes = br#"{"result":"refused","version":5,"reason":"x"}"#;
+        assert_eq!(
+            parse_response(bytes, 0),
+            Err(ProtocolError::Version { got: 5 })
+        );
+    }
+}

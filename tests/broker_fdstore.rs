@@ -1,0 +1,137 @@
+//! The fd store against a stand-in for systemd's notify socket that keeps fds as systemd
+//! does (`FDSTORE=1` + `FDNAME=` keeps the message's fds under that name, `FDSTOREREMOVE=1`
+//! drops them) and hands them back on "restart", as `LISTEN_FDNAMES` would.
+
+use std::collections::BTreeMap;
+use std::io::{IoSliceMut, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixDatagram;
+
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use vfioctl::broker::fdstore::{sort, FdStore, Part, StoredName};
+
+/// systemd's side: name -> fds.
+struct StandIn {
+    sock: UnixDatagram,
+    store: BTreeMap<String, Vec<OwnedFd>>,
+}
+
+impl StandIn {
+    fn drain(&mut self) {
+        self.sock.set_nonblocking(true).unwrap();
+        loop {
+            let mut buf = [0u8; 4096];
+            let mut space = nix::cmsg_space!([RawFd; 16]);
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let msg = match recvmsg::<()>(
+                self.sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(m) => m,
+                Err(nix::errno::Errno::EAGAIN) => return,
+                Err(e) => panic!("{e}"),
+            };
+            let mut fds = Vec::new();
+            for c in msg.cmsgs().unwrap() {
+                if let ControlMessageOwned::ScmRights(r) = c {
+                    fds.extend(r.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
+                }
+            }
+            let n = msg.bytes;
+            let text = String::from_utf8(buf[..n].to_vec()).unwrap();
+            let name = text
+                .lines()
+                .find_map(|l| l.strip_prefix("FDNAME="))
+                .unwrap_or("stored")
+                .to_string();
+            if text.lines().any(|l| l == "FDSTORE=1") {
+                self.store.entry(name).or_default().extend(fds);
+            } else if text.lines().any(|l| l == "FDSTOREREMOVE=1") {
+                self.store.remove(&name);
+            }
+        }
+    }
+
+    fn hand_back(&mut self) -> Vec<(OwnedFd, String)> {
+        std::mem::take(&mut self.store)
+            .into_iter()
+            .flat_map(|(name, fds)| fds.into_iter().map(move |f| (f, name.clone())))
+            .collect()
+    }
+}
+
+fn file(content: &str) -> std::fs::File {
+    let mut f = tempfile::tempfile().unwrap();
+    f.write_all(content.as_bytes()).unwrap();
+    f
+}
+
+fn content(fd: OwnedFd) -> String {
+    let mut f = std::fs::File::from(fd);
+    f.seek(SeekFrom::Start(0)).unwrap();
+    let mut s = String::new();
+    f.read_to_string(&mut s).unwrap();
+    s
+}
+
+#[test]
+fn stored_domains_come_back_sorted_and_removed_ones_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let mut systemd = StandIn {
+        sock: UnixDatagram::bind(&path).unwrap(),
+        store: BTreeMap::new(),
+    };
+    let store = FdStore::at(&path);
+    let (c, g, w, other) = (file("c0"), file("g7"), file("w0"), file("gone"));
+    let name = |domain: &str, part| StoredName {
+        domain: domain.into(),
+        part,
+    };
+    store
+        .store(&[
+            (name("dma", Part::Container(0)), c.as_fd()),
+            (name("dma", Part::Group(7)), g.as_fd()),
+            (name("dma", Part::Window(0)), w.as_fd()),
+            (name("old", Part::Group(9)), other.as_fd()),
+        ])
+        .unwrap();
+    store.remove(&[name("old", Part::Group(9))]).unwrap();
+    systemd.drain();
+    // Our own copies go away, as they do when watch exits.
+    drop((c, g, w, other));
+    let mut back = systemd.hand_back();
+    back.push((file("socket").into(), "unrelated".into()));
+    let (mut domains, rest) = sort(back);
+    assert_eq!(domains.keys().collect::<Vec<_>>(), ["dma"]);
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].1, "unrelated");
+    let d = domains.remove("dma").unwrap();
+    let got: Vec<String> = d
+        .containers
+        .into_values()
+        .chain(d.groups.into_values())
+        .chain(d.windows.into_values())
+        .map(content)
+        .collect();
+    assert_eq!(got, ["c0", "g7", "w0"]);
+}
+
+#[test]
+fn a_missing_notify_socket_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FdStore::at(&dir.path().join("none"));
+    let f = file("x");
+    let err = store
+        .store(&[(
+            StoredName {
+                domain: "dma".into(),
+                part: Part::Group(1),
+            },
+            f.as_fd(),
+        )])
+        .unwrap_err();
+    assert!(err.to_string().contains("notify socket"), "{err}");
+}
