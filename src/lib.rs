@@ -11,9 +11,12 @@
 //! 4. [`apply`] runs a plan through the one side-effect seam, [`kernel::Host`], journaling
 //!    before each change, verifying after, and undoing on failure.
 //! 5. [`watch`] keeps a host converged on hotplug, config edits and signals;
-//!    [`domain`] holds IOMMU domains and DMA windows and hands them to users.
+//!    [`domain`] holds IOMMU domains and DMA windows (through the ioctls in [`vfio`]), and
+//!    [`broker`] hands them to the users the config names, as file descriptors.
 //!
-//! [`cli`] only parses arguments into options and dispatches to these stages.
+//! [`pci`] holds the PCI identity types every stage shares. [`cli`] only parses arguments into
+//! options and dispatches to these stages. `fixtures` (hidden) builds fake sysfs trees and
+//! synthetic hosts for tests and benchmarks.
 
 pub mod apply;
 pub mod broker;
