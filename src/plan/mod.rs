@@ -6,7 +6,7 @@
 //! The stages, one module each: [`resolve`] selectors to functions and VF counts; [`claims`]
 //! the claim table and releases; [`closure`] companions and the kernel's group rule;
 //! [`safety`] in-use refusal; [`ownership`] group nodes; [`windows`] domain windows;
-//! [`graph`] dependencies, order and batches; [`render`] text and JSON; [`simulate`] what the
+//! [`graph`] dependencies, order and batches; [`render`] text and JSON; [`simulate()`] what the
 //! host looks like after a plan (for tests and for `--check` reasoning).
 
 pub mod action;

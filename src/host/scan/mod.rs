@@ -2,7 +2,7 @@
 //! given [`Roots`], reading files directly (no forking), resolving links rather than
 //! counting `../`.
 //!
-//! One bad file never fails a scan: it becomes a [`ScanWarning`] with its path and reason.
+//! One bad file never fails a scan: it becomes a [`ScanWarning`](crate::host::ScanWarning) with its path and reason.
 //! Only an unusable sysfs root is an error. Each part of the host has its own module:
 //! [`pci`] functions, [`groups`] IOMMU groups and units, [`vfio`] the VFIO layer, [`net`] and
 //! [`block`] what the host uses each function for.
