@@ -5,11 +5,12 @@
 //! (`LISTEN_FDS` / `LISTEN_FDNAMES`) into per-domain sets.
 //!
 //! Names: `vfioctl.DOMAIN.container.N`, `vfioctl.DOMAIN.group.ID`, `vfioctl.DOMAIN.window.N`,
+//! `vfioctl.DOMAIN.layout.0`,
 //! DOMAIN percent-escaped so the name stays a valid `FDNAME` (printable ASCII, no `:`, at
 //! most 255 bytes).
 //!
-//! Not yet wired into `watch`: adopting the returned fds into held domains is still to be
-//! built, and storing without adopting would keep the groups busy across a restart.
+//! `domain::adopt` turns a returned domain (with its `layout.0` record) back into a held
+//! domain.
 
 use std::collections::BTreeMap;
 use std::io::IoSlice;
@@ -25,6 +26,8 @@ pub enum Part {
     Container(usize),
     Group(u32),
     Window(usize),
+    /// The domain's layout record (see `domain::adopt`).
+    Layout,
 }
 
 /// A stored fd's name.
@@ -73,6 +76,7 @@ impl StoredName {
             Part::Container(n) => format!("container.{n}"),
             Part::Group(g) => format!("group.{g}"),
             Part::Window(n) => format!("window.{n}"),
+            Part::Layout => "layout.0".to_string(),
         };
         let name = format!("{PREFIX}{}.{part}", escape(&self.domain));
         (name.len() <= MAX_NAME).then_some(name)
@@ -89,6 +93,7 @@ impl StoredName {
             "container" => Part::Container(n.parse().ok()?),
             "group" => Part::Group(n.parse().ok()?),
             "window" => Part::Window(n.parse().ok()?),
+            "layout" if n == "0" => Part::Layout,
             _ => return None,
         };
         Some(StoredName { domain, part })
@@ -181,6 +186,7 @@ pub struct Stored {
     pub containers: BTreeMap<usize, OwnedFd>,
     pub groups: BTreeMap<u32, OwnedFd>,
     pub windows: BTreeMap<usize, OwnedFd>,
+    pub layout: Option<OwnedFd>,
 }
 
 /// Sorts fds passed back by systemd by domain. Fds with names that are not ours are
@@ -195,10 +201,17 @@ pub fn sort(passed: Vec<(OwnedFd, String)>) -> (BTreeMap<String, Stored>, Vec<(O
         };
         let d = domains.entry(n.domain).or_default();
         match n.part {
-            Part::Container(i) => d.containers.insert(i, fd),
-            Part::Group(g) => d.groups.insert(g, fd),
-            Part::Window(i) => d.windows.insert(i, fd),
-        };
+            Part::Container(i) => {
+                d.containers.insert(i, fd);
+            }
+            Part::Group(g) => {
+                d.groups.insert(g, fd);
+            }
+            Part::Window(i) => {
+                d.windows.insert(i, fd);
+            }
+            Part::Layout => d.layout = Some(fd),
+        }
     }
     (domains, other)
 }
@@ -210,7 +223,12 @@ mod tests {
     #[test]
     fn names_round_trip_and_stay_valid_fdnames() {
         for domain in ["dma", "a.b:c%d e", "ünïcode"] {
-            for part in [Part::Container(0), Part::Group(42), Part::Window(3)] {
+            for part in [
+                Part::Container(0),
+                Part::Group(42),
+                Part::Window(3),
+                Part::Layout,
+            ] {
                 let n = StoredName {
                     domain: domain.into(),
                     part,

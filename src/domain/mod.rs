@@ -11,6 +11,7 @@
 //! [`Domains`] ties them together: `reconcile(&Config, &Snapshot)` is what `watch` calls on
 //! each pass, after binding; `release_removed(&Config)` before it releases devices.
 
+pub mod adopt;
 pub mod held;
 pub mod iommu;
 pub mod linux;
