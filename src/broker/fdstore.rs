@@ -216,6 +216,57 @@ pub fn sort(passed: Vec<(OwnedFd, String)>) -> (BTreeMap<String, Stored>, Vec<(O
     (domains, other)
 }
 
+/// The first fd systemd passes (`SD_LISTEN_FDS_START`).
+pub const LISTEN_FDS_START: i32 = 3;
+
+/// Why the `LISTEN_*` variables were not used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListenError {
+    #[error("LISTEN_PID={0} is another process; the fds are not ours")]
+    OtherPid(String),
+    #[error("LISTEN_FDS=\"{0}\" is not a count of fds")]
+    BadCount(String),
+    #[error("LISTEN_FDNAMES names {names} fds, LISTEN_FDS passes {fds}")]
+    NameCount { names: usize, fds: usize },
+}
+
+/// The fds systemd passed, from the values of `LISTEN_PID`, `LISTEN_FDS` and
+/// `LISTEN_FDNAMES` and this process's pid: (fd number, name). No variables: nothing passed.
+/// Pure, so the rules are tested without spawning a process.
+pub fn listed(
+    listen_pid: Option<&str>,
+    listen_fds: Option<&str>,
+    names: Option<&str>,
+    my_pid: u32,
+) -> Result<Vec<(i32, String)>, ListenError> {
+    let (Some(pid), Some(count)) = (listen_pid, listen_fds) else {
+        return Ok(Vec::new());
+    };
+    if pid.trim().parse::<u32>().ok() != Some(my_pid) {
+        return Err(ListenError::OtherPid(pid.to_string()));
+    }
+    let n: i32 = count
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| (0..=i32::MAX - LISTEN_FDS_START).contains(n))
+        .ok_or_else(|| ListenError::BadCount(count.to_string()))?;
+    let names: Vec<String> = match names {
+        Some(s) if !s.is_empty() => s.split(':').map(str::to_string).collect(),
+        // systemd names unnamed fds "unknown".
+        _ => vec!["unknown".to_string(); n as usize],
+    };
+    if names.len() != n as usize {
+        return Err(ListenError::NameCount {
+            names: names.len(),
+            fds: n as usize,
+        });
+    }
+    Ok((LISTEN_FDS_START..LISTEN_FDS_START + n)
+        .zip(names)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,5 +299,39 @@ mod tests {
         assert_eq!(long.encode(), None);
         assert_eq!(StoredName::decode("other.thing"), None);
         assert_eq!(StoredName::decode("vfioctl.dma.pipe.1"), None);
+    }
+}
+
+#[cfg(test)]
+mod listen_tests {
+    use super::*;
+
+    #[test]
+    fn listen_variables_are_read_as_systemd_sets_them() {
+        let names = "vfioctl.dma.container.0:vfioctl.dma.group.5";
+        assert_eq!(
+            listed(Some("42"), Some("2"), Some(names), 42),
+            Ok(vec![
+                (3, "vfioctl.dma.container.0".to_string()),
+                (4, "vfioctl.dma.group.5".to_string())
+            ])
+        );
+        assert_eq!(listed(None, None, None, 42), Ok(vec![]));
+        assert_eq!(
+            listed(Some("41"), Some("2"), Some(names), 42),
+            Err(ListenError::OtherPid("41".into()))
+        );
+        assert_eq!(
+            listed(Some("42"), Some("x"), Some(names), 42),
+            Err(ListenError::BadCount("x".into()))
+        );
+        assert_eq!(
+            listed(Some("42"), Some("3"), Some(names), 42),
+            Err(ListenError::NameCount { names: 2, fds: 3 })
+        );
+        assert_eq!(
+            listed(Some("42"), Some("1"), None, 42),
+            Ok(vec![(3, "unknown".to_string())])
+        );
     }
 }
