@@ -19,7 +19,7 @@ use super::memory::WindowMemory;
 use super::placement::{Refusals, Role};
 use super::windows::Window;
 use super::{placement_name, Report};
-use crate::broker::fdstore::Stored;
+use crate::broker::fdstore::{sort, FdStore, Part, Stored, StoredName};
 use crate::config::model::Placement;
 use crate::host::Roots;
 use crate::vfio::container::{Container, Group};
@@ -219,23 +219,114 @@ pub fn adopt(
     Ok(held)
 }
 
-/// Sorts the stored domains into those the config still wants and those to close.
+/// Splits the stored domains into those the config still wants and the others.
 pub fn split_wanted(
     stored: BTreeMap<String, Stored>,
     wanted: &[String],
-) -> (BTreeMap<String, Stored>, Vec<String>) {
-    let mut keep = BTreeMap::new();
-    let mut drop = Vec::new();
-    for (name, s) in stored {
-        if wanted.contains(&name) {
-            keep.insert(name, s);
-        } else {
-            drop.push(name);
-        }
-    }
-    (keep, drop)
+) -> (BTreeMap<String, Stored>, BTreeMap<String, Stored>) {
+    stored
+        .into_iter()
+        .partition(|(name, _)| wanted.contains(name))
 }
 
+/// Names of every fd stored for a domain with this layout (what `FDSTOREREMOVE` needs).
+pub fn stored_names(domain: &str, layout: &Layout) -> Vec<StoredName> {
+    let name = |part| StoredName {
+        domain: domain.to_string(),
+        part,
+    };
+    let mut out = vec![name(Part::Layout)];
+    for (i, c) in layout.containers.iter().enumerate() {
+        out.push(name(Part::Container(i)));
+        out.extend(c.groups.iter().map(|&g| name(Part::Group(g))));
+    }
+    out.extend((0..layout.windows.len()).map(|i| name(Part::Window(i))));
+    out
+}
+
+fn all_names(domain: &str, s: &Stored) -> Vec<StoredName> {
+    let name = |part| StoredName {
+        domain: domain.to_string(),
+        part,
+    };
+    let mut out: Vec<StoredName> = s
+        .containers
+        .keys()
+        .map(|&i| name(Part::Container(i)))
+        .collect();
+    out.extend(s.groups.keys().map(|&g| name(Part::Group(g))));
+    out.extend(s.windows.keys().map(|&i| name(Part::Window(i))));
+    if s.layout.is_some() {
+        out.push(name(Part::Layout));
+    }
+    out
+}
+
+/// What a start made of the fds systemd passed back.
+#[derive(Debug, Default)]
+pub struct Adopted {
+    pub domains: Vec<HeldDomain<LinuxIommu>>,
+    /// Fds passed that are not vfioctl domain fds (closed).
+    pub foreign: Vec<String>,
+    pub report: Report,
+}
+
+/// Adopts the stored domains the config still wants (`wanted`); the others, and those that
+/// cannot be adopted, are closed and removed from the store (when given), so their groups
+/// are free and the first pass rebuilds what the config asks for.
+pub fn adopt_passed(
+    roots: &Roots,
+    passed: Vec<(OwnedFd, String)>,
+    wanted: &[String],
+    store: Option<&FdStore>,
+) -> Adopted {
+    let mut out = Adopted::default();
+    let (domains, other) = sort(passed);
+    out.foreign = other.into_iter().map(|(_, n)| n).collect();
+    let (keep, unwanted) = split_wanted(domains, wanted);
+    let mut remove: Vec<StoredName> = Vec::new();
+    for (name, stored) in unwanted {
+        out.report.note(
+            &name,
+            "stored by an earlier watch, no longer in the config: closed".to_string(),
+        );
+        remove.extend(all_names(&name, &stored));
+    }
+    for (name, mut stored) in keep {
+        let names = all_names(&name, &stored);
+        let result = stored
+            .layout
+            .take()
+            .ok_or_else(|| AdoptError::NoLayout(name.clone()))
+            .and_then(|fd| read_layout(&name, fd))
+            .and_then(|layout| adopt(roots, &name, &layout, stored, &mut out.report));
+        match result {
+            Ok(held) => {
+                out.report.note(
+                    &name,
+                    format!(
+                        "adopted from systemd's fd store: groups {:?}, {} window(s)",
+                        held.groups(),
+                        held.windows.len()
+                    ),
+                );
+                out.domains.push(held);
+            }
+            Err(e) => {
+                out.report
+                    .error(&name, format!("{e}; closed, the domain is rebuilt"));
+                remove.extend(names);
+            }
+        }
+    }
+    if let Some(store) = store {
+        if let Err(e) = store.remove(&remove) {
+            out.report
+                .error("fd store", format!("cannot remove stale fds: {e}"));
+        }
+    }
+    out
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,6 +450,6 @@ mod tests {
             &["dma".to_string()],
         );
         assert_eq!(keep.keys().collect::<Vec<_>>(), ["dma"]);
-        assert_eq!(drop, ["old"]);
+        assert_eq!(drop.keys().collect::<Vec<_>>(), ["old"]);
     }
 }
