@@ -231,3 +231,94 @@ fn a_restart_adopts_wanted_domains_and_drops_the_rest_from_the_store() {
         ["vfioctl.dma.group.5"]
     );
 }
+
+#[test]
+fn only_changed_domains_are_stored_again_and_released_ones_are_removed() {
+    use vfioctl::broker::fdstore::Stored;
+    use vfioctl::domain::adopt::{adopt, Layout, LayoutContainer, LayoutWindow, LAYOUT_VERSION};
+    use vfioctl::domain::memory::WindowMemory;
+    use vfioctl::domain::placement::Role;
+    use vfioctl::domain::stored::StoreSync;
+    use vfioctl::domain::windows::Window;
+    use vfioctl::domain::Report;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let mut systemd = StandIn {
+        sock: UnixDatagram::bind(&path).unwrap(),
+        store: BTreeMap::new(),
+    };
+    let store = FdStore::at(&path);
+    let w = Window {
+        name: "buf".into(),
+        iova: 1 << 20,
+        size: 64 << 10,
+        hugepages: false,
+    };
+    let mem = WindowMemory::allocate(&w, std::path::Path::new("/nonexistent")).unwrap();
+    let layout = Layout {
+        version: LAYOUT_VERSION,
+        placement: "shared".into(),
+        containers: vec![LayoutContainer {
+            role: Role::Shared,
+            groups: vec![5],
+        }],
+        windows: vec![LayoutWindow {
+            name: w.name.clone(),
+            iova: w.iova,
+            size: w.size,
+            hugepages: false,
+        }],
+    };
+    let mut parts = Stored::default();
+    parts.containers.insert(0, file("c").into());
+    parts.groups.insert(5, file("g").into());
+    parts
+        .windows
+        .insert(0, mem.fd().try_clone_to_owned().unwrap());
+    let mut report = Report::default();
+    let held = adopt(
+        &vfioctl::host::Roots::default(),
+        "dma",
+        &layout,
+        parts,
+        &mut report,
+    )
+    .unwrap();
+    let mut domains = BTreeMap::new();
+    domains.insert("dma".to_string(), held);
+
+    let mut sync = StoreSync::default();
+    assert_eq!(sync.sync(&domains, &store).unwrap(), ["dma"]);
+    systemd.drain();
+    let keys = |s: &StandIn| s.store.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        keys(&systemd),
+        [
+            "vfioctl.dma.container.0",
+            "vfioctl.dma.group.5",
+            "vfioctl.dma.layout.0",
+            "vfioctl.dma.window.0"
+        ]
+    );
+    // Unchanged: nothing sent.
+    assert!(sync.sync(&domains, &store).unwrap().is_empty());
+    // A window released: stored again, without it, one fd per name.
+    domains.get_mut("dma").unwrap().windows.clear();
+    assert_eq!(sync.sync(&domains, &store).unwrap(), ["dma"]);
+    systemd.drain();
+    assert_eq!(
+        keys(&systemd),
+        [
+            "vfioctl.dma.container.0",
+            "vfioctl.dma.group.5",
+            "vfioctl.dma.layout.0"
+        ]
+    );
+    assert!(systemd.store.values().all(|fds| fds.len() == 1));
+    // The domain released: removed.
+    domains.clear();
+    assert_eq!(sync.sync(&domains, &store).unwrap(), ["dma"]);
+    systemd.drain();
+    assert!(systemd.store.is_empty(), "{:?}", keys(&systemd));
+}

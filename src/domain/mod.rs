@@ -22,6 +22,7 @@ pub mod published;
 pub mod report;
 pub mod simulated;
 pub mod status;
+pub mod stored;
 pub mod watch_layer;
 pub mod windows;
 
