@@ -267,6 +267,45 @@ pub fn listed(
         .collect())
 }
 
+/// Takes the fds systemd passed this process (`LISTEN_*`, see [`listed`]), each checked
+/// open and made close-on-exec, and clears the variables so no child inherits them. Unused
+/// or invalid variables give an empty list and a warning.
+pub fn take_passed() -> Vec<(OwnedFd, String)> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let var = |k: &str| std::env::var(k).ok();
+    let list = match listed(
+        var("LISTEN_PID").as_deref(),
+        var("LISTEN_FDS").as_deref(),
+        var("LISTEN_FDNAMES").as_deref(),
+        std::process::id(),
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("fd store: {e}; no stored domain is adopted");
+            Vec::new()
+        }
+    };
+    for k in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(k);
+    }
+    let mut out = Vec::new();
+    for (raw, name) in list {
+        // SAFETY: only to ask whether `raw` is open; no ownership is taken yet.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(raw) };
+        if fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).is_err() {
+            tracing::warn!("fd store: passed fd {raw} ({name}) is not open; skipped");
+            continue;
+        }
+        // SAFETY: systemd passed `raw` to this process (LISTEN_PID matched) and nothing else
+        // in this process owns it: the variables are read once, here, and then cleared.
+        out.push((
+            unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) },
+            name,
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -149,6 +149,14 @@ impl<I: Iommu> Domains<I> {
         &self.held
     }
 
+    /// Takes domains adopted at start (from systemd's fd store) as held; the next pass
+    /// converges them like any other.
+    pub fn adopt(&mut self, domains: Vec<HeldDomain<I>>) {
+        for d in domains {
+            self.held.insert(d.name.clone(), d);
+        }
+    }
+
     /// Total bytes pinned by every held domain.
     pub fn pinned_bytes(&self) -> u64 {
         self.held.values().map(|d| d.pinned_bytes()).sum()
