@@ -135,3 +135,190 @@ fn a_missing_notify_socket_is_an_error_not_a_hang() {
         .unwrap_err();
     assert!(err.to_string().contains("notify socket"), "{err}");
 }
+
+#[test]
+fn a_restart_adopts_wanted_domains_and_drops_the_rest_from_the_store() {
+    use vfioctl::domain::adopt::{
+        adopt_passed, layout_memfd, Layout, LayoutContainer, LayoutWindow, LAYOUT_VERSION,
+    };
+    use vfioctl::domain::iommu::Backing;
+    use vfioctl::domain::memory::WindowMemory;
+    use vfioctl::domain::placement::Role;
+    use vfioctl::domain::windows::Window;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let mut systemd = StandIn {
+        sock: UnixDatagram::bind(&path).unwrap(),
+        store: BTreeMap::new(),
+    };
+    let store = FdStore::at(&path);
+    let name = |domain: &str, part| StoredName {
+        domain: domain.into(),
+        part,
+    };
+    let w = Window {
+        name: "buf".into(),
+        iova: 1 << 20,
+        size: 64 << 10,
+        hugepages: false,
+    };
+    let mem = WindowMemory::allocate(&w, std::path::Path::new("/nonexistent")).unwrap();
+    std::fs::File::from(mem.fd().try_clone_to_owned().unwrap())
+        .write_all(b"kept")
+        .unwrap();
+    let layout = Layout {
+        version: LAYOUT_VERSION,
+        placement: "shared".into(),
+        containers: vec![LayoutContainer {
+            role: Role::Shared,
+            groups: vec![5],
+        }],
+        windows: vec![LayoutWindow {
+            name: w.name.clone(),
+            iova: w.iova,
+            size: w.size,
+            hugepages: false,
+        }],
+    };
+    let layout_fd = layout_memfd(&layout).unwrap();
+    let (c, g, old, broken) = (file("c"), file("g"), file("old"), file("broken"));
+    store
+        .store(&[
+            (name("dma", Part::Layout), layout_fd.as_fd()),
+            (name("dma", Part::Container(0)), c.as_fd()),
+            (name("dma", Part::Group(5)), g.as_fd()),
+            (name("dma", Part::Window(0)), mem.fd()),
+            (name("old", Part::Group(9)), old.as_fd()),
+            // No layout record: cannot be adopted.
+            (name("broken", Part::Group(3)), broken.as_fd()),
+        ])
+        .unwrap();
+    systemd.drain();
+    drop((c, g, old, broken, layout_fd, mem));
+
+    let wanted = ["dma".to_string(), "broken".to_string()];
+    let adopted = adopt_passed(
+        &vfioctl::host::Roots::default(),
+        systemd.hand_back(),
+        &wanted,
+        Some(&store),
+    );
+    assert_eq!(adopted.domains.len(), 1, "{:?}", adopted.report);
+    let d = &adopted.domains[0];
+    assert_eq!(d.name, "dma");
+    assert_eq!(d.groups(), [5]);
+    assert_eq!(d.held_windows(), std::slice::from_ref(&w));
+    // SAFETY: nothing else writes the memory in this test.
+    assert_eq!(&unsafe { d.windows[0].memory.as_slice() }[..4], b"kept");
+    assert_eq!(d.windows[0].memory.len(), w.size);
+    let text = format!("{:?}", adopted.report);
+    assert!(text.contains("no layout record"), "{text}");
+    // The store handed everything back; the removals for "old" and "broken" arrive as
+    // FDSTOREREMOVE messages, which the stand-in applies to what it holds again.
+    systemd
+        .store
+        .insert("vfioctl.old.group.9".into(), vec![file("x").into()]);
+    systemd
+        .store
+        .insert("vfioctl.broken.group.3".into(), vec![file("y").into()]);
+    systemd
+        .store
+        .insert("vfioctl.dma.group.5".into(), vec![file("z").into()]);
+    systemd.drain();
+    assert_eq!(
+        systemd.store.keys().collect::<Vec<_>>(),
+        ["vfioctl.dma.group.5"]
+    );
+}
+
+#[test]
+fn only_changed_domains_are_stored_again_and_released_ones_are_removed() {
+    use vfioctl::broker::fdstore::Stored;
+    use vfioctl::domain::adopt::{adopt, Layout, LayoutContainer, LayoutWindow, LAYOUT_VERSION};
+    use vfioctl::domain::memory::WindowMemory;
+    use vfioctl::domain::placement::Role;
+    use vfioctl::domain::stored::StoreSync;
+    use vfioctl::domain::windows::Window;
+    use vfioctl::domain::Report;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let mut systemd = StandIn {
+        sock: UnixDatagram::bind(&path).unwrap(),
+        store: BTreeMap::new(),
+    };
+    let store = FdStore::at(&path);
+    let w = Window {
+        name: "buf".into(),
+        iova: 1 << 20,
+        size: 64 << 10,
+        hugepages: false,
+    };
+    let mem = WindowMemory::allocate(&w, std::path::Path::new("/nonexistent")).unwrap();
+    let layout = Layout {
+        version: LAYOUT_VERSION,
+        placement: "shared".into(),
+        containers: vec![LayoutContainer {
+            role: Role::Shared,
+            groups: vec![5],
+        }],
+        windows: vec![LayoutWindow {
+            name: w.name.clone(),
+            iova: w.iova,
+            size: w.size,
+            hugepages: false,
+        }],
+    };
+    let mut parts = Stored::default();
+    parts.containers.insert(0, file("c").into());
+    parts.groups.insert(5, file("g").into());
+    parts
+        .windows
+        .insert(0, mem.fd().try_clone_to_owned().unwrap());
+    let mut report = Report::default();
+    let held = adopt(
+        &vfioctl::host::Roots::default(),
+        "dma",
+        &layout,
+        parts,
+        &mut report,
+    )
+    .unwrap();
+    let mut domains = BTreeMap::new();
+    domains.insert("dma".to_string(), held);
+
+    let mut sync = StoreSync::default();
+    assert_eq!(sync.sync(&domains, &store).unwrap(), ["dma"]);
+    systemd.drain();
+    let keys = |s: &StandIn| s.store.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        keys(&systemd),
+        [
+            "vfioctl.dma.container.0",
+            "vfioctl.dma.group.5",
+            "vfioctl.dma.layout.0",
+            "vfioctl.dma.window.0"
+        ]
+    );
+    // Unchanged: nothing sent.
+    assert!(sync.sync(&domains, &store).unwrap().is_empty());
+    // A window released: stored again, without it, one fd per name.
+    domains.get_mut("dma").unwrap().windows.clear();
+    assert_eq!(sync.sync(&domains, &store).unwrap(), ["dma"]);
+    systemd.drain();
+    assert_eq!(
+        keys(&systemd),
+        [
+            "vfioctl.dma.container.0",
+            "vfioctl.dma.group.5",
+            "vfioctl.dma.layout.0"
+        ]
+    );
+    assert!(systemd.store.values().all(|fds| fds.len() == 1));
+    // The domain released: removed.
+    domains.clear();
+    assert_eq!(sync.sync(&domains, &store).unwrap(), ["dma"]);
+    systemd.drain();
+    assert!(systemd.store.is_empty(), "{:?}", keys(&systemd));
+}

@@ -5,11 +5,12 @@
 //! (`LISTEN_FDS` / `LISTEN_FDNAMES`) into per-domain sets.
 //!
 //! Names: `vfioctl.DOMAIN.container.N`, `vfioctl.DOMAIN.group.ID`, `vfioctl.DOMAIN.window.N`,
+//! `vfioctl.DOMAIN.layout.0`,
 //! DOMAIN percent-escaped so the name stays a valid `FDNAME` (printable ASCII, no `:`, at
 //! most 255 bytes).
 //!
-//! Not yet wired into `watch`: adopting the returned fds into held domains is still to be
-//! built, and storing without adopting would keep the groups busy across a restart.
+//! `domain::adopt` turns a returned domain (with its `layout.0` record) back into a held
+//! domain.
 
 use std::collections::BTreeMap;
 use std::io::IoSlice;
@@ -25,6 +26,8 @@ pub enum Part {
     Container(usize),
     Group(u32),
     Window(usize),
+    /// The domain's layout record (see `domain::adopt`).
+    Layout,
 }
 
 /// A stored fd's name.
@@ -73,6 +76,7 @@ impl StoredName {
             Part::Container(n) => format!("container.{n}"),
             Part::Group(g) => format!("group.{g}"),
             Part::Window(n) => format!("window.{n}"),
+            Part::Layout => "layout.0".to_string(),
         };
         let name = format!("{PREFIX}{}.{part}", escape(&self.domain));
         (name.len() <= MAX_NAME).then_some(name)
@@ -89,6 +93,7 @@ impl StoredName {
             "container" => Part::Container(n.parse().ok()?),
             "group" => Part::Group(n.parse().ok()?),
             "window" => Part::Window(n.parse().ok()?),
+            "layout" if n == "0" => Part::Layout,
             _ => return None,
         };
         Some(StoredName { domain, part })
@@ -181,6 +186,7 @@ pub struct Stored {
     pub containers: BTreeMap<usize, OwnedFd>,
     pub groups: BTreeMap<u32, OwnedFd>,
     pub windows: BTreeMap<usize, OwnedFd>,
+    pub layout: Option<OwnedFd>,
 }
 
 /// Sorts fds passed back by systemd by domain. Fds with names that are not ours are
@@ -195,12 +201,109 @@ pub fn sort(passed: Vec<(OwnedFd, String)>) -> (BTreeMap<String, Stored>, Vec<(O
         };
         let d = domains.entry(n.domain).or_default();
         match n.part {
-            Part::Container(i) => d.containers.insert(i, fd),
-            Part::Group(g) => d.groups.insert(g, fd),
-            Part::Window(i) => d.windows.insert(i, fd),
-        };
+            Part::Container(i) => {
+                d.containers.insert(i, fd);
+            }
+            Part::Group(g) => {
+                d.groups.insert(g, fd);
+            }
+            Part::Window(i) => {
+                d.windows.insert(i, fd);
+            }
+            Part::Layout => d.layout = Some(fd),
+        }
     }
     (domains, other)
+}
+
+/// The first fd systemd passes (`SD_LISTEN_FDS_START`).
+pub const LISTEN_FDS_START: i32 = 3;
+
+/// Why the `LISTEN_*` variables were not used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListenError {
+    #[error("LISTEN_PID={0} is another process; the fds are not ours")]
+    OtherPid(String),
+    #[error("LISTEN_FDS=\"{0}\" is not a count of fds")]
+    BadCount(String),
+    #[error("LISTEN_FDNAMES names {names} fds, LISTEN_FDS passes {fds}")]
+    NameCount { names: usize, fds: usize },
+}
+
+/// The fds systemd passed, from the values of `LISTEN_PID`, `LISTEN_FDS` and
+/// `LISTEN_FDNAMES` and this process's pid: (fd number, name). No variables: nothing passed.
+/// Pure, so the rules are tested without spawning a process.
+pub fn listed(
+    listen_pid: Option<&str>,
+    listen_fds: Option<&str>,
+    names: Option<&str>,
+    my_pid: u32,
+) -> Result<Vec<(i32, String)>, ListenError> {
+    let (Some(pid), Some(count)) = (listen_pid, listen_fds) else {
+        return Ok(Vec::new());
+    };
+    if pid.trim().parse::<u32>().ok() != Some(my_pid) {
+        return Err(ListenError::OtherPid(pid.to_string()));
+    }
+    let n: i32 = count
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| (0..=i32::MAX - LISTEN_FDS_START).contains(n))
+        .ok_or_else(|| ListenError::BadCount(count.to_string()))?;
+    let names: Vec<String> = match names {
+        Some(s) if !s.is_empty() => s.split(':').map(str::to_string).collect(),
+        // systemd names unnamed fds "unknown".
+        _ => vec!["unknown".to_string(); n as usize],
+    };
+    if names.len() != n as usize {
+        return Err(ListenError::NameCount {
+            names: names.len(),
+            fds: n as usize,
+        });
+    }
+    Ok((LISTEN_FDS_START..LISTEN_FDS_START + n)
+        .zip(names)
+        .collect())
+}
+
+/// Takes the fds systemd passed this process (`LISTEN_*`, see [`listed`]), each checked
+/// open and made close-on-exec, and clears the variables so no child inherits them. Unused
+/// or invalid variables give an empty list and a warning.
+pub fn take_passed() -> Vec<(OwnedFd, String)> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let var = |k: &str| std::env::var(k).ok();
+    let list = match listed(
+        var("LISTEN_PID").as_deref(),
+        var("LISTEN_FDS").as_deref(),
+        var("LISTEN_FDNAMES").as_deref(),
+        std::process::id(),
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("fd store: {e}; no stored domain is adopted");
+            Vec::new()
+        }
+    };
+    for k in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(k);
+    }
+    let mut out = Vec::new();
+    for (raw, name) in list {
+        // SAFETY: only to ask whether `raw` is open; no ownership is taken yet.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(raw) };
+        if fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).is_err() {
+            tracing::warn!("fd store: passed fd {raw} ({name}) is not open; skipped");
+            continue;
+        }
+        // SAFETY: systemd passed `raw` to this process (LISTEN_PID matched) and nothing else
+        // in this process owns it: the variables are read once, here, and then cleared.
+        out.push((
+            unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) },
+            name,
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -210,7 +313,12 @@ mod tests {
     #[test]
     fn names_round_trip_and_stay_valid_fdnames() {
         for domain in ["dma", "a.b:c%d e", "ünïcode"] {
-            for part in [Part::Container(0), Part::Group(42), Part::Window(3)] {
+            for part in [
+                Part::Container(0),
+                Part::Group(42),
+                Part::Window(3),
+                Part::Layout,
+            ] {
                 let n = StoredName {
                     domain: domain.into(),
                     part,
@@ -230,5 +338,39 @@ mod tests {
         assert_eq!(long.encode(), None);
         assert_eq!(StoredName::decode("other.thing"), None);
         assert_eq!(StoredName::decode("vfioctl.dma.pipe.1"), None);
+    }
+}
+
+#[cfg(test)]
+mod listen_tests {
+    use super::*;
+
+    #[test]
+    fn listen_variables_are_read_as_systemd_sets_them() {
+        let names = "vfioctl.dma.container.0:vfioctl.dma.group.5";
+        assert_eq!(
+            listed(Some("42"), Some("2"), Some(names), 42),
+            Ok(vec![
+                (3, "vfioctl.dma.container.0".to_string()),
+                (4, "vfioctl.dma.group.5".to_string())
+            ])
+        );
+        assert_eq!(listed(None, None, None, 42), Ok(vec![]));
+        assert_eq!(
+            listed(Some("41"), Some("2"), Some(names), 42),
+            Err(ListenError::OtherPid("41".into()))
+        );
+        assert_eq!(
+            listed(Some("42"), Some("x"), Some(names), 42),
+            Err(ListenError::BadCount("x".into()))
+        );
+        assert_eq!(
+            listed(Some("42"), Some("3"), Some(names), 42),
+            Err(ListenError::NameCount { names: 2, fds: 3 })
+        );
+        assert_eq!(
+            listed(Some("42"), Some("1"), None, 42),
+            Ok(vec![(3, "unknown".to_string())])
+        );
     }
 }

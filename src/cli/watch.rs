@@ -7,9 +7,12 @@ use std::time::Duration;
 use std::collections::BTreeMap;
 
 use crate::apply;
+use crate::broker::fdstore::{take_passed, FdStore};
 use crate::broker::handout::{Handout, Offer};
 use crate::broker::server::Server;
+use crate::domain::adopt::adopt_passed;
 use crate::domain::linux::LinuxIommu;
+use crate::domain::stored::StoreSync;
 use crate::domain::watch_layer::{DomainLayer, OnPass};
 use crate::domain::Domains;
 use crate::kernel::linux::{LinuxHost, Timeouts};
@@ -27,6 +30,8 @@ pub fn run(global: &args::GlobalArgs, args: &args::WatchArgs) -> Exit {
         );
         return Exit::Usage;
     }
+    // First, before any thread exists: it clears the LISTEN_* variables.
+    let passed = take_passed();
     let path = &args.config.config;
     let mut loader = load_from_disk;
     let config = match ConfigState::load(path, &mut loader) {
@@ -66,7 +71,38 @@ pub fn run(global: &args::GlobalArgs, args: &args::WatchArgs) -> Exit {
             None
         }
     };
+    // Domains a previous watch left in systemd's fd store (issue 10) are adopted, not
+    // rebuilt; the store is used only under systemd with a store allowed (`$FDSTORE`, set by
+    // systemd from FileDescriptorStoreMax=).
+    let store = FdStore::from_env().filter(|_| {
+        std::env::var("FDSTORE")
+            .ok()
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n > 0)
+    });
+    let mut domains = Domains::new(LinuxIommu::new(global.roots()));
+    if !passed.is_empty() {
+        let wanted: Vec<String> = config
+            .current()
+            .domains
+            .iter()
+            .map(|d| d.name.clone())
+            .collect();
+        let adopted = adopt_passed(&global.roots(), passed, &wanted, store.as_ref());
+        for name in &adopted.foreign {
+            tracing::warn!("fd store: passed fd \"{name}\" is not a vfioctl domain fd; closed");
+        }
+        for n in &adopted.report.notes {
+            tracing::info!("{n}");
+        }
+        for e in &adopted.report.errors {
+            tracing::warn!("{e}");
+        }
+        domains.adopt(adopted.domains);
+    }
+    let mut sync = StoreSync::adopted(domains.held());
     let offers = handout.clone();
+    let store_for_pass = store.clone();
     let refresh: OnPass<LinuxIommu> = Box::new(move |config, domains, host| {
         let mut out = BTreeMap::new();
         for (name, held) in domains.held() {
@@ -81,16 +117,25 @@ pub fn run(global: &args::GlobalArgs, args: &args::WatchArgs) -> Exit {
             }
         }
         offers.replace(out, config.clone(), super::accounts::resolve(config));
+        if let Some(store) = &store_for_pass {
+            if let Err(e) = sync.sync(domains.held(), store) {
+                tracing::warn!("fd store: {e}; held domains may be rebuilt after a restart");
+            }
+        }
     });
+    let mut layer = DomainLayer::new(
+        ApplyReconciler::new(host, opts, super::accounts::resolve),
+        domains,
+        Box::new(move || crate::host::observe(&roots, None).map_err(|e| e.to_string())),
+    )
+    .publish_to(global.run_dir.clone())
+    .on_pass(refresh);
+    if store.is_some() {
+        layer = layer.hand_over_on_exit();
+    }
     let mut watch = WatchLoop::new(
         source,
-        DomainLayer::new(
-            ApplyReconciler::new(host, opts, super::accounts::resolve),
-            Domains::new(LinuxIommu::new(global.roots())),
-            Box::new(move || crate::host::observe(&roots, None).map_err(|e| e.to_string())),
-        )
-        .publish_to(global.run_dir.clone())
-        .on_pass(refresh),
+        layer,
         loader,
         SystemdNotifier::new(),
         config,

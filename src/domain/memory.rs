@@ -118,6 +118,46 @@ impl WindowMemory {
         })
     }
 
+    /// Maps a window's memfd handed back by systemd's fd store after a restart, so the
+    /// window's memory is reachable again in this process. The memfd must hold at least
+    /// `window.size` bytes; huge pages are read from the file (`MFD_HUGETLB` files live on
+    /// hugetlbfs).
+    pub fn adopt(fd: OwnedFd, window: &Window) -> Result<Self, IommuError> {
+        let len = usize::try_from(window.size)
+            .ok()
+            .and_then(NonZeroUsize::new)
+            .ok_or_else(|| IommuError::new("mmap", Errno::EINVAL))?;
+        let stat = nix::sys::stat::fstat(&fd).map_err(|e| IommuError::new("fstat", e))?;
+        if u64::try_from(stat.st_size).unwrap_or(0) < window.size {
+            return Err(IommuError::new("mmap", Errno::EINVAL).with_detail(format!(
+                "the stored memfd of {window} holds {} bytes, fewer than the window",
+                stat.st_size
+            )));
+        }
+        let huge = nix::sys::statfs::fstatfs(&fd)
+            .map(|s| s.filesystem_type() == nix::sys::statfs::HUGETLBFS_MAGIC)
+            .unwrap_or(false);
+        // SAFETY: a fresh shared mapping of `len` bytes of a file checked to hold them.
+        let ptr = unsafe {
+            mmap(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                &fd,
+                0,
+            )
+        }
+        .map_err(|e| IommuError::new("mmap", e))?;
+        Ok(WindowMemory {
+            fd,
+            ptr,
+            len: len.get(),
+            huge,
+            fallback: None,
+        })
+    }
+
     fn memfd(name: &str, huge: bool, size: u64) -> Result<OwnedFd, Errno> {
         let mut flags = MFdFlags::MFD_CLOEXEC;
         if huge {
@@ -219,6 +259,35 @@ mod tests {
     use super::*;
 
     const MEMINFO: &str = "MemTotal:       1000000 kB\nHugePages_Total:      64\nHugePages_Free:       10\nHugepagesize:       2048 kB\n";
+
+    #[test]
+    fn an_adopted_memfd_shows_the_same_memory_and_a_short_one_is_refused() {
+        let w = Window {
+            name: "buf".into(),
+            iova: 1 << 20,
+            size: 64 << 10,
+            hugepages: false,
+        };
+        let first = WindowMemory::allocate(&w, Path::new("/nonexistent")).unwrap();
+        // SAFETY: our own fresh mapping, nothing else writes it.
+        unsafe { std::ptr::write_bytes(first.ptr.as_ptr().cast::<u8>().add(100), 0x5a, 8) };
+        let handed_back = first.fd().try_clone_to_owned().unwrap();
+        drop(first);
+        let again = WindowMemory::adopt(handed_back, &w).unwrap();
+        assert_eq!(again.len(), w.size);
+        assert!(!again.huge());
+        // SAFETY: as above.
+        let bytes = unsafe { again.as_slice() };
+        assert_eq!(&bytes[100..108], &[0x5a; 8]);
+        assert_eq!(bytes[99], 0);
+        let bigger = Window {
+            size: 128 << 10,
+            ..w.clone()
+        };
+        let fd = again.fd().try_clone_to_owned().unwrap();
+        let err = WindowMemory::adopt(fd, &bigger).unwrap_err();
+        assert!(err.to_string().contains("fewer than the window"), "{err}");
+    }
 
     #[test]
     fn meminfo_huge_pages_are_read() {

@@ -11,6 +11,7 @@
 //! [`Domains`] ties them together: `reconcile(&Config, &Snapshot)` is what `watch` calls on
 //! each pass, after binding; `release_removed(&Config)` before it releases devices.
 
+pub mod adopt;
 pub mod held;
 pub mod iommu;
 pub mod linux;
@@ -21,6 +22,7 @@ pub mod published;
 pub mod report;
 pub mod simulated;
 pub mod status;
+pub mod stored;
 pub mod watch_layer;
 pub mod windows;
 
@@ -145,6 +147,14 @@ impl<I: Iommu> Domains<I> {
     /// The held domains by name (the fd broker reads handles from here).
     pub fn held(&self) -> &BTreeMap<String, HeldDomain<I>> {
         &self.held
+    }
+
+    /// Takes domains adopted at start (from systemd's fd store) as held; the next pass
+    /// converges them like any other.
+    pub fn adopt(&mut self, domains: Vec<HeldDomain<I>>) {
+        for d in domains {
+            self.held.insert(d.name.clone(), d);
+        }
     }
 
     /// Total bytes pinned by every held domain.

@@ -31,6 +31,8 @@ pub struct DomainLayer<R, I: Iommu> {
     publish: Option<PathBuf>,
     passes: u64,
     on_pass: Option<OnPass<I>>,
+    /// Leave the domains to systemd's fd store on exit instead of tearing them down.
+    hand_over: bool,
 }
 
 impl<R, I: Iommu> DomainLayer<R, I> {
@@ -43,6 +45,7 @@ impl<R, I: Iommu> DomainLayer<R, I> {
             publish: None,
             passes: 0,
             on_pass: None,
+            hand_over: false,
         }
     }
 
@@ -55,6 +58,14 @@ impl<R, I: Iommu> DomainLayer<R, I> {
     /// Calls `f` after every pass and after groups are released before a binding pass.
     pub fn on_pass(mut self, f: OnPass<I>) -> Self {
         self.on_pass = Some(f);
+        self
+    }
+
+    /// On exit, close this process's fds without detaching anything: systemd's fd store
+    /// holds duplicates, so the domains live on for the next `watch` to adopt (and are
+    /// released by systemd when the unit stops for good).
+    pub fn hand_over_on_exit(mut self) -> Self {
+        self.hand_over = true;
         self
     }
 
@@ -137,7 +148,9 @@ impl<R: Reconciler, I: Iommu> Reconciler for DomainLayer<R, I> {
 
 impl<R, I: Iommu> Drop for DomainLayer<R, I> {
     fn drop(&mut self) {
-        log(&self.domains.release_all());
+        if !self.hand_over {
+            log(&self.domains.release_all());
+        }
         if let Some(dir) = &self.publish {
             published::remove(dir);
         }
