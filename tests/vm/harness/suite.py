@@ -107,6 +107,10 @@ def ensure_apt_lists(apt: packages.Apt) -> None:
     apt.update()
 
 
+# QEMU exit codes that mean QEMU itself crashed (SIGSEGV, SIGABRT, SIGBUS), not the guest.
+QEMU_CRASH_CODES = (-11, -6, -7)
+
+
 @dataclass
 class Outcome:
     name: str
@@ -232,6 +236,15 @@ def main(argv: list[str]) -> int:
                                    sc.layout, sc.memory, sc.smp, sc.qemu_args)
         print(f"vmtest: --- {sc.name} ({sc.layout}) {sc.summary}", flush=True)
         res = boot.boot(cmd, qmp, run_dir / "serial.log", artifacts, sc.timeout)
+        if res.verdict is None and res.exit_code in QEMU_CRASH_CODES:
+            # QEMU itself crashed (seen: QEMU 7.2 under TCG segfaulting on a device_del right
+            # after a hot-plugged e1000e came up). That is no verdict on vfioctl: boot once
+            # more, keeping the crashed boot's log beside the new one.
+            crashed = run_dir / "serial-qemu-crash.log"
+            (run_dir / "serial.log").rename(crashed)
+            print(f"vmtest: qemu crashed (signal {-res.exit_code}) in {sc.name}; "
+                  f"booting once more (log: {crashed})", flush=True)
+            res = boot.boot(cmd, qmp, run_dir / "serial.log", artifacts, sc.timeout)
         initrd.unlink()
         for c in res.checks:
             print(f"    guest {'PASS' if c.ok else 'FAIL'} {c.name} {c.detail}".rstrip())
