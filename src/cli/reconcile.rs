@@ -19,6 +19,25 @@ pub fn run(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
     }
 }
 
+/// The function `--device` names, if any; a malformed address is a usage error.
+fn device_scope(args: &args::ReconcileArgs) -> Result<Option<crate::pci::PciAddress>, Exit> {
+    match args
+        .device
+        .as_deref()
+        .map(str::parse::<crate::pci::PciAddress>)
+    {
+        None => Ok(None),
+        Some(Ok(a)) => Ok(Some(a)),
+        Some(Err(e)) => {
+            eprintln!(
+                "vfioctl reconcile: --device {}: {e}",
+                args.device.as_deref().unwrap_or_default()
+            );
+            Err(Exit::Usage)
+        }
+    }
+}
+
 /// Loads and checks the config; on failure prints every diagnostic and says that nothing was
 /// `done` (planned or changed).
 fn load_config(path: &std::path::Path, done: &str) -> Option<crate::config::Config> {
@@ -46,20 +65,9 @@ fn load_config(path: &std::path::Path, done: &str) -> Option<crate::config::Conf
 /// and the accounts the config names. Exit 0 computed, 1 not realisable (every reason printed),
 /// 2 usage, 3 with `--check` when changes are pending.
 fn dry_run(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
-    let scope = match args
-        .device
-        .as_deref()
-        .map(str::parse::<crate::pci::PciAddress>)
-    {
-        None => None,
-        Some(Ok(a)) => Some(a),
-        Some(Err(e)) => {
-            eprintln!(
-                "vfioctl reconcile: --device {}: {e}",
-                args.device.as_deref().unwrap_or_default()
-            );
-            return Exit::Usage;
-        }
+    let scope = match device_scope(args) {
+        Ok(s) => s,
+        Err(exit) => return exit,
     };
     let Some(config) = load_config(&args.config.config, "planned") else {
         return Exit::Failed;
@@ -168,16 +176,9 @@ fn apply(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
     let Some(config) = load_config(&args.config.config, "changed") else {
         return Exit::Failed;
     };
-    let scope = match args.device.as_deref().map(str::parse) {
-        None => None,
-        Some(Ok(a)) => Some(a),
-        Some(Err(e)) => {
-            eprintln!(
-                "vfioctl reconcile: --device {}: {e}",
-                args.device.as_deref().unwrap_or_default()
-            );
-            return Exit::Usage;
-        }
+    let scope = match device_scope(args) {
+        Ok(s) => s,
+        Err(exit) => return exit,
     };
     let host = LinuxHost::new(global.roots(), Timeouts::default());
     let mut opts = Options::new(global.state_dir.clone(), global.run_dir.clone());

@@ -97,25 +97,7 @@ impl WindowMemory {
             }
             Err(e) => return Err(IommuError::new("memfd_create", e)),
         };
-        // SAFETY: a fresh shared mapping of our own memfd, `len` bytes, which the file has.
-        let ptr = unsafe {
-            mmap(
-                None,
-                len,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                &fd,
-                0,
-            )
-        }
-        .map_err(|e| IommuError::new("mmap", e))?;
-        Ok(WindowMemory {
-            fd,
-            ptr,
-            len: len.get(),
-            huge,
-            fallback,
-        })
+        Self::map(fd, len, huge, fallback)
     }
 
     /// Maps a window's memfd handed back by systemd's fd store after a restart, so the
@@ -137,7 +119,18 @@ impl WindowMemory {
         let huge = nix::sys::statfs::fstatfs(&fd)
             .map(|s| s.filesystem_type() == nix::sys::statfs::HUGETLBFS_MAGIC)
             .unwrap_or(false);
-        // SAFETY: a fresh shared mapping of `len` bytes of a file checked to hold them.
+        Self::map(fd, len, huge, None)
+    }
+
+    /// Maps `len` bytes of `fd` shared and read/write; the caller made sure the file has them.
+    fn map(
+        fd: OwnedFd,
+        len: NonZeroUsize,
+        huge: bool,
+        fallback: Option<String>,
+    ) -> Result<Self, IommuError> {
+        // SAFETY: a fresh shared mapping of `len` bytes of a file that holds them (sized by us
+        // with ftruncate, or checked with fstat for a handed-back memfd).
         let ptr = unsafe {
             mmap(
                 None,
@@ -154,7 +147,7 @@ impl WindowMemory {
             ptr,
             len: len.get(),
             huge,
-            fallback: None,
+            fallback,
         })
     }
 
