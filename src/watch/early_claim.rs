@@ -111,9 +111,14 @@ pub enum Claim {
     Written { previous: Option<String> },
 }
 
+/// The directory of early-claim records: `RUN_DIR/early-claims`.
+pub fn record_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("early-claims")
+}
+
 /// Where the override an early claim replaced is recorded: `RUN_DIR/early-claims/ADDR`.
 pub fn record_path(run_dir: &Path, address: &PciAddress) -> PathBuf {
-    run_dir.join("early-claims").join(address.to_string())
+    record_dir(run_dir).join(address.to_string())
 }
 
 /// Writes `driver` to the function's `driver_override` unless it is already set to it,
