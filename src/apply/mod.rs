@@ -184,7 +184,12 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
         }
     }
     let journal = Journal::load(&opts.state_dir)?;
-    let observed = host.snapshot().map_err(ApplyError::Read)?;
+    let observed = match opts.scope {
+        // Only the function's closure: all a scoped plan looks at.
+        Some(d) => host.snapshot_of(&[d]),
+        None => host.snapshot(),
+    }
+    .map_err(ApplyError::Read)?;
     clock.lap("scan");
     let mut ctx = Context {
         taken: taken(&journal),
