@@ -447,10 +447,7 @@ fn minimal_map(
 /// After a one-shot `reconcile` converged: a process that exits cannot hold a domain, so ask
 /// the running `watch` (found through its published state) to run a pass, which applies the
 /// domain layer. Exit 0 when asked (or nothing to hold), 4 when no `watch` runs.
-pub(super) fn after_reconcile(global: &args::GlobalArgs, config: &Path) -> Exit {
-    let Ok(cfg) = crate::config::load(config) else {
-        return Exit::Done; // `apply` loaded it a moment ago; nothing more to say here.
-    };
+pub(super) fn after_reconcile(global: &args::GlobalArgs, cfg: &crate::config::Config) -> Exit {
     if cfg.domains.is_empty() {
         return Exit::Done;
     }

@@ -12,9 +12,22 @@ pub fn run(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
     if args.dry_run || args.check {
         return dry_run(global, args);
     }
-    match apply(global, args) {
+    // Usage first: nothing is read for a command that cannot run.
+    if global.host.is_some() {
+        eprintln!(
+            "vfioctl reconcile: --host FILE describes a host that cannot be changed; use it with --dry-run, or drop it to apply to this machine"
+        );
+        return Exit::Usage;
+    }
+    if let Err(exit) = device_scope(args) {
+        return exit;
+    }
+    let Some(config) = load_config(&args.config.config, "changed") else {
+        return Exit::Failed;
+    };
+    match apply(global, args, &config) {
         // Domains are held by `watch`, not by this process: hand the domain layer to it.
-        Exit::Done => super::domain::after_reconcile(global, &args.config.config),
+        Exit::Done => super::domain::after_reconcile(global, &config),
         other => other,
     }
 }
@@ -166,16 +179,11 @@ fn dry_run_exit(plan: &crate::plan::Plan, domain_changes: bool, check: bool) -> 
 
 /// Applies the plan to the live host: lock, recover, plan, apply with journal and undo,
 /// verify. Prints one line per change and every problem; exit 0 when converged, 1 otherwise.
-fn apply(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
-    if global.host.is_some() {
-        eprintln!(
-            "vfioctl reconcile: --host FILE describes a host that cannot be changed; use it with --dry-run, or drop it to apply to this machine"
-        );
-        return Exit::Usage;
-    }
-    let Some(config) = load_config(&args.config.config, "changed") else {
-        return Exit::Failed;
-    };
+fn apply(
+    global: &args::GlobalArgs,
+    args: &args::ReconcileArgs,
+    config: &crate::config::Config,
+) -> Exit {
     let scope = match device_scope(args) {
         Ok(s) => s,
         Err(exit) => return exit,
@@ -183,10 +191,10 @@ fn apply(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
     let host = LinuxHost::new(global.roots(), Timeouts::default());
     let mut opts = Options::new(global.state_dir.clone(), global.run_dir.clone());
     opts.lock_timeout = Duration::from_secs(args.lock_timeout);
-    opts.accounts = accounts::resolve(&config);
+    opts.accounts = accounts::resolve(config);
     opts.scope = scope;
 
-    let result = apply::reconcile(&host, &config, &opts);
+    let result = apply::reconcile(&host, config, &opts);
     if args.json {
         return print_json(&result);
     }
