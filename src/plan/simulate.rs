@@ -100,6 +100,9 @@ fn apply(s: &mut Snapshot, action: &Action) {
                 refresh_node(s, g);
             }
         }
+        // Which driver the kernel picks is the kernel's business: the pure model cannot know,
+        // and leaves the function as the unbind before it did (a release is back either way).
+        Action::Probe { .. } => {}
         Action::SetNumVfs { device, to, .. } => set_num_vfs(s, *device, *to),
         Action::SetNodeOwner {
             device, group, to, ..

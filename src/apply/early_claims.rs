@@ -1,0 +1,309 @@
+//! The early-claim records: `RUN_DIR/early-claims/ADDR`, one per function whose
+//! `driver_override` vfioctl wrote before any driver probed it (the udev rule's boot claim,
+//! `watch` on a hot-plug `add`). A record holds the override it replaced (empty: unset).
+//!
+//! Owns writing, reading and forgetting the records, and what they mean for the journal:
+//! [`fold`] makes every early-claimed function part of what vfioctl took, with its true
+//! original (the recorded override, and whatever driver the kernel picks), so releases and
+//! `vfioctl rollback` give it back. A journal entry that recorded our own early override as
+//! the original (a pass that took the function before the record was folded) is corrected
+//! from the record. A record lives until its function is no longer taken (given back, or gone
+//! from the host): [`forget_released`].
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::journal::{self, Journal, JournalError, Object, Recorded};
+use crate::kernel::DeviceState;
+use crate::pci::PciAddress;
+
+const DIR: &str = "early-claims";
+
+/// Where the early claim of `address` is recorded.
+pub fn record_path(run_dir: &Path, address: &PciAddress) -> PathBuf {
+    run_dir.join(DIR).join(address.to_string())
+}
+
+fn io_err(path: &Path, e: &io::Error) -> JournalError {
+    JournalError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Records that an early claim replaced `previous` (`None`: unset) on `address`, unless a
+/// record exists already: the first one holds the true original. Written atomically, before
+/// the claim's own write. Returns whether it was new.
+pub fn remember(
+    run_dir: &Path,
+    address: &PciAddress,
+    previous: Option<&str>,
+) -> Result<bool, JournalError> {
+    if record_path(run_dir, address).exists() {
+        return Ok(false);
+    }
+    journal::write_atomic(
+        &run_dir.join(DIR),
+        &address.to_string(),
+        previous.unwrap_or("").as_bytes(),
+        &mut |_| Ok(()),
+    )?;
+    Ok(true)
+}
+
+/// Every early-claim record: function → the override the claim replaced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EarlyClaims {
+    pub records: BTreeMap<PciAddress, Option<String>>,
+}
+
+impl EarlyClaims {
+    /// Reads `RUN_DIR/early-claims/`; a missing directory holds no records. Files that are not
+    /// named by a PCI address (an interrupted write's temp file) are skipped.
+    pub fn load(run_dir: &Path) -> Result<EarlyClaims, JournalError> {
+        let dir = run_dir.join(DIR);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(EarlyClaims::default()),
+            Err(e) => return Err(io_err(&dir, &e)),
+        };
+        let mut records = BTreeMap::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err(&dir, &e))?;
+            let Some(address) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<PciAddress>().ok())
+            else {
+                continue;
+            };
+            let path = entry.path();
+            let text = fs::read_to_string(&path).map_err(|e| io_err(&path, &e))?;
+            let previous = text.trim();
+            records.insert(
+                address,
+                (!previous.is_empty() && previous != "(null)").then(|| previous.to_string()),
+            );
+        }
+        Ok(EarlyClaims { records })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+/// Makes the early-claimed functions part of what `journal` holds as taken:
+/// - a function the journal does not hold is added with its original override from the record
+///   and its driver "whatever the kernel picks" ([`Recorded::Unprobed`]): it was claimed before
+///   any driver probed it;
+/// - a function the journal holds with an override set is corrected: that override was our
+///   early write, so the original override comes from the record, and a function the journal
+///   found driverless, or on the driver our override named, had no driver of its own yet.
+///
+/// Idempotent. Returns whether the journal changed; the functions whose records it accounted
+/// for are the ones [`forget_released`] may forget later.
+pub fn fold(journal: &mut Journal, claims: &EarlyClaims) -> bool {
+    let mut changed = false;
+    for (address, previous) in &claims.records {
+        let object = Object::Device { device: *address };
+        let unprobed = Recorded::Unprobed {
+            driver_override: previous.clone(),
+        };
+        let Some(entry) = journal.entries.iter_mut().find(|e| e.object == object) else {
+            journal.record(object, unprobed);
+            changed = true;
+            continue;
+        };
+        let corrected = match &entry.was {
+            Recorded::Device(DeviceState {
+                driver,
+                driver_override: Some(ours),
+            }) => {
+                if driver.is_none() || driver.as_deref() == Some(ours.as_str()) {
+                    unprobed
+                } else {
+                    Recorded::Device(DeviceState {
+                        driver: driver.clone(),
+                        driver_override: previous.clone(),
+                    })
+                }
+            }
+            // Recorded before the claim (no override of ours in it), or already folded.
+            _ => continue,
+        };
+        entry.was = corrected;
+        changed = true;
+    }
+    changed
+}
+
+/// Removes the records among `folded` whose function the journal no longer holds (it was
+/// given back, or is gone from the host). Records written after the fold (an early claim
+/// racing the pass) are left for the next pass to fold.
+pub fn forget_released(
+    run_dir: &Path,
+    folded: &EarlyClaims,
+    journal: &Journal,
+) -> Result<(), JournalError> {
+    let mut removed = false;
+    for address in folded.records.keys() {
+        if journal
+            .original(&Object::Device { device: *address })
+            .is_some()
+        {
+            continue;
+        }
+        let path = record_path(run_dir, address);
+        match fs::remove_file(&path) {
+            Ok(()) => removed = true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path, &e)),
+        }
+    }
+    if removed {
+        let dir = run_dir.join(DIR);
+        fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err(&dir, &e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> PciAddress {
+        s.parse().unwrap()
+    }
+
+    fn dev(driver: Option<&str>, over: Option<&str>) -> Recorded {
+        Recorded::Device(DeviceState {
+            driver: driver.map(str::to_string),
+            driver_override: over.map(str::to_string),
+        })
+    }
+
+    fn claims(list: &[(&str, Option<&str>)]) -> EarlyClaims {
+        EarlyClaims {
+            records: list
+                .iter()
+                .map(|(x, p)| (a(x), p.map(str::to_string)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_the_first_one_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path();
+        assert!(EarlyClaims::load(run).unwrap().is_empty());
+        assert!(remember(run, &a("0000:00:01.0"), None).unwrap());
+        assert!(remember(run, &a("0000:02:01.0"), Some("e1000")).unwrap());
+        assert!(!remember(run, &a("0000:00:01.0"), Some("vfio-pci")).unwrap());
+        fs::write(run.join(DIR).join(".0000:00:05.0.tmp.1"), "x").unwrap();
+        assert_eq!(
+            EarlyClaims::load(run).unwrap(),
+            claims(&[("0000:00:01.0", None), ("0000:02:01.0", Some("e1000"))])
+        );
+        assert_eq!(
+            fs::read_to_string(record_path(run, &a("0000:00:01.0"))).unwrap(),
+            ""
+        );
+    }
+
+    #[test]
+    fn an_unheld_record_is_taken_with_the_kernels_pick() {
+        let mut j = Journal::default();
+        let c = claims(&[("0000:00:01.0", None)]);
+        assert!(fold(&mut j, &c));
+        assert_eq!(
+            j.original(&Object::Device {
+                device: a("0000:00:01.0")
+            }),
+            Some(&Recorded::Unprobed {
+                driver_override: None
+            })
+        );
+        // Folding again changes nothing.
+        let before = j.clone();
+        assert!(!fold(&mut j, &c));
+        assert_eq!(j, before);
+    }
+
+    #[test]
+    fn a_journal_entry_holding_our_early_override_is_corrected() {
+        let nic = Object::Device {
+            device: a("0000:00:01.0"),
+        };
+        let other = Object::Device {
+            device: a("0000:02:01.0"),
+        };
+        let bound = Object::Device {
+            device: a("0000:02:02.0"),
+        };
+        let before_claim = Object::Device {
+            device: a("0000:01:00.0"),
+        };
+        let mut j = Journal::default();
+        // Driverless under our override: it never had a driver of its own.
+        j.record(nic, dev(None, Some("vfio-pci")));
+        // A driver that probed before the claim is its own.
+        j.record(other, dev(Some("e1000"), Some("vfio-pci")));
+        // Bound by the kernel straight from our override.
+        j.record(bound, dev(Some("vfio-pci"), Some("vfio-pci")));
+        // Recorded with no override: not ours, the journal is right.
+        j.record(before_claim, dev(Some("nvme"), None));
+        let c = claims(&[
+            ("0000:00:01.0", Some("pci-stub")),
+            ("0000:02:01.0", None),
+            ("0000:02:02.0", None),
+            ("0000:01:00.0", Some("vfio-pci")),
+        ]);
+        assert!(fold(&mut j, &c));
+        assert_eq!(
+            j.original(&nic),
+            Some(&Recorded::Unprobed {
+                driver_override: Some("pci-stub".into())
+            })
+        );
+        assert_eq!(j.original(&other), Some(&dev(Some("e1000"), None)));
+        assert_eq!(
+            j.original(&bound),
+            Some(&Recorded::Unprobed {
+                driver_override: None
+            })
+        );
+        assert_eq!(j.original(&before_claim), Some(&dev(Some("nvme"), None)));
+        assert_eq!(j.entries.len(), 4);
+        assert!(!fold(&mut j, &c));
+    }
+
+    #[test]
+    fn only_folded_records_of_released_functions_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path();
+        for x in ["0000:00:01.0", "0000:02:01.0", "0000:02:02.0"] {
+            remember(run, &a(x), None).unwrap();
+        }
+        let mut j = Journal::default();
+        j.record(
+            Object::Device {
+                device: a("0000:02:01.0"),
+            },
+            dev(None, None),
+        );
+        // 02:02.0 was recorded after the fold: not in `folded`, kept for the next pass.
+        let folded = claims(&[("0000:00:01.0", None), ("0000:02:01.0", None)]);
+        forget_released(run, &folded, &j).unwrap();
+        let left: Vec<PciAddress> = EarlyClaims::load(run)
+            .unwrap()
+            .records
+            .into_keys()
+            .collect();
+        assert_eq!(left, vec![a("0000:02:01.0"), a("0000:02:02.0")]);
+    }
+}
