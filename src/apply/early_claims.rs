@@ -12,18 +12,24 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::journal::{self, Journal, JournalError, Object, Recorded};
+use super::journal::{Journal, JournalError, Object, Recorded};
 use crate::kernel::DeviceState;
 use crate::pci::PciAddress;
 
 const DIR: &str = "early-claims";
 
+/// The directory of the records: `RUN_DIR/early-claims`.
+pub fn record_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join(DIR)
+}
+
 /// Where the early claim of `address` is recorded.
 pub fn record_path(run_dir: &Path, address: &PciAddress) -> PathBuf {
-    run_dir.join(DIR).join(address.to_string())
+    record_dir(run_dir).join(address.to_string())
 }
 
 fn io_err(path: &Path, e: &io::Error) -> JournalError {
@@ -34,22 +40,46 @@ fn io_err(path: &Path, e: &io::Error) -> JournalError {
 }
 
 /// Records that an early claim replaced `previous` (`None`: unset) on `address`, unless a
-/// record exists already: the first one holds the true original. Written atomically, before
-/// the claim's own write. Returns whether it was new.
+/// record exists already: the first one holds the true original. Made before the claim's own
+/// write, and quick (it races the kernel's probe of a hot-plugged function): one exclusive
+/// create and one small write on the run directory's tmpfs, which a crash clears anyway.
+/// Returns whether it was new.
 pub fn remember(
     run_dir: &Path,
     address: &PciAddress,
     previous: Option<&str>,
 ) -> Result<bool, JournalError> {
-    if record_path(run_dir, address).exists() {
-        return Ok(false);
+    let path = record_path(run_dir, address);
+    let create = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+    };
+    let mut file = match create() {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let dir = record_dir(run_dir);
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| io_err(&dir, &e))?;
+            match create() {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+                Err(e) => return Err(io_err(&path, &e)),
+            }
+        }
+        Err(e) => return Err(io_err(&path, &e)),
+    };
+    if let Err(e) = file.write_all(previous.unwrap_or("").as_bytes()) {
+        // No half record: without one, the claim is not made either.
+        let _ = fs::remove_file(&path);
+        return Err(io_err(&path, &e));
     }
-    journal::write_atomic(
-        &run_dir.join(DIR),
-        &address.to_string(),
-        previous.unwrap_or("").as_bytes(),
-        &mut |_| Ok(()),
-    )?;
     Ok(true)
 }
 
@@ -61,9 +91,9 @@ pub struct EarlyClaims {
 
 impl EarlyClaims {
     /// Reads `RUN_DIR/early-claims/`; a missing directory holds no records. Files that are not
-    /// named by a PCI address (an interrupted write's temp file) are skipped.
+    /// named by a PCI address are not records and are skipped.
     pub fn load(run_dir: &Path) -> Result<EarlyClaims, JournalError> {
-        let dir = run_dir.join(DIR);
+        let dir = record_dir(run_dir);
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(EarlyClaims::default()),
@@ -148,7 +178,6 @@ pub fn forget_released(
     folded: &EarlyClaims,
     journal: &Journal,
 ) -> Result<(), JournalError> {
-    let mut removed = false;
     for address in folded.records.keys() {
         if journal
             .original(&Object::Device { device: *address })
@@ -158,16 +187,10 @@ pub fn forget_released(
         }
         let path = record_path(run_dir, address);
         match fs::remove_file(&path) {
-            Ok(()) => removed = true,
+            Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(&path, &e)),
         }
-    }
-    if removed {
-        let dir = run_dir.join(DIR);
-        fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_err(&dir, &e))?;
     }
     Ok(())
 }
@@ -204,7 +227,7 @@ mod tests {
         assert!(remember(run, &a("0000:00:01.0"), None).unwrap());
         assert!(remember(run, &a("0000:02:01.0"), Some("e1000")).unwrap());
         assert!(!remember(run, &a("0000:00:01.0"), Some("vfio-pci")).unwrap());
-        fs::write(run.join(DIR).join(".0000:00:05.0.tmp.1"), "x").unwrap();
+        fs::write(record_dir(run).join("README"), "x").unwrap();
         assert_eq!(
             EarlyClaims::load(run).unwrap(),
             claims(&[("0000:00:01.0", None), ("0000:02:01.0", Some("e1000"))])

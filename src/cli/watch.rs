@@ -17,6 +17,7 @@ use crate::domain::watch_layer::{DomainLayer, OnPass};
 use crate::domain::Domains;
 use crate::kernel::linux::{LinuxHost, Timeouts};
 use crate::watch::host_reconciler::ApplyReconciler;
+use crate::watch::hotplug_claim::{self, ClaimConfig};
 use crate::watch::live_source::{LiveSource, UeventSource};
 use crate::watch::reload::load_from_disk;
 use crate::watch::{ConfigState, SystemdNotifier, Timing, WatchLoop};
@@ -50,6 +51,12 @@ pub fn run(global: &args::GlobalArgs, args: &args::WatchArgs) -> Exit {
             return Exit::Failed;
         }
     };
+    // A thread of its own, so a claim never waits behind a pass; after the source, whose
+    // signal mask it inherits.
+    let claims = ClaimConfig::new(config.current());
+    if let Err(e) = hotplug_claim::spawn(global.roots(), global.run_dir.clone(), claims.clone()) {
+        tracing::warn!("{e}; hot-plugged devices are taken over by the pass instead");
+    }
     let host = LinuxHost::new(global.roots(), Timeouts::default());
     // The domain layer holds `[[domain]]`s around each binding pass (see domain::watch_layer).
     let roots = global.roots();
@@ -124,7 +131,7 @@ pub fn run(global: &args::GlobalArgs, args: &args::WatchArgs) -> Exit {
         }
     });
     let mut layer = DomainLayer::new(
-        ApplyReconciler::new(host, opts, super::accounts::resolve),
+        ApplyReconciler::new(host, opts, super::accounts::resolve).with_claim_config(claims),
         domains,
         Box::new(move || crate::host::observe(&roots, None).map_err(|e| e.to_string())),
     )

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::kernel::Host;
 use crate::plan::{Accounts, ProblemKind};
 
+use super::hotplug_claim::ClaimConfig;
 use super::run_loop::{Outcome, Reconciler, Scope};
 
 /// How long a `watch` pass waits for the reconcile lock before reporting `Busy`.
@@ -23,6 +24,8 @@ pub struct ApplyReconciler<H> {
     host: H,
     opts: apply::Options,
     accounts: fn(&Config) -> Accounts,
+    /// The hot-plug claimer's config, kept at the one each pass runs with.
+    claims: Option<ClaimConfig>,
 }
 
 impl<H: Host> ApplyReconciler<H> {
@@ -33,12 +36,22 @@ impl<H: Host> ApplyReconciler<H> {
             host,
             opts,
             accounts,
+            claims: None,
         }
+    }
+
+    /// Keeps `claims` at the config of the latest pass (a reload always leads to a pass).
+    pub fn with_claim_config(mut self, claims: ClaimConfig) -> Self {
+        self.claims = Some(claims);
+        self
     }
 }
 
 impl<H: Host> Reconciler for ApplyReconciler<H> {
     fn reconcile(&mut self, config: &Config, scope: Scope) -> Outcome {
+        if let Some(claims) = &self.claims {
+            claims.set(config);
+        }
         let mut opts = self.opts.clone();
         opts.scope = match scope {
             Scope::All => None,

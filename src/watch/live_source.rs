@@ -24,7 +24,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use notify::Watcher;
 
-use super::events::{parse_pci_id, DeviceAction, DeviceEvent, Event, EventSource};
+use super::events::{uevent_ids, DeviceAction, DeviceEvent, Event, EventSource};
 use super::WatchError;
 
 /// Which netlink group the udev monitor listens on.
@@ -228,7 +228,7 @@ fn translate(e: &udev::Event) -> Option<Event> {
             Some(Event::Device(DeviceEvent {
                 action,
                 address,
-                ids: prop("PCI_ID").and_then(parse_pci_id),
+                ids: uevent_ids(prop("PCI_ID"), prop("PCI_SUBSYS_ID"), prop("PCI_CLASS")),
                 driver: prop("DRIVER").map(str::to_owned),
             }))
         }

@@ -1,37 +1,51 @@
-//! Which device events deserve a pass of their own, now.
+//! Which device events deserve action now, ahead of the (debounced) full pass that every
+//! event leads to anyway: a function the config claims was added, or was bound to a driver
+//! other than the one the config names.
 //!
-//! Every event leads to a (debounced) full pass anyway; this only picks out the case where
-//! speed matters: a function the config claims was added, or was bound to a driver other than
-//! the one the config names (on hot-plug an already loaded host driver probes it before any
-//! rule runs). The match uses what the uevent carries: the address, and `vendor:device` for id
-//! selectors. Narrower id fields (subsystem, class) are not in the uevent and are not checked
-//! here, so at worst a device the planner then leaves alone gets a scoped pass that does nothing.
+//! The match uses only what the uevent carries (address, and the ids from `PCI_ID`,
+//! `PCI_SUBSYS_ID`, `PCI_CLASS`), the same rule `udev-claim` applies: a `[[device]]` selector,
+//! or a companion address. Deciding from the uevent, with no sysfs read, is what lets `watch`
+//! write the override of a hot-plugged function within the few milliseconds between the
+//! kernel's `add` uevent and its first probe.
 
-use crate::config::{Config, DeviceSpec, Selector};
-use crate::pci::{PciAddress, PciId};
+use crate::config::Config;
 
+use super::early_claim::wanted_driver;
 use super::events::{DeviceAction, DeviceEvent};
 
-/// The `[[device]]` entry that names this function, if any.
-pub fn configured<'c>(
-    config: &'c Config,
-    address: &PciAddress,
-    ids: Option<(PciId, PciId)>,
-) -> Option<&'c DeviceSpec> {
-    config.devices.iter().find(|spec| match &spec.selector {
-        Selector::Address(a) => a == address,
-        Selector::Ids { vendor, device, .. } => ids == Some((*vendor, *device)),
-    })
+/// The driver the config wants on the event's function, if the config names it.
+pub fn wanted<'c>(config: &'c Config, event: &DeviceEvent) -> Option<&'c str> {
+    match &event.ids {
+        Some(ids) => wanted_driver(config, &event.address, ids),
+        // Without ids only an address can match: a selector or a companion.
+        None => config
+            .devices
+            .iter()
+            .find(|spec| {
+                matches!(&spec.selector, crate::config::Selector::Address(a) if *a == event.address)
+                    || spec.companions.contains(&event.address)
+            })
+            .map(|spec| spec.driver.as_str()),
+    }
+}
+
+/// For an `add` of a function the config names: the driver to write to its `driver_override`
+/// at once, before the kernel probes it.
+pub fn claim_on_add<'c>(config: &'c Config, event: &DeviceEvent) -> Option<&'c str> {
+    match event.action {
+        DeviceAction::Add => wanted(config, event),
+        _ => None,
+    }
 }
 
 /// Whether this event should trigger an immediate pass scoped to its function.
 pub fn is_urgent(config: &Config, event: &DeviceEvent) -> bool {
-    let Some(spec) = configured(config, &event.address, event.ids) else {
+    let Some(driver) = wanted(config, event) else {
         return false;
     };
     match event.action {
         DeviceAction::Add => true,
-        DeviceAction::Bind => event.driver.as_deref() != Some(spec.driver.as_str()),
+        DeviceAction::Bind => event.driver.as_deref() != Some(driver),
         DeviceAction::Remove | DeviceAction::Unbind | DeviceAction::Change => false,
     }
 }
@@ -39,7 +53,8 @@ pub fn is_urgent(config: &Config, event: &DeviceEvent) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Origin;
+    use crate::config::{DeviceSpec, Origin, Selector};
+    use crate::pci::{FunctionIds, PciAddress, PciId};
 
     fn addr(s: &str) -> PciAddress {
         s.parse().unwrap()
@@ -57,7 +72,20 @@ mod tests {
         Config {
             version: 1,
             devices: vec![
-                spec("nic", Selector::Address(addr("0000:03:00.0"))),
+                DeviceSpec {
+                    companions: vec![addr("0000:03:00.1")],
+                    ..spec("nic", Selector::Address(addr("0000:03:00.0")))
+                },
+                spec(
+                    "nvme-of-one-vendor",
+                    Selector::Ids {
+                        vendor: PciId(0x1b36),
+                        device: PciId(0x0010),
+                        subsystem_vendor: Some(PciId(0x1af4)),
+                        subsystem_device: None,
+                        class: None,
+                    },
+                ),
                 spec(
                     "vfs",
                     Selector::Ids {
@@ -82,7 +110,13 @@ mod tests {
         DeviceEvent {
             action,
             address: addr(a),
-            ids: ids.map(|(v, d)| (PciId(v), PciId(d))),
+            ids: ids.map(|(v, d)| FunctionIds {
+                vendor: PciId(v),
+                device: PciId(d),
+                subsystem_vendor: None,
+                subsystem_device: None,
+                class: None,
+            }),
             driver: driver.map(str::to_owned),
         }
     }
@@ -137,6 +171,55 @@ mod tests {
             DeviceAction::Change,
         ] {
             assert!(!is_urgent(&c, &event(action, "0000:03:00.0", None, None)));
+        }
+    }
+
+    #[test]
+    fn narrower_id_fields_from_the_uevent_are_checked() {
+        let c = config();
+        let mut e = event(
+            DeviceAction::Add,
+            "0000:06:00.0",
+            Some((0x1b36, 0x0010)),
+            None,
+        );
+        // No subsystem in the uevent: the entry that names one does not match.
+        assert_eq!(wanted(&c, &e), None);
+        e.ids.as_mut().unwrap().subsystem_vendor = Some(PciId(0x1af4));
+        assert_eq!(wanted(&c, &e), Some("vfio-pci"));
+        e.ids.as_mut().unwrap().subsystem_vendor = Some(PciId(0x8086));
+        assert_eq!(wanted(&c, &e), None);
+    }
+
+    #[test]
+    fn companions_are_claimed_on_add_with_or_without_ids() {
+        let c = config();
+        let bare = event(DeviceAction::Add, "0000:03:00.1", None, None);
+        assert_eq!(claim_on_add(&c, &bare), Some("vfio-pci"));
+        let with_ids = event(
+            DeviceAction::Add,
+            "0000:03:00.1",
+            Some((0x8086, 0x1234)),
+            None,
+        );
+        assert_eq!(claim_on_add(&c, &with_ids), Some("vfio-pci"));
+        assert_eq!(
+            claim_on_add(&c, &event(DeviceAction::Add, "0000:03:00.2", None, None)),
+            None
+        );
+    }
+
+    #[test]
+    fn only_an_add_is_claimed_ahead_of_the_pass() {
+        let c = config();
+        for action in [
+            DeviceAction::Bind,
+            DeviceAction::Remove,
+            DeviceAction::Unbind,
+            DeviceAction::Change,
+        ] {
+            let e = event(action, "0000:03:00.0", None, Some("e1000e"));
+            assert_eq!(claim_on_add(&c, &e), None);
         }
     }
 }

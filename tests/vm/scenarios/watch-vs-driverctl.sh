@@ -46,8 +46,9 @@ round() {
         /^SEQNUM=/ && dev ~ /'$hp'$/ && action == "add" && add == "" { add = t }
         END {
             if (add == "" || bound["vfio-pci"] == "") { print "incomplete"; exit 1 }
-            line = sprintf("%s probe(e1000e)=%.0fms vfio-pci-bound=%.0fms", name,
-                (bound["e1000e"] - add) * 1000, (bound["vfio-pci"] - add) * 1000)
+            probe = bound["e1000e"] == "" ? "none" : sprintf("%.0fms", (bound["e1000e"] - add) * 1000)
+            line = sprintf("%s probe(e1000e)=%s vfio-pci-bound=%.0fms", name, probe,
+                (bound["vfio-pci"] - add) * 1000)
             if (owned != "") line = line sprintf(" node-owned=%.0fms", (owned - add) * 1000)
             print line
         }' >/tmp/timing || { cat /tmp/timing; return 1; }
@@ -81,4 +82,5 @@ watch=$!
 n=0; while ! grep -q "pass done" /tmp/watch.log && [ $n -lt 100 ]; do usleep 50000; n=$((n + 1)); done
 for i in 1 2 3; do check "vfioctl-watch-round-$i" round vfioctl-watch yes; done
 kill -TERM $watch
+grep -E "claimed on add|pass done" /tmp/watch.log | sed 's/^/vmtest: watch: /' >/dev/console
 kill $monitor 2>/dev/null
