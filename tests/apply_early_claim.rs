@@ -165,7 +165,7 @@ fn a_journal_entry_that_recorded_our_early_override_takes_the_original_from_the_
     let mut j = Journal::default();
     j.record(nic_object(), Recorded::Device(st(None, Some("vfio-pci"))));
     j.save(&o.state_dir).unwrap();
-    let taken = apply::load_taken(&o.state_dir, &o.run_dir).unwrap();
+    let taken = apply::load_taken(&o.state_dir, &o.run_dir, &k.snapshot().unwrap()).unwrap();
     assert_eq!(taken.len(), 1);
     assert_eq!(taken[0].original_override, None);
     assert!(taken[0].driver_unknown);
@@ -257,4 +257,26 @@ fn a_fault_at_any_write_of_the_release_is_undone_and_the_next_run_releases() {
             assert!(records(&o).is_empty(), "{ctx}");
         }
     }
+}
+
+#[test]
+fn a_claim_after_the_kernels_probe_keeps_the_probed_driver_as_the_original() {
+    // A hot-plug claim that lost the race: e1000e probed the NIC, then the override came.
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(dir.path());
+    let k = SimKernel::from_snapshot(&vm_layout());
+    early_claims::remember(&o.run_dir, &a(NIC), None).unwrap();
+    k.set_driver_override(a(NIC), Some("vfio-pci")).unwrap();
+    apply::reconcile(&k, &config(true), &o).unwrap();
+    assert_eq!(state(&k), st(Some("vfio-pci"), Some("vfio-pci")));
+    assert_eq!(
+        journal(&o).original(&nic_object()),
+        Some(&Recorded::Device(st(Some("e1000e"), None)))
+    );
+    let out = apply::reconcile(&k, &config(false), &o).unwrap();
+    let kinds: Vec<&str> = out.plan.actions.iter().map(|s| s.action.kind()).collect();
+    assert_eq!(kinds, ["clear-override", "unbind", "bind"]);
+    assert_eq!(state(&k), st(Some("e1000e"), None));
+    assert!(journal(&o).entries.is_empty());
+    assert!(records(&o).is_empty());
 }

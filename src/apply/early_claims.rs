@@ -4,11 +4,11 @@
 //!
 //! Owns writing, reading and forgetting the records, and what they mean for the journal:
 //! [`fold`] makes every early-claimed function part of what vfioctl took, with its true
-//! original (the recorded override, and whatever driver the kernel picks), so releases and
-//! `vfioctl rollback` give it back. A journal entry that recorded our own early override as
-//! the original (a pass that took the function before the record was folded) is corrected
-//! from the record. A record lives until its function is no longer taken (given back, or gone
-//! from the host): [`forget_released`].
+//! original (the recorded override, and whatever driver the kernel picks, or the driver that
+//! probed it before the claim), so releases and `vfioctl rollback` give it back. A journal
+//! entry that recorded our own early override as the original (a pass that took the function
+//! before the record was folded) is corrected from the record. A record lives until its
+//! function is no longer taken (given back, or gone from the host): [`forget_released`].
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -17,7 +17,8 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::journal::{Journal, JournalError, Object, Recorded};
-use crate::kernel::DeviceState;
+use crate::host::{is_vfio_driver, Snapshot};
+use crate::kernel::{DeviceState, Host, KernelError};
 use crate::pci::PciAddress;
 
 const DIR: &str = "early-claims";
@@ -125,17 +126,25 @@ impl EarlyClaims {
     }
 }
 
-/// Makes the early-claimed functions part of what `journal` holds as taken:
-/// - a function the journal does not hold is added with its original override from the record
-///   and its driver "whatever the kernel picks" ([`Recorded::Unprobed`]): it was claimed before
-///   any driver probed it;
-/// - a function the journal holds with an override set is corrected: that override was our
+/// Makes the early-claimed functions part of what `journal` holds as taken. `now` gives a
+/// function's driver and override as they are (`None`: not on the host).
+/// - A function the journal does not hold is added with its original override from the
+///   record, and as its driver "whatever the kernel picks" ([`Recorded::Unprobed`]): it was
+///   claimed before any driver probed it. Unless a driver other than a vfio one, and other than
+///   the one the override names, is bound now: then the claim came after the kernel's probe
+///   (a hot-plug claim that lost the race), and that driver is its own. A function not on the
+///   host is not added (its record is forgotten with the pass).
+/// - A function the journal holds with an override set is corrected: that override was our
 ///   early write, so the original override comes from the record, and a function the journal
 ///   found driverless, or on the driver our override named, had no driver of its own yet.
 ///
 /// Idempotent. Returns whether the journal changed; the functions whose records it accounted
 /// for are the ones [`forget_released`] may forget later.
-pub fn fold(journal: &mut Journal, claims: &EarlyClaims) -> bool {
+pub fn fold(
+    journal: &mut Journal,
+    claims: &EarlyClaims,
+    now: &dyn Fn(PciAddress) -> Option<DeviceState>,
+) -> bool {
     let mut changed = false;
     for (address, previous) in &claims.records {
         let object = Object::Device { device: *address };
@@ -143,7 +152,20 @@ pub fn fold(journal: &mut Journal, claims: &EarlyClaims) -> bool {
             driver_override: previous.clone(),
         };
         let Some(entry) = journal.entries.iter_mut().find(|e| e.object == object) else {
-            journal.record(object, unprobed);
+            let Some(now) = now(*address) else {
+                continue;
+            };
+            let own_driver = now.driver.filter(|d| {
+                !is_vfio_driver(d) && now.driver_override.as_deref() != Some(d.as_str())
+            });
+            let was = match own_driver {
+                Some(d) => Recorded::Device(DeviceState {
+                    driver: Some(d),
+                    driver_override: previous.clone(),
+                }),
+                None => unprobed,
+            };
+            journal.record(object, was);
             changed = true;
             continue;
         };
@@ -168,6 +190,26 @@ pub fn fold(journal: &mut Journal, claims: &EarlyClaims) -> bool {
         changed = true;
     }
     changed
+}
+
+/// `now` for [`fold`] from a snapshot just read.
+pub fn state_in(snap: &Snapshot) -> impl Fn(PciAddress) -> Option<DeviceState> + '_ {
+    |a| {
+        snap.device(a).map(|d| DeviceState {
+            driver: d.driver.clone(),
+            driver_override: d.driver_override.clone(),
+        })
+    }
+}
+
+/// `now` for [`fold`] asking the host function by function. A function that cannot be read
+/// counts as driverless (taken with the kernel's pick), never as gone: its record must stay.
+pub fn state_on(host: &dyn Host) -> impl Fn(PciAddress) -> Option<DeviceState> + '_ {
+    |a| match host.device_state(a) {
+        Ok(s) => Some(s),
+        Err(KernelError::NoSuchDevice(_)) => None,
+        Err(_) => Some(DeviceState::default()),
+    }
 }
 
 /// Removes the records among `folded` whose function the journal no longer holds (it was
@@ -238,11 +280,19 @@ mod tests {
         );
     }
 
+    /// Every function on vfio-pci under our override, as after an early claim.
+    fn claimed(_: PciAddress) -> Option<DeviceState> {
+        Some(DeviceState {
+            driver: Some("vfio-pci".into()),
+            driver_override: Some("vfio-pci".into()),
+        })
+    }
+
     #[test]
     fn an_unheld_record_is_taken_with_the_kernels_pick() {
         let mut j = Journal::default();
         let c = claims(&[("0000:00:01.0", None)]);
-        assert!(fold(&mut j, &c));
+        assert!(fold(&mut j, &c, &claimed));
         assert_eq!(
             j.original(&Object::Device {
                 device: a("0000:00:01.0")
@@ -253,8 +303,39 @@ mod tests {
         );
         // Folding again changes nothing.
         let before = j.clone();
-        assert!(!fold(&mut j, &c));
+        assert!(!fold(&mut j, &c, &claimed));
         assert_eq!(j, before);
+        // Claimed but not bound yet (vfio-pci not loaded): the same.
+        let mut j = Journal::default();
+        assert!(fold(&mut j, &c, &|_| Some(DeviceState {
+            driver: None,
+            driver_override: Some("vfio-pci".into())
+        })));
+        assert_eq!(j, before);
+    }
+
+    #[test]
+    fn a_claim_that_came_after_the_kernels_probe_keeps_the_probed_driver() {
+        // A hot-plug claim that lost the race: e1000e probed first, our override came after.
+        let mut j = Journal::default();
+        let c = claims(&[("0000:00:01.0", None)]);
+        assert!(fold(&mut j, &c, &|_| Some(DeviceState {
+            driver: Some("e1000e".into()),
+            driver_override: Some("vfio-pci".into())
+        })));
+        assert_eq!(
+            j.original(&Object::Device {
+                device: a("0000:00:01.0")
+            }),
+            Some(&dev(Some("e1000e"), None))
+        );
+    }
+
+    #[test]
+    fn a_record_of_a_function_not_on_the_host_is_not_taken() {
+        let mut j = Journal::default();
+        assert!(!fold(&mut j, &claims(&[("0000:00:01.0", None)]), &|_| None));
+        assert!(j.entries.is_empty());
     }
 
     #[test]
@@ -286,7 +367,7 @@ mod tests {
             ("0000:02:02.0", None),
             ("0000:01:00.0", Some("vfio-pci")),
         ]);
-        assert!(fold(&mut j, &c));
+        assert!(fold(&mut j, &c, &claimed));
         assert_eq!(
             j.original(&nic),
             Some(&Recorded::Unprobed {
@@ -302,7 +383,7 @@ mod tests {
         );
         assert_eq!(j.original(&before_claim), Some(&dev(Some("nvme"), None)));
         assert_eq!(j.entries.len(), 4);
-        assert!(!fold(&mut j, &c));
+        assert!(!fold(&mut j, &c, &claimed));
     }
 
     #[test]

@@ -174,14 +174,16 @@ pub fn taken(journal: &Journal) -> Vec<Taken> {
         .collect()
 }
 
-/// What vfioctl took, as a pass would see it, without changing anything: the journal with the
-/// early-claim records folded in. For showing a plan.
+/// What vfioctl took, as a pass on `observed` would see it, without changing anything: the
+/// journal with the early-claim records folded in. For showing a plan.
 pub fn load_taken(
     state_dir: &std::path::Path,
     run_dir: &std::path::Path,
+    observed: &crate::host::Snapshot,
 ) -> Result<Vec<Taken>, JournalError> {
     let mut journal = Journal::load(state_dir)?;
-    early_claims::fold(&mut journal, &EarlyClaims::load(run_dir)?);
+    let early = EarlyClaims::load(run_dir)?;
+    early_claims::fold(&mut journal, &early, &early_claims::state_in(observed));
     Ok(taken(&journal))
 }
 
@@ -210,10 +212,10 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
     }
     let early = EarlyClaims::load(&opts.run_dir)?;
     let mut journal = Journal::load(&opts.state_dir)?;
-    if early_claims::fold(&mut journal, &early) {
+    let observed = host.snapshot().map_err(ApplyError::Read)?;
+    if early_claims::fold(&mut journal, &early, &early_claims::state_in(&observed)) {
         journal.save(&opts.state_dir)?;
     }
-    let observed = host.snapshot().map_err(ApplyError::Read)?;
     clock.lap("scan");
     let mut ctx = Context {
         taken: taken(&journal),

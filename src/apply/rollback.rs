@@ -381,13 +381,13 @@ pub fn rollback(
     let _lock = lock::acquire(run_dir, lock_timeout)?;
     let early = EarlyClaims::load(run_dir)?;
     let mut journal = Journal::load(state_dir)?;
-    early_claims::fold(&mut journal, &early);
+    early_claims::fold(&mut journal, &early, &early_claims::state_on(host));
     if dry_run {
         return Ok((RollbackOutcome::default(), journal.entries));
     }
     let recovered = recover(host, state_dir, run_dir)?;
     let mut journal = Journal::load(state_dir)?;
-    let folded = early_claims::fold(&mut journal, &early);
+    let folded = early_claims::fold(&mut journal, &early, &early_claims::state_on(host));
     let entries = journal.entries.clone();
     let report = restore_all(host, &entries);
     if forget_restored(host, &mut journal)? || folded {

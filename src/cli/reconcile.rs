@@ -82,7 +82,7 @@ fn dry_run(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
     let taken = if global.host.is_some() {
         Vec::new()
     } else {
-        match apply::load_taken(&global.state_dir, &global.run_dir) {
+        match apply::load_taken(&global.state_dir, &global.run_dir, &snap) {
             Ok(t) => t,
             Err(e) => {
                 eprintln!(
