@@ -280,3 +280,24 @@ fn a_claim_after_the_kernels_probe_keeps_the_probed_driver_as_the_original() {
     assert!(journal(&o).entries.is_empty());
     assert!(records(&o).is_empty());
 }
+
+#[test]
+fn a_scoped_pass_leaves_records_outside_its_closure_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(dir.path());
+    let k = SimKernel::from_snapshot(&vm_layout());
+    claimed_early(&k, &o, true);
+    // `reconcile --device` for the NVMe: its partial snapshot does not see the NIC, which must
+    // neither be taken from an unknown state nor have its record forgotten.
+    o.scope = Some(a("0000:01:00.0"));
+    apply::reconcile(&k, &config(false), &o).unwrap();
+    assert_eq!(records(&o), vec![a(NIC)]);
+    assert!(journal(&o).original(&nic_object()).is_none());
+    assert_eq!(state(&k), st(Some("vfio-pci"), Some("vfio-pci")));
+    // Scoped to the NIC, it is seen, taken and released.
+    o.scope = Some(a(NIC));
+    apply::reconcile(&k, &config(false), &o).unwrap();
+    assert_eq!(state(&k), st(Some("e1000e"), None));
+    assert!(records(&o).is_empty());
+    assert!(journal(&o).entries.is_empty());
+}

@@ -10,7 +10,7 @@
 //! before the record was folded) is corrected from the record. A record lives until its
 //! function is no longer taken (given back, or gone from the host): [`forget_released`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -126,34 +126,59 @@ impl EarlyClaims {
     }
 }
 
+/// A function's driver and override as they are, for [`fold`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Now {
+    Is(DeviceState),
+    /// Not on the host.
+    Gone,
+    /// Not known here (outside a partial snapshot): its record waits for a pass that sees it.
+    Unknown,
+}
+
+/// What [`fold`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Folded {
+    /// The journal changed (save it).
+    pub changed: bool,
+    /// The functions whose records the journal now accounts for, or that are gone: the ones
+    /// [`forget_released`] may forget once the journal no longer holds them.
+    pub accounted: BTreeSet<PciAddress>,
+}
+
 /// Makes the early-claimed functions part of what `journal` holds as taken. `now` gives a
-/// function's driver and override as they are (`None`: not on the host).
+/// function's driver and override as they are.
 /// - A function the journal does not hold is added with its original override from the
 ///   record, and as its driver "whatever the kernel picks" ([`Recorded::Unprobed`]): it was
 ///   claimed before any driver probed it. Unless a driver other than a vfio one, and other than
 ///   the one the override names, is bound now: then the claim came after the kernel's probe
 ///   (a hot-plug claim that lost the race), and that driver is its own. A function not on the
-///   host is not added (its record is forgotten with the pass).
+///   host is not added (its record is forgotten with the pass); one whose state is not known
+///   here is left for a later pass.
 /// - A function the journal holds with an override set is corrected: that override was our
 ///   early write, so the original override comes from the record, and a function the journal
 ///   found driverless, or on the driver our override named, had no driver of its own yet.
 ///
-/// Idempotent. Returns whether the journal changed; the functions whose records it accounted
-/// for are the ones [`forget_released`] may forget later.
+/// Idempotent.
 pub fn fold(
     journal: &mut Journal,
     claims: &EarlyClaims,
-    now: &dyn Fn(PciAddress) -> Option<DeviceState>,
-) -> bool {
-    let mut changed = false;
+    now: &dyn Fn(PciAddress) -> Now,
+) -> Folded {
+    let mut out = Folded::default();
     for (address, previous) in &claims.records {
         let object = Object::Device { device: *address };
         let unprobed = Recorded::Unprobed {
             driver_override: previous.clone(),
         };
         let Some(entry) = journal.entries.iter_mut().find(|e| e.object == object) else {
-            let Some(now) = now(*address) else {
-                continue;
+            let now = match now(*address) {
+                Now::Is(s) => s,
+                Now::Gone => {
+                    out.accounted.insert(*address);
+                    continue;
+                }
+                Now::Unknown => continue,
             };
             let own_driver = now.driver.filter(|d| {
                 !is_vfio_driver(d) && now.driver_override.as_deref() != Some(d.as_str())
@@ -166,9 +191,11 @@ pub fn fold(
                 None => unprobed,
             };
             journal.record(object, was);
-            changed = true;
+            out.changed = true;
+            out.accounted.insert(*address);
             continue;
         };
+        out.accounted.insert(*address);
         let corrected = match &entry.was {
             Recorded::Device(DeviceState {
                 driver,
@@ -187,40 +214,46 @@ pub fn fold(
             _ => continue,
         };
         entry.was = corrected;
-        changed = true;
+        out.changed = true;
     }
-    changed
+    out
 }
 
-/// `now` for [`fold`] from a snapshot just read.
-pub fn state_in(snap: &Snapshot) -> impl Fn(PciAddress) -> Option<DeviceState> + '_ {
+/// `now` for [`fold`] from a snapshot just read (a partial one knows only what it covers).
+pub fn state_in(snap: &Snapshot) -> impl Fn(PciAddress) -> Now + '_ {
     |a| {
-        snap.device(a).map(|d| DeviceState {
-            driver: d.driver.clone(),
-            driver_override: d.driver_override.clone(),
-        })
+        if !snap.covered(a) {
+            return Now::Unknown;
+        }
+        match snap.device(a) {
+            Some(d) => Now::Is(DeviceState {
+                driver: d.driver.clone(),
+                driver_override: d.driver_override.clone(),
+            }),
+            None => Now::Gone,
+        }
     }
 }
 
 /// `now` for [`fold`] asking the host function by function. A function that cannot be read
 /// counts as driverless (taken with the kernel's pick), never as gone: its record must stay.
-pub fn state_on(host: &dyn Host) -> impl Fn(PciAddress) -> Option<DeviceState> + '_ {
+pub fn state_on(host: &dyn Host) -> impl Fn(PciAddress) -> Now + '_ {
     |a| match host.device_state(a) {
-        Ok(s) => Some(s),
-        Err(KernelError::NoSuchDevice(_)) => None,
-        Err(_) => Some(DeviceState::default()),
+        Ok(s) => Now::Is(s),
+        Err(KernelError::NoSuchDevice(_)) => Now::Gone,
+        Err(_) => Now::Is(DeviceState::default()),
     }
 }
 
-/// Removes the records among `folded` whose function the journal no longer holds (it was
-/// given back, or is gone from the host). Records written after the fold (an early claim
-/// racing the pass) are left for the next pass to fold.
+/// Removes the records of the `folded` functions the journal no longer holds (given back, or
+/// gone from the host). Records the fold did not account for (written while the pass ran, or
+/// outside its partial snapshot) are left for a later pass.
 pub fn forget_released(
     run_dir: &Path,
-    folded: &EarlyClaims,
+    folded: &Folded,
     journal: &Journal,
 ) -> Result<(), JournalError> {
-    for address in folded.records.keys() {
+    for address in &folded.accounted {
         if journal
             .original(&Object::Device { device: *address })
             .is_some()
@@ -281,8 +314,8 @@ mod tests {
     }
 
     /// Every function on vfio-pci under our override, as after an early claim.
-    fn claimed(_: PciAddress) -> Option<DeviceState> {
-        Some(DeviceState {
+    fn claimed(_: PciAddress) -> Now {
+        Now::Is(DeviceState {
             driver: Some("vfio-pci".into()),
             driver_override: Some("vfio-pci".into()),
         })
@@ -292,7 +325,7 @@ mod tests {
     fn an_unheld_record_is_taken_with_the_kernels_pick() {
         let mut j = Journal::default();
         let c = claims(&[("0000:00:01.0", None)]);
-        assert!(fold(&mut j, &c, &claimed));
+        assert!(fold(&mut j, &c, &claimed).changed);
         assert_eq!(
             j.original(&Object::Device {
                 device: a("0000:00:01.0")
@@ -303,14 +336,17 @@ mod tests {
         );
         // Folding again changes nothing.
         let before = j.clone();
-        assert!(!fold(&mut j, &c, &claimed));
+        assert!(!fold(&mut j, &c, &claimed).changed);
         assert_eq!(j, before);
         // Claimed but not bound yet (vfio-pci not loaded): the same.
         let mut j = Journal::default();
-        assert!(fold(&mut j, &c, &|_| Some(DeviceState {
-            driver: None,
-            driver_override: Some("vfio-pci".into())
-        })));
+        assert!(
+            fold(&mut j, &c, &|_| Now::Is(DeviceState {
+                driver: None,
+                driver_override: Some("vfio-pci".into())
+            }))
+            .changed
+        );
         assert_eq!(j, before);
     }
 
@@ -319,10 +355,13 @@ mod tests {
         // A hot-plug claim that lost the race: e1000e probed first, our override came after.
         let mut j = Journal::default();
         let c = claims(&[("0000:00:01.0", None)]);
-        assert!(fold(&mut j, &c, &|_| Some(DeviceState {
-            driver: Some("e1000e".into()),
-            driver_override: Some("vfio-pci".into())
-        })));
+        assert!(
+            fold(&mut j, &c, &|_| Now::Is(DeviceState {
+                driver: Some("e1000e".into()),
+                driver_override: Some("vfio-pci".into())
+            }))
+            .changed
+        );
         assert_eq!(
             j.original(&Object::Device {
                 device: a("0000:00:01.0")
@@ -332,10 +371,23 @@ mod tests {
     }
 
     #[test]
-    fn a_record_of_a_function_not_on_the_host_is_not_taken() {
+    fn a_gone_function_is_not_taken_and_an_unknown_one_waits() {
+        let c = claims(&[("0000:00:01.0", None)]);
         let mut j = Journal::default();
-        assert!(!fold(&mut j, &claims(&[("0000:00:01.0", None)]), &|_| None));
+        let gone = fold(&mut j, &c, &|_| Now::Gone);
+        assert!(!gone.changed);
         assert!(j.entries.is_empty());
+        assert_eq!(gone.accounted, [a("0000:00:01.0")].into());
+        let unknown = fold(&mut j, &c, &|_| Now::Unknown);
+        assert_eq!(unknown, Folded::default());
+        // Outside a partial snapshot is unknown; inside, absent is gone.
+        let snap = Snapshot {
+            covers: Some([a("0000:02:01.0")].into()),
+            ..Snapshot::default()
+        };
+        let now = state_in(&snap);
+        assert_eq!(now(a("0000:00:01.0")), Now::Unknown);
+        assert_eq!(now(a("0000:02:01.0")), Now::Gone);
     }
 
     #[test]
@@ -367,7 +419,7 @@ mod tests {
             ("0000:02:02.0", None),
             ("0000:01:00.0", Some("vfio-pci")),
         ]);
-        assert!(fold(&mut j, &c, &claimed));
+        assert!(fold(&mut j, &c, &claimed).changed);
         assert_eq!(
             j.original(&nic),
             Some(&Recorded::Unprobed {
@@ -383,7 +435,7 @@ mod tests {
         );
         assert_eq!(j.original(&before_claim), Some(&dev(Some("nvme"), None)));
         assert_eq!(j.entries.len(), 4);
-        assert!(!fold(&mut j, &c, &claimed));
+        assert!(!fold(&mut j, &c, &claimed).changed);
     }
 
     #[test]
@@ -400,8 +452,11 @@ mod tests {
             },
             dev(None, None),
         );
-        // 02:02.0 was recorded after the fold: not in `folded`, kept for the next pass.
-        let folded = claims(&[("0000:00:01.0", None), ("0000:02:01.0", None)]);
+        // 02:02.0 was recorded after the fold: not accounted for, kept for the next pass.
+        let folded = Folded {
+            changed: false,
+            accounted: [a("0000:00:01.0"), a("0000:02:01.0")].into(),
+        };
         forget_released(run, &folded, &j).unwrap();
         let left: Vec<PciAddress> = EarlyClaims::load(run)
             .unwrap()

@@ -212,8 +212,14 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
     }
     let early = EarlyClaims::load(&opts.run_dir)?;
     let mut journal = Journal::load(&opts.state_dir)?;
-    let observed = host.snapshot().map_err(ApplyError::Read)?;
-    if early_claims::fold(&mut journal, &early, &early_claims::state_in(&observed)) {
+    let observed = match opts.scope {
+        // Only the function's closure: all a scoped plan looks at.
+        Some(d) => host.snapshot_of(&[d]),
+        None => host.snapshot(),
+    }
+    .map_err(ApplyError::Read)?;
+    let folded = early_claims::fold(&mut journal, &early, &early_claims::state_in(&observed));
+    if folded.changed {
         journal.save(&opts.state_dir)?;
     }
     clock.lap("scan");
@@ -231,7 +237,7 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
         if rollback::forget_restored(host, &mut journal).map_err(ApplyError::Read)? {
             journal.save(&opts.state_dir)?;
         }
-        early_claims::forget_released(&opts.run_dir, &early, &journal)?;
+        early_claims::forget_released(&opts.run_dir, &folded, &journal)?;
         return Ok(Outcome {
             recovered,
             plan,
@@ -270,7 +276,7 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
             if rollback::forget_restored_in(&v.observed, &mut journal) {
                 journal.save(&opts.state_dir)?;
             }
-            early_claims::forget_released(&opts.run_dir, &early, &journal)?;
+            early_claims::forget_released(&opts.run_dir, &folded, &journal)?;
             InFlight::clear(&opts.run_dir)?;
             clock.lap("commit");
             Ok(Outcome {

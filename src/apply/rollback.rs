@@ -233,12 +233,21 @@ pub fn forget_restored(host: &dyn Host, journal: &mut Journal) -> Result<bool, K
 
 /// Like [`forget_restored`], judged from a snapshot just read instead of asking the host
 /// object by object.
+/// A partial snapshot judges only the functions it covers.
 pub fn forget_restored_in(snap: &crate::host::Snapshot, journal: &mut Journal) -> bool {
     let n = journal.entries.len();
     journal
         .entries
-        .retain(|e| !is_at_in(snap, &e.object, &e.was));
+        .retain(|e| !(snap.covered(subject(&e.object)) && is_at_in(snap, &e.object, &e.was)));
     n != journal.entries.len()
+}
+
+/// The function a journal object belongs to.
+fn subject(object: &Object) -> crate::pci::PciAddress {
+    match *object {
+        Object::Device { device } | Object::Node { device } => device,
+        Object::Sriov { pf } => pf,
+    }
 }
 
 /// Whether `object` is in state `was` in `snap`.
@@ -390,10 +399,10 @@ pub fn rollback(
     let folded = early_claims::fold(&mut journal, &early, &early_claims::state_on(host));
     let entries = journal.entries.clone();
     let report = restore_all(host, &entries);
-    if forget_restored(host, &mut journal)? || folded {
+    if forget_restored(host, &mut journal)? || folded.changed {
         journal.save(state_dir)?;
     }
-    early_claims::forget_released(run_dir, &early, &journal)?;
+    early_claims::forget_released(run_dir, &folded, &journal)?;
     Ok((RollbackOutcome { recovered, report }, entries))
 }
 

@@ -1,5 +1,6 @@
 //! Verification after an apply: read the host again and plan again; anything left is what did
-//! not converge. Then ask the kernel itself (`VFIO_GROUP_GET_STATUS`) about every group a vfio
+//! not converge (reading only the closure of the functions the pass changed, see
+//! [`crate::host::partial`]). Then ask the kernel itself (`VFIO_GROUP_GET_STATUS`) about every group a vfio
 //! driver was just bound in, so success is the kernel's word, not ours. A group node that is
 //! open elsewhere (EBUSY) is in use by its holder, which is not a failure.
 
@@ -8,6 +9,7 @@ use std::collections::BTreeSet;
 use crate::config::Config;
 use crate::host::{is_vfio_driver, Snapshot};
 use crate::kernel::{Host, KernelError};
+use crate::pci::PciAddress;
 use crate::plan::{self, Action, Context, Plan, Step};
 use crate::vfio::GroupStatus;
 
@@ -99,7 +101,17 @@ pub fn verify(
     ctx: &Context,
     applied: &Plan,
 ) -> Result<Verification, KernelError> {
-    let observed = host.snapshot()?;
+    // Only the part of the host the plan touched: the closure of every function it changed.
+    // Functions outside it had nothing planned, and the changes cannot have reached them.
+    let mut seeds: Vec<PciAddress> = applied
+        .actions
+        .iter()
+        .filter_map(|s| s.action.device())
+        .chain(ctx.scope)
+        .collect();
+    seeds.sort();
+    seeds.dedup();
+    let observed = host.snapshot_of(&seeds)?;
     let again = match ctx.scope {
         Some(d) => plan::plan_scoped(config, &observed, ctx, d),
         None => plan::plan_with(config, &observed, ctx),

@@ -3,6 +3,7 @@
 //! status view of a snapshot.
 
 pub mod observe;
+pub mod partial;
 pub mod roots;
 pub mod scan;
 pub mod snapshot;
@@ -10,5 +11,5 @@ pub mod status;
 
 pub use observe::{load_snapshot, observe, snapshot_json, HostError};
 pub use roots::Roots;
-pub use scan::{scan, ScanError};
+pub use scan::{scan, scan_closure, ScanError};
 pub use snapshot::*;

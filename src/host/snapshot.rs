@@ -46,6 +46,10 @@ pub struct Snapshot {
     /// Files that could not be read, with the reason. A scan never fails on one file.
     #[serde(default)]
     pub warnings: Vec<ScanWarning>,
+    /// For a partial snapshot (see [`crate::host::partial`]): the only functions it describes.
+    /// `None`: the whole host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covers: Option<std::collections::BTreeSet<crate::pci::PciAddress>>,
 }
 
 /// Local users and groups by name, as the host's files list them (NSS sources such as LDAP are

@@ -268,6 +268,10 @@ impl Host for LinuxHost {
         crate::host::scan(&self.roots).map_err(|e| KernelError::Scan(e.to_string()))
     }
 
+    fn snapshot_of(&self, seeds: &[PciAddress]) -> Result<Snapshot, KernelError> {
+        crate::host::scan_closure(&self.roots, seeds).map_err(|e| KernelError::Scan(e.to_string()))
+    }
+
     fn device_state(&self, dev: PciAddress) -> Result<DeviceState, KernelError> {
         self.not_stuck(dev)?;
         let driver = self.driver_link(dev)?;

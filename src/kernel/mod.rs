@@ -119,6 +119,13 @@ impl KernelError {
 pub trait Host: Send + Sync {
     /// The whole host, as the scanner reads it.
     fn snapshot(&self) -> Result<Snapshot, KernelError>;
+    /// Only the part of the host a decision about `seeds` depends on (their closure, see
+    /// [`crate::host::partial`]); a partial snapshot. By default cut from [`Host::snapshot`];
+    /// the live host reads only that part.
+    fn snapshot_of(&self, seeds: &[PciAddress]) -> Result<Snapshot, KernelError> {
+        self.snapshot()
+            .map(|s| crate::host::partial::restrict(&s, seeds))
+    }
     /// One function's driver and override.
     fn device_state(&self, dev: PciAddress) -> Result<DeviceState, KernelError>;
     /// A physical function's current `sriov_numvfs`.

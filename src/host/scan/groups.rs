@@ -9,9 +9,17 @@ use crate::pci::PciAddress;
 use super::read::{Need, Reader};
 
 /// Every group under `groups_dir`, sorted by id. An empty directory means no IOMMU.
-pub fn scan_groups(r: &mut Reader, groups_dir: &Path) -> Vec<IommuGroup> {
+pub fn scan_groups(
+    r: &mut Reader,
+    groups_dir: &Path,
+    only: Option<&std::collections::BTreeSet<u32>>,
+) -> Vec<IommuGroup> {
     let mut out = Vec::new();
-    for name in r.list(groups_dir, Need::Optional) {
+    let names = match only {
+        None => r.list(groups_dir, Need::Optional),
+        Some(ids) => ids.iter().map(|g| g.to_string().into()).collect(),
+    };
+    for name in names {
         let dir = groups_dir.join(&name);
         let Ok(id) = name.to_string_lossy().parse::<u32>() else {
             r.warn(&dir, "not a group number; entry skipped");

@@ -9,6 +9,7 @@
 
 pub mod accounts;
 pub mod block;
+pub mod closure;
 pub mod groups;
 pub mod net;
 pub mod pci;
@@ -44,6 +45,17 @@ pub enum ScanError {
 
 /// Scans the host under `roots` into a snapshot.
 pub fn scan(roots: &Roots) -> Result<Snapshot, ScanError> {
+    scan_parts(roots, None)
+}
+
+/// Scans only the closure of `seeds` (see [`crate::host::partial`]): the same snapshot as
+/// [`scan`] followed by [`crate::host::partial::restrict`], for a fraction of the reads. A
+/// seed that is not present contributes nothing.
+pub fn scan_closure(roots: &Roots, seeds: &[PciAddress]) -> Result<Snapshot, ScanError> {
+    scan_parts(roots, Some(seeds))
+}
+
+fn scan_parts(roots: &Roots, seeds: Option<&[PciAddress]>) -> Result<Snapshot, ScanError> {
     let sysfs = std::fs::canonicalize(&roots.sysfs).map_err(|source| ScanError::SysfsRoot {
         path: roots.sysfs.clone(),
         source,
@@ -74,8 +86,13 @@ pub fn scan(roots: &Roots) -> Result<Snapshot, ScanError> {
     };
     let mut r = Reader::default();
 
-    let mut devices = pci::scan_functions(&mut r, &pci_devices);
-    let mut groups = groups::scan_groups(&mut r, &roots.iommu_groups());
+    let covers = seeds.map(|seeds| closure::read(&mut r, &roots, &pci_devices, seeds));
+    let mut devices = pci::scan_functions(&mut r, &pci_devices, covers.as_ref());
+    let mut groups = groups::scan_groups(
+        &mut r,
+        &roots.iommu_groups(),
+        covers.as_ref().map(|c| &c.groups),
+    );
     let iommus = groups::scan_units(&mut r, &roots.iommu_class());
     let (vfio, nodes) = vfio::scan_vfio(&mut r, &roots);
     for g in &mut groups {
@@ -144,6 +161,7 @@ pub fn scan(roots: &Roots) -> Result<Snapshot, ScanError> {
         vfio,
         accounts: accounts::scan_accounts(&roots.proc),
         warnings: Vec::new(),
+        covers: covers.map(|c| c.functions),
     };
     snap.normalize();
     snap.warnings = r.warnings;

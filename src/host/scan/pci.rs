@@ -8,10 +8,19 @@ use crate::pci::{PciAddress, PciClass, PciId};
 
 use super::read::{decimal, hex_u32, Need, Reader};
 
-/// Scans every function under `devices_dir` (`/sys/bus/pci/devices`), sorted by address.
-pub fn scan_functions(r: &mut Reader, devices_dir: &Path) -> Vec<PciDevice> {
+/// Scans every function under `devices_dir` (`/sys/bus/pci/devices`), or only those of
+/// `only`, sorted by address.
+pub fn scan_functions(
+    r: &mut Reader,
+    devices_dir: &Path,
+    only: Option<&super::closure::Closure>,
+) -> Vec<PciDevice> {
     let mut out = Vec::new();
-    for name in r.list(devices_dir, Need::Required) {
+    let names = match only {
+        None => r.list(devices_dir, Need::Required),
+        Some(c) => c.functions.iter().map(|a| a.to_string().into()).collect(),
+    };
+    for name in names {
         let name_s = name.to_string_lossy();
         let link = devices_dir.join(&name);
         let Ok(address) = name_s.parse::<PciAddress>() else {

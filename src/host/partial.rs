@@ -1,0 +1,74 @@
+//! Partial snapshots: which functions a decision about some functions depends on (their
+//! *closure*), and a snapshot cut down to exactly those.
+//!
+//! A scoped pass (`reconcile --device`, `watch` on a hot-plug) and the verification after a
+//! pass only need the part of the host the pass is about. The closure of a set of seed
+//! functions is, for each seed present: the seed, the other functions of its slot (siblings of
+//! a multi-function card), its physical function and its VFs; then every member of every IOMMU
+//! group those belong to, so each group the planner sees is whole. Reading only that part is
+//! the live scanner's job ([`crate::host::scan::scan_closure`]); [`restrict`] is its
+//! definition on data, used by hosts that hold a whole snapshot anyway, and tests check that
+//! the two agree on every fixture.
+//!
+//! A partial snapshot says which functions it covers ([`Snapshot::covered`]): a function it
+//! does not list may still exist, so nothing may conclude from its absence that it is gone.
+
+use std::collections::BTreeSet;
+
+use crate::pci::PciAddress;
+
+use super::snapshot::Snapshot;
+
+/// The functions a decision about `seeds` depends on, as `snap` describes the host.
+pub fn closure(snap: &Snapshot, seeds: &[PciAddress]) -> BTreeSet<PciAddress> {
+    let mut out = BTreeSet::new();
+    for seed in seeds {
+        let Some(d) = snap.device(*seed) else {
+            continue;
+        };
+        out.insert(d.address);
+        out.extend(
+            snap.devices
+                .iter()
+                .filter(|o| same_slot(&o.address, &d.address))
+                .map(|o| o.address),
+        );
+        out.extend(d.physfn.filter(|pf| snap.device(*pf).is_some()));
+        if let Some(s) = &d.sriov {
+            out.extend(s.vfs.iter().filter(|vf| snap.device(**vf).is_some()));
+        }
+    }
+    let groups: BTreeSet<u32> = out
+        .iter()
+        .filter_map(|a| snap.device(*a).and_then(|d| d.iommu_group))
+        .collect();
+    for g in groups.iter().filter_map(|g| snap.group(*g)) {
+        out.extend(g.devices.iter().filter(|a| snap.device(**a).is_some()));
+    }
+    out
+}
+
+/// Two functions of one slot (same domain, bus and device number).
+pub fn same_slot(a: &PciAddress, b: &PciAddress) -> bool {
+    (a.domain, a.bus, a.device) == (b.domain, b.bus, b.device)
+}
+
+/// `snap` cut down to the closure of `seeds`: those functions, the groups they belong to, and
+/// everything host-wide (units, drivers, the VFIO layer, accounts) as it is.
+pub fn restrict(snap: &Snapshot, seeds: &[PciAddress]) -> Snapshot {
+    let keep = closure(snap, seeds);
+    let mut out = snap.clone();
+    out.devices.retain(|d| keep.contains(&d.address));
+    let groups: BTreeSet<u32> = out.devices.iter().filter_map(|d| d.iommu_group).collect();
+    out.groups.retain(|g| groups.contains(&g.id));
+    out.covers = Some(keep);
+    out
+}
+
+impl Snapshot {
+    /// Whether this snapshot describes `function`'s state: always for a whole-host snapshot;
+    /// for a partial one, only the functions it was read for.
+    pub fn covered(&self, function: PciAddress) -> bool {
+        self.covers.as_ref().map_or(true, |c| c.contains(&function))
+    }
+}
