@@ -100,8 +100,9 @@ fn apply(s: &mut Snapshot, action: &Action) {
                 refresh_node(s, g);
             }
         }
-        // Which driver the kernel picks is the kernel's business: the pure model cannot know,
-        // and leaves the function as the unbind before it did (a release is back either way).
+        // Which driver the kernel picks is the kernel's business: the pure model cannot know
+        // it and leaves the function as it is (unbound, after the unbind before the probe).
+        // Either way the release is done: on no vfio driver, with its original override.
         Action::Probe { .. } => {}
         Action::SetNumVfs { device, to, .. } => set_num_vfs(s, *device, *to),
         Action::SetNodeOwner {
