@@ -1,7 +1,9 @@
 //! Never leave a host worse: generated configs are applied to the simulated kernel with a
 //! fault injected at every write, of every kind. The host must end exactly as it started or
 //! exactly as desired (after the next run's recovery, for crashes), no function that had a
-//! driver may be left driverless, and the journal must match the host.
+//! driver may be left driverless, and the journal must match the host. Some hosts start with
+//! the e1000e NIC claimed early (override written before any driver probed it), so releases
+//! to the kernel's pick (clear override, unbind, probe) are faulted too.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use vfioctl::apply::{self, journal::Journal, rollback, Options};
+use vfioctl::apply::{self, early_claims, journal::Journal, rollback, Options};
 use vfioctl::config::model::{Config, DeviceSpec, Origin, Selector, SriovSpec, UserRef, UserSpec};
 use vfioctl::host::Snapshot;
 use vfioctl::kernel::simulated::{fixtures::vm_layout, Fault, SimKernel};
@@ -35,6 +37,8 @@ struct Spec {
     entries: Vec<bool>,
     user: Option<(u32, u32)>,
     vfs: u32,
+    /// The e1000e NIC was claimed early, before the first run.
+    early: bool,
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
@@ -42,8 +46,14 @@ fn spec() -> impl Strategy<Value = Spec> {
         proptest::collection::vec(any::<bool>(), ENTRIES.len()),
         proptest::option::of((1000u32..1003, prop_oneof![Just(0o600u32), Just(0o660u32)])),
         0u32..3,
+        any::<bool>(),
     )
-        .prop_map(|(entries, user, vfs)| Spec { entries, user, vfs })
+        .prop_map(|(entries, user, vfs, early)| Spec {
+            entries,
+            user,
+            vfs,
+            early,
+        })
 }
 
 fn config(s: &Spec) -> Config {
@@ -140,19 +150,31 @@ fn scratch() -> tempfile::TempDir {
 }
 
 /// Sets up a host that has `first` applied (so there are taken devices to release), with
-/// its state directory.
-fn prepared(first: &Config) -> (SimKernel, tempfile::TempDir) {
+/// its state directory. With `early`, the e1000e NIC was claimed before any driver probed it
+/// (the kernel bound it to vfio-pci straight from the override), as the udev rule does.
+fn prepared(first: &Config, early: bool) -> (SimKernel, tempfile::TempDir) {
     let k = kernel();
     let dir = scratch();
+    if early {
+        let nic = a("0000:00:01.0");
+        k.unbind(nic).unwrap();
+        early_claims::remember(&opts(dir.path()).run_dir, &nic, None).unwrap();
+        k.set_driver_override(nic, Some("vfio-pci")).unwrap();
+        k.probe(nic).unwrap();
+    }
     if let Err(e) = apply::reconcile(&k, first, &opts(dir.path())) {
         panic!("setup failed: {}", e.lines().join("\n"));
     }
     (k, dir)
 }
 
-fn check_run(first: &Config, second: &Config, faults: &[(usize, Fault)]) -> Result<(), String> {
+fn check_run(
+    (first, early): (&Config, bool),
+    second: &Config,
+    faults: &[(usize, Fault)],
+) -> Result<(), String> {
     // The reference run: no faults.
-    let (k, dir) = prepared(first);
+    let (k, dir) = prepared(first, early);
     let start = view(&k.snapshot().unwrap());
     let start_journal = sorted(Journal::load(&dir.path().join("state")).unwrap());
     let base = k.call_count();
@@ -164,7 +186,7 @@ fn check_run(first: &Config, second: &Config, faults: &[(usize, Fault)]) -> Resu
 
     for offset in 0..=writes {
         for &(extra, fault) in faults {
-            let (k, dir) = prepared(first);
+            let (k, dir) = prepared(first, early);
             let base = k.call_count();
             k.inject(base + offset, fault);
             if extra > 0 {
@@ -230,7 +252,7 @@ proptest! {
 
     #[test]
     fn a_fault_at_every_write_leaves_start_or_desired(first in spec(), second in spec()) {
-        let r = check_run(&config(&first), &config(&second), SINGLE);
+        let r = check_run((&config(&first), first.early), &config(&second), SINGLE);
         prop_assert!(r.is_ok(), "{}", r.unwrap_err());
     }
 
@@ -241,7 +263,7 @@ proptest! {
         extra in 1usize..4,
     ) {
         let faults = [(extra, Fault::Fail), (extra, Fault::FailAfterEffect)];
-        let r = check_run(&config(&first), &config(&second), &faults);
+        let r = check_run((&config(&first), first.early), &config(&second), &faults);
         prop_assert!(r.is_ok(), "{}", r.unwrap_err());
     }
 }
@@ -253,13 +275,23 @@ fn a_crash_at_every_write_of_a_full_plan_is_recovered() {
         entries: vec![true; ENTRIES.len()],
         user: Some((1000, 0o660)),
         vfs: 2,
+        early: true,
     };
     let none = Spec {
         entries: vec![false; ENTRIES.len()],
         user: None,
         vfs: 0,
+        early: false,
     };
     let crashes = [(0, Fault::Crash), (0, Fault::CrashAfterEffect)];
-    check_run(&config(&none), &config(&all), &crashes).unwrap();
-    check_run(&config(&all), &config(&none), &crashes).unwrap();
+    check_run((&config(&none), false), &config(&all), &crashes).unwrap();
+    check_run((&config(&all), true), &config(&none), &crashes).unwrap();
+    // That release includes a probe to the kernel's pick, so crashes hit it too.
+    let (k, dir) = prepared(&config(&all), true);
+    let out = apply::reconcile(&k, &config(&none), &opts(dir.path())).unwrap();
+    assert!(out.plan.actions.iter().any(|s| s.action.kind() == "probe"));
+    assert_eq!(
+        k.device_state(a("0000:00:01.0")).unwrap().driver.as_deref(),
+        Some("e1000e")
+    );
 }

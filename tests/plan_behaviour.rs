@@ -502,6 +502,7 @@ fn released_device_goes_back_to_its_original_driver() {
             address: addr("0000:03:00.0"),
             original_driver: Some("e1000e".into()),
             original_override: None,
+            driver_unknown: false,
         }],
         ..Default::default()
     };
@@ -532,6 +533,126 @@ fn released_device_goes_back_to_its_original_driver() {
     );
 }
 
+/// A function claimed before any driver probed it (an early claim), as the journal holds it.
+fn early(a: &str, original_override: Option<&str>) -> Taken {
+    Taken {
+        address: addr(a),
+        original_driver: None,
+        original_override: original_override.map(str::to_string),
+        driver_unknown: true,
+    }
+}
+
+#[test]
+fn early_claimed_device_removed_from_the_config_is_probed_with_no_override() {
+    // The kernel bound it to vfio-pci straight from the early override.
+    let mut d = func("0000:03:00.0", 0x8086, 0x10d3, NIC, Some("vfio-pci"), 12);
+    d.driver_override = Some("vfio-pci".into());
+    let snap = host(vec![d]);
+    let ctx = Context {
+        taken: vec![early("0000:03:00.0", None)],
+        ..Default::default()
+    };
+    let p = plan::plan_with(&config(vec![]), &snap, &ctx);
+    assert_eq!(
+        kinds(&p),
+        [
+            "clear-override 0000:03:00.0",
+            "unbind 0000:03:00.0",
+            "probe 0000:03:00.0"
+        ]
+    );
+    assert_eq!(
+        p.actions[1].action,
+        Action::Unbind {
+            device: addr("0000:03:00.0"),
+            from: Some("vfio-pci".into())
+        }
+    );
+    assert!(p.actions.iter().all(|s| s.reason.contains("kernel picks")));
+    assert!(plan::render::text(&p).contains("the kernel's pick"));
+    let json: serde_json::Value = serde_json::from_str(&plan::render::json(&p)).unwrap();
+    assert_eq!(json["actions"][2]["action"], "probe");
+    assert_eq!(json["actions"][2]["device"], "0000:03:00.0");
+    assert_converges(&config(vec![]), &snap, &ctx);
+
+    // Claimed but never bound (vfio-pci was not loaded): the override goes, then a probe.
+    let mut d = func("0000:03:00.0", 0x8086, 0x10d3, NIC, None, 12);
+    d.driver_override = Some("vfio-pci".into());
+    let p = plan::plan_with(&config(vec![]), &host(vec![d]), &ctx);
+    assert_eq!(
+        kinds(&p),
+        ["clear-override 0000:03:00.0", "probe 0000:03:00.0"]
+    );
+
+    // A recorded original override is put back instead of cleared.
+    let mut d = func("0000:03:00.0", 0x8086, 0x10d3, NIC, Some("vfio-pci"), 12);
+    d.driver_override = Some("vfio-pci".into());
+    let ctx = Context {
+        taken: vec![early("0000:03:00.0", Some("e1000e"))],
+        ..Default::default()
+    };
+    let p = plan::plan_with(&config(vec![]), &host(vec![d]), &ctx);
+    assert_eq!(
+        p.actions[0].action,
+        Action::SetOverride {
+            device: addr("0000:03:00.0"),
+            from: Some("vfio-pci".into()),
+            to: "e1000e".into()
+        }
+    );
+    assert_eq!(p.actions.last().unwrap().action.kind(), "probe");
+}
+
+#[test]
+fn early_claimed_device_still_configured_or_already_back_plans_nothing() {
+    let mut d = func("0000:03:00.0", 0x8086, 0x10d3, NIC, Some("vfio-pci"), 12);
+    d.driver_override = Some("vfio-pci".into());
+    let snap = host(vec![d]);
+    let ctx = Context {
+        taken: vec![early("0000:03:00.0", None)],
+        ..Default::default()
+    };
+    let cfg = config(vec![by_address("nic", "0000:03:00.0")]);
+    let p = plan::plan_with(&cfg, &snap, &ctx);
+    assert!(
+        p.actions
+            .iter()
+            .all(|s| s.action.kind() == "set-node-owner" || s.action.kind() == "load-module"),
+        "{}",
+        plan::render::text(&p)
+    );
+    assert!(!kinds(&p).iter().any(|k| k.starts_with("probe")));
+    // Back on the kernel's pick with no override: nothing to give back.
+    let snap = host(vec![func(
+        "0000:03:00.0",
+        0x8086,
+        0x10d3,
+        NIC,
+        Some("e1000e"),
+        12,
+    )]);
+    assert!(plan::plan_with(&config(vec![]), &snap, &ctx).is_empty());
+}
+
+#[test]
+fn kernel_pick_release_in_a_claimed_group_counts_as_a_dma_driver() {
+    let mut a = func("0000:01:00.0", 0x10de, 0x1b80, VGA, Some("vfio-pci"), 7);
+    a.driver_override = Some("vfio-pci".into());
+    let mut b = func("0000:01:00.1", 0x10de, 0x10f0, AUDIO, Some("vfio-pci"), 7);
+    b.driver_override = Some("vfio-pci".into());
+    let snap = host(vec![a, b]);
+    let cfg = config(vec![by_address("gpu", "0000:01:00.0")]);
+    let ctx = Context {
+        taken: vec![early("0000:01:00.1", None)],
+        ..Default::default()
+    };
+    let p = plan::plan_with(&cfg, &snap, &ctx);
+    assert_eq!(problem_kinds(&p), [ProblemKind::Sibling]);
+    assert!(p.problems[0].message.contains("whatever the kernel picks"));
+    assert!(p.is_empty());
+}
+
 #[test]
 fn release_that_would_break_a_claimed_group_is_an_error() {
     let mut a = func("0000:01:00.0", 0x10de, 0x1b80, VGA, Some("vfio-pci"), 7);
@@ -545,6 +666,7 @@ fn release_that_would_break_a_claimed_group_is_an_error() {
             address: addr("0000:01:00.1"),
             original_driver: Some("snd_hda_intel".into()),
             original_override: None,
+            driver_unknown: false,
         }],
         ..Default::default()
     };

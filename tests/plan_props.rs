@@ -190,12 +190,16 @@ fn case() -> impl Strategy<Value = Case> {
             let mut taken: Vec<Taken> = Vec::new();
             for d in &snap.devices {
                 if next(4) == 0 {
+                    // The fourth kind: claimed early, before any driver probed it.
+                    let kind = next(4) as usize;
+                    let driver_unknown = kind == 3;
                     taken.push(Taken {
                         address: d.address,
-                        original_driver: [None, Some("e1000e"), Some("snd_hda_intel")]
-                            [next(3) as usize]
+                        original_driver: [None, Some("e1000e"), Some("snd_hda_intel"), None][kind]
                             .map(str::to_string),
-                        original_override: None,
+                        original_override: (driver_unknown && next(3) == 0)
+                            .then(|| "e1000e".to_string()),
+                        driver_unknown,
                     });
                 }
             }
@@ -354,6 +358,7 @@ fn generated_cases_exercise_every_kind_of_step() {
         "bind",
         "set-num-vfs",
         "set-node-owner",
+        "probe",
     ] {
         assert!(kinds.contains(k), "no {k} in {kinds:?}");
     }

@@ -79,6 +79,7 @@ pub fn describe(a: &Action) -> String {
             None => format!("unbind {device}"),
         },
         Action::Bind { device, driver } => format!("bind {device} to {driver}"),
+        Action::Probe { device } => format!("probe {device} (the kernel picks its driver)"),
         Action::SetNodeOwner {
             device, group, to, ..
         } => match group {
@@ -223,7 +224,8 @@ fn target(a: &Action) -> Option<Object> {
         Action::SetOverride { device, .. }
         | Action::ClearOverride { device, .. }
         | Action::Unbind { device, .. }
-        | Action::Bind { device, .. } => Some(device_object(*device)),
+        | Action::Bind { device, .. }
+        | Action::Probe { device } => Some(device_object(*device)),
         Action::SetNodeOwner { device, .. } => Some(Object::Node { device: *device }),
     }
 }
@@ -274,6 +276,11 @@ fn run_step(
             } else {
                 host.bind(*device, driver)?;
             }
+        }
+        Action::Probe { device } => {
+            rec.before(host, device_object(*device))?;
+            let bound = host.probe(*device)?;
+            tracing::debug!(device = %device, driver = ?bound, "the kernel's pick");
         }
         Action::SetNodeOwner {
             device, group, to, ..

@@ -59,6 +59,12 @@ pub enum Recorded {
     Node {
         owner: Option<NodeOwner>,
     },
+    /// A function vfioctl claimed before any driver probed it (an early claim): its original
+    /// is this `driver_override` and whatever driver the kernel picks for it then. It is back
+    /// when its override is this one and it is not on a vfio driver.
+    Unprobed {
+        driver_override: Option<String>,
+    },
 }
 
 impl std::fmt::Display for Recorded {
@@ -73,6 +79,11 @@ impl std::fmt::Display for Recorded {
             Recorded::Sriov { num_vfs } => write!(f, "{num_vfs} VFs"),
             Recorded::Node { owner: Some(o) } => write!(f, "owner {o}"),
             Recorded::Node { owner: None } => write!(f, "no node"),
+            Recorded::Unprobed { driver_override } => write!(
+                f,
+                "override {}, the driver the kernel picks",
+                driver_override.as_deref().unwrap_or("none")
+            ),
         }
     }
 }
@@ -162,12 +173,16 @@ impl Journal {
         n != self.entries.len()
     }
 
-    /// Taken functions and their original state, for the planner's release decisions.
-    pub fn taken_devices(&self) -> impl Iterator<Item = (PciAddress, &DeviceState)> {
+    /// Taken functions and their original state (a [`Recorded::Device`] or
+    /// [`Recorded::Unprobed`]), for the planner's release decisions.
+    pub fn taken_devices(&self) -> impl Iterator<Item = (PciAddress, &Recorded)> {
         self.entries
             .iter()
             .filter_map(|e| match (&e.object, &e.was) {
-                (Object::Device { device }, Recorded::Device(s)) => Some((*device, s)),
+                (
+                    Object::Device { device },
+                    was @ (Recorded::Device(_) | Recorded::Unprobed { .. }),
+                ) => Some((*device, was)),
                 _ => None,
             })
     }

@@ -2,10 +2,12 @@
 //! change, verified after, undone on failure, one pass at a time.
 //!
 //! [`reconcile`] is the whole story in one function: lock → recover an interrupted pass →
-//! read the host → plan (with the journal's record of what was taken) → apply inside a
-//! transaction (journal before each change; on failure undo in reverse) → verify (read again,
-//! plan again, ask the kernel) → commit (forget what was given back, clear the pass record).
+//! read the host → plan (with the journal's record of what was taken, early claims folded in)
+//! → apply inside a transaction (journal before each change; on failure undo in reverse) →
+//! verify (read again, plan again, ask the kernel) → commit (forget what was given back, with
+//! its early-claim record; clear the pass record).
 
+pub mod early_claims;
 pub mod executor;
 pub mod journal;
 pub mod lock;
@@ -20,6 +22,7 @@ use crate::kernel::{Host, KernelError};
 use crate::pci::PciAddress;
 use crate::plan::{self, Accounts, Context, Plan, Taken};
 
+use early_claims::EarlyClaims;
 pub use executor::{ExecOptions, StepFailure, StepRecord};
 use journal::{InFlight, Journal, JournalError};
 use lock::LockError;
@@ -148,16 +151,40 @@ impl ApplyError {
     }
 }
 
-/// The planner's view of what vfioctl took earlier, from the journal.
+/// The planner's view of what vfioctl took earlier, from the journal (with the early claims
+/// folded in: [`early_claims::fold`]).
 pub fn taken(journal: &Journal) -> Vec<Taken> {
     journal
         .taken_devices()
-        .map(|(address, s)| Taken {
-            address,
-            original_driver: s.driver.clone(),
-            original_override: s.driver_override.clone(),
+        .filter_map(|(address, was)| match was {
+            journal::Recorded::Device(s) => Some(Taken {
+                address,
+                original_driver: s.driver.clone(),
+                original_override: s.driver_override.clone(),
+                driver_unknown: false,
+            }),
+            journal::Recorded::Unprobed { driver_override } => Some(Taken {
+                address,
+                original_driver: None,
+                original_override: driver_override.clone(),
+                driver_unknown: true,
+            }),
+            _ => None,
         })
         .collect()
+}
+
+/// What vfioctl took, as a pass on `observed` would see it, without changing anything: the
+/// journal with the early-claim records folded in. For showing a plan.
+pub fn load_taken(
+    state_dir: &std::path::Path,
+    run_dir: &std::path::Path,
+    observed: &crate::host::Snapshot,
+) -> Result<Vec<Taken>, JournalError> {
+    let mut journal = Journal::load(state_dir)?;
+    let early = EarlyClaims::load(run_dir)?;
+    early_claims::fold(&mut journal, &early, &early_claims::state_in(observed));
+    Ok(taken(&journal))
 }
 
 fn plan_for(config: &Config, snap: &crate::host::Snapshot, ctx: &Context) -> Plan {
@@ -183,13 +210,18 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
             });
         }
     }
-    let journal = Journal::load(&opts.state_dir)?;
+    let early = EarlyClaims::load(&opts.run_dir)?;
+    let mut journal = Journal::load(&opts.state_dir)?;
     let observed = match opts.scope {
         // Only the function's closure: all a scoped plan looks at.
         Some(d) => host.snapshot_of(&[d]),
         None => host.snapshot(),
     }
     .map_err(ApplyError::Read)?;
+    let folded = early_claims::fold(&mut journal, &early, &early_claims::state_in(&observed));
+    if folded.changed {
+        journal.save(&opts.state_dir)?;
+    }
     clock.lap("scan");
     let mut ctx = Context {
         taken: taken(&journal),
@@ -205,6 +237,7 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
         if rollback::forget_restored(host, &mut journal).map_err(ApplyError::Read)? {
             journal.save(&opts.state_dir)?;
         }
+        early_claims::forget_released(&opts.run_dir, &folded, &journal)?;
         return Ok(Outcome {
             recovered,
             plan,
@@ -243,6 +276,7 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
             if rollback::forget_restored_in(&v.observed, &mut journal) {
                 journal.save(&opts.state_dir)?;
             }
+            early_claims::forget_released(&opts.run_dir, &folded, &journal)?;
             InFlight::clear(&opts.run_dir)?;
             clock.lap("commit");
             Ok(Outcome {

@@ -10,9 +10,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::early_claims::{self, EarlyClaims};
 use super::journal::{Abandoned, Entry, InFlight, Journal, JournalError, Object, Recorded};
 use super::lock::{self, LockError};
+use crate::host::is_vfio_driver;
 use crate::kernel::{DeviceState, Host, KernelError};
+use crate::plan::claims::KernelPick;
 
 /// How long to wait for a node to appear when restoring its owner (it should exist already).
 const NODE_WAIT: Duration = Duration::from_millis(200);
@@ -73,6 +76,14 @@ pub fn restore(host: &dyn Host, object: &Object, to: &Recorded) -> Result<bool, 
                 Err(e) => return Err(e),
             };
             restore_device(host, *device, &now, want)
+        }
+        (Object::Device { device }, Recorded::Unprobed { driver_override }) => {
+            let now = match host.device_state(*device) {
+                Ok(s) => s,
+                Err(KernelError::NoSuchDevice(_)) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            restore_to_kernel_pick(host, *device, &now, driver_override.as_deref())
         }
         (Object::Sriov { pf }, Recorded::Sriov { num_vfs }) => {
             let now = host.num_vfs(*pf)?;
@@ -139,6 +150,38 @@ fn restore_device(
         host.set_driver_override(dev, want.driver_override.as_deref())?;
     }
     Ok(true)
+}
+
+/// Gives `dev` back to its original override and whatever driver the kernel picks then
+/// (see [`KernelPick`]): override, unbind, plain probe.
+fn restore_to_kernel_pick(
+    host: &dyn Host,
+    dev: crate::pci::PciAddress,
+    now: &DeviceState,
+    original: Option<&str>,
+) -> Result<bool, KernelError> {
+    let pick = KernelPick::needed(
+        now.driver.as_deref(),
+        now.driver_override.as_deref(),
+        original,
+    );
+    if pick.set_override {
+        host.set_driver_override(dev, original)?;
+    }
+    if pick.unbind {
+        host.unbind(dev)?;
+    }
+    if pick.probe {
+        let bound = host.probe(dev)?;
+        if let Some(d) = bound.as_deref().filter(|d| is_vfio_driver(d)) {
+            return Err(KernelError::NotConverged {
+                what: format!("probe of {dev}"),
+                expected: "a driver that is not a vfio driver (the kernel's pick)".to_string(),
+                found: d.to_string(),
+            });
+        }
+    }
+    Ok(!pick.is_back())
 }
 
 /// Restores `entries` in reverse order, continuing past failures so as much as possible is
@@ -215,6 +258,16 @@ pub fn is_at_in(snap: &crate::host::Snapshot, object: &Object, was: &Recorded) -
                 d.driver == s.driver && d.driver_override == s.driver_override
             })
         }
+        (Object::Device { device }, Recorded::Unprobed { driver_override }) => {
+            snap.device(*device).map_or(true, |d| {
+                KernelPick::needed(
+                    d.driver.as_deref(),
+                    d.driver_override.as_deref(),
+                    driver_override.as_deref(),
+                )
+                .is_back()
+            })
+        }
         (Object::Sriov { pf }, Recorded::Sriov { num_vfs }) => snap.device(*pf).map_or(true, |d| {
             d.sriov.as_ref().map_or(0, |x| x.num_vfs) == *num_vfs
         }),
@@ -241,6 +294,18 @@ pub fn is_at(host: &dyn Host, object: &Object, was: &Recorded) -> Result<bool, K
             Err(KernelError::NoSuchDevice(_)) => true,
             Err(e) => return Err(e),
         },
+        (Object::Device { device }, Recorded::Unprobed { driver_override }) => {
+            match host.device_state(*device) {
+                Ok(now) => KernelPick::needed(
+                    now.driver.as_deref(),
+                    now.driver_override.as_deref(),
+                    driver_override.as_deref(),
+                )
+                .is_back(),
+                Err(KernelError::NoSuchDevice(_)) => true,
+                Err(e) => return Err(e),
+            }
+        }
         (Object::Sriov { pf }, Recorded::Sriov { num_vfs }) => host.num_vfs(*pf)? == *num_vfs,
         (Object::Node { device }, Recorded::Node { owner }) => match owner {
             None => true,
@@ -312,8 +377,9 @@ pub struct RollbackOutcome {
     pub report: UndoReport,
 }
 
-/// `vfioctl rollback`: returns every object in the journal to its recorded original state,
-/// newest first, and forgets the ones that are back. With `dry_run`, only lists them.
+/// `vfioctl rollback`: returns every object in the journal (with the early claims folded in:
+/// [`early_claims::fold`]) to its recorded original state, newest first, and forgets the ones
+/// that are back, with their early-claim records. With `dry_run`, only lists them.
 pub fn rollback(
     host: &dyn Host,
     state_dir: &Path,
@@ -322,17 +388,21 @@ pub fn rollback(
     dry_run: bool,
 ) -> Result<(RollbackOutcome, Vec<Entry>), RollbackError> {
     let _lock = lock::acquire(run_dir, lock_timeout)?;
-    let journal = Journal::load(state_dir)?;
+    let early = EarlyClaims::load(run_dir)?;
+    let mut journal = Journal::load(state_dir)?;
+    early_claims::fold(&mut journal, &early, &early_claims::state_on(host));
     if dry_run {
         return Ok((RollbackOutcome::default(), journal.entries));
     }
     let recovered = recover(host, state_dir, run_dir)?;
     let mut journal = Journal::load(state_dir)?;
+    let folded = early_claims::fold(&mut journal, &early, &early_claims::state_on(host));
     let entries = journal.entries.clone();
     let report = restore_all(host, &entries);
-    if forget_restored(host, &mut journal)? {
+    if forget_restored(host, &mut journal)? || folded.changed {
         journal.save(state_dir)?;
     }
+    early_claims::forget_released(run_dir, &folded, &journal)?;
     Ok((RollbackOutcome { recovered, report }, entries))
 }
 

@@ -95,8 +95,8 @@ fn dry_run(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
     let taken = if global.host.is_some() {
         Vec::new()
     } else {
-        match apply::journal::Journal::load(&global.state_dir) {
-            Ok(j) => apply::taken(&j),
+        match apply::load_taken(&global.state_dir, &global.run_dir, &snap) {
+            Ok(t) => t,
             Err(e) => {
                 eprintln!(
                     "vfioctl reconcile: note: cannot read the journal ({e}); releases of \

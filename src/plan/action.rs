@@ -89,6 +89,10 @@ pub enum Action {
     /// Hand the function to `driver` (with the override set, `drivers_probe`; otherwise
     /// `drivers/DRIVER/bind`). Done only when the `driver` link says so.
     Bind { device: PciAddress, driver: String },
+    /// Let the kernel pick a driver: `drivers_probe` with no override naming one (the release
+    /// of a function claimed before any driver probed it, whose own driver is unknown).
+    /// Whatever binds, or nothing, is the outcome.
+    Probe { device: PciAddress },
     /// chown/chmod `/dev/vfio/GROUP` once it exists. `group` is `None` while the function's
     /// group is not known yet (a VF to be created): look it up from `device` when applying.
     /// `from` is `None` when the node does not exist yet (it appears root:root 0600).
@@ -110,6 +114,7 @@ impl Action {
             Action::ClearOverride { .. } => "clear-override",
             Action::Unbind { .. } => "unbind",
             Action::Bind { .. } => "bind",
+            Action::Probe { .. } => "probe",
             Action::SetNodeOwner { .. } => "set-node-owner",
         }
     }
@@ -123,13 +128,15 @@ impl Action {
             | Action::ClearOverride { device, .. }
             | Action::Unbind { device, .. }
             | Action::Bind { device, .. }
+            | Action::Probe { device }
             | Action::SetNodeOwner { device, .. } => Some(*device),
         }
     }
 
     /// The action that puts back what this one replaces, or `None` when there is nothing to put
     /// back (a loaded module stays loaded; an unbind of "whatever probed" a new VF; a node that
-    /// did not exist before disappears with its last vfio member).
+    /// did not exist before disappears with its last vfio member). A probe is undone by
+    /// unbinding whatever it bound.
     pub fn undo(&self) -> Option<Action> {
         match self {
             Action::LoadModule { .. } => None,
@@ -161,6 +168,10 @@ impl Action {
             Action::Bind { device, driver } => Some(Action::Unbind {
                 device: *device,
                 from: Some(driver.clone()),
+            }),
+            Action::Probe { device } => Some(Action::Unbind {
+                device: *device,
+                from: None,
             }),
             Action::SetNodeOwner {
                 device,
@@ -282,6 +293,32 @@ mod tests {
             to: Ownership::KERNEL_DEFAULT,
         };
         assert_eq!(owner.undo(), None);
+        assert_eq!(
+            Action::Probe { device: d }.undo(),
+            Some(Action::Unbind {
+                device: d,
+                from: None
+            })
+        );
+    }
+
+    #[test]
+    fn probe_is_kebab_case_with_its_device() {
+        let v = serde_json::to_value(Action::Probe {
+            device: addr("0000:00:01.0"),
+        })
+        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"action": "probe", "device": "0000:00:01.0"})
+        );
+        assert_eq!(
+            Action::Probe {
+                device: addr("0000:00:01.0")
+            }
+            .kind(),
+            "probe"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::Config;
-use crate::host::Snapshot;
+use crate::host::{is_vfio_driver, PciDevice, Snapshot};
 use crate::pci::PciAddress;
 
 use super::problem::{Problem, ProblemKind};
@@ -37,6 +37,62 @@ pub struct Claim {
 pub struct Release {
     pub driver: Option<String>,
     pub driver_override: Option<String>,
+    /// The original driver is unknown (claimed before any driver probed it): `driver` is
+    /// `None` and the kernel picks one.
+    pub driver_unknown: bool,
+}
+
+/// How a driver the kernel will pick reads where a driver name goes.
+pub const KERNEL_PICK: &str = "(whatever the kernel picks)";
+
+impl Release {
+    /// The driver `dev` is on after its release: its original driver; for a function whose
+    /// original is the kernel's pick, the driver it stays on when nothing needs probing, else
+    /// [`KERNEL_PICK`] (not known here; counted as a driver that does DMA).
+    pub fn final_driver<'a>(&'a self, dev: &'a PciDevice) -> Option<&'a str> {
+        if !self.driver_unknown {
+            return self.driver.as_deref();
+        }
+        let pick = KernelPick::needed(
+            dev.driver.as_deref(),
+            dev.driver_override.as_deref(),
+            self.driver_override.as_deref(),
+        );
+        if pick.probe {
+            Some(KERNEL_PICK)
+        } else {
+            dev.driver.as_deref()
+        }
+    }
+}
+
+/// What giving a function back to "whatever driver the kernel picks" takes, from its driver
+/// and override now and its original override: the override put back; an unbind when it is on
+/// a vfio driver, or on the driver the override being replaced named (it is there because of
+/// us); a probe after either, so the kernel picks with the original override. It is back when
+/// none is needed: its override is the original and it is not on a vfio driver.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelPick {
+    pub set_override: bool,
+    pub unbind: bool,
+    pub probe: bool,
+}
+
+impl KernelPick {
+    pub fn needed(driver: Option<&str>, over: Option<&str>, original: Option<&str>) -> Self {
+        let set_override = over != original;
+        let unbind = driver.is_some_and(|d| is_vfio_driver(d) || (set_override && over == Some(d)));
+        KernelPick {
+            set_override,
+            unbind,
+            probe: unbind || (set_override && driver.is_none()),
+        }
+    }
+
+    /// Nothing to do: the function is back.
+    pub fn is_back(&self) -> bool {
+        *self == KernelPick::default()
+    }
 }
 
 /// Every claim and release, and the entries that cannot be realised.
@@ -136,6 +192,7 @@ pub fn releases(claims: &mut Claims, taken: &[Taken], snap: &Snapshot, res: &Res
             Release {
                 driver: t.original_driver.clone(),
                 driver_override: t.original_override.clone(),
+                driver_unknown: t.driver_unknown,
             },
         );
     }

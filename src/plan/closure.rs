@@ -61,7 +61,7 @@ pub fn add_companions(config: &Config, snap: &Snapshot, claims: &mut Claims) -> 
 /// The driver `dev` will be on after the plan, when the plan does not claim it.
 fn final_driver<'a>(dev: &'a PciDevice, claims: &'a Claims) -> Option<&'a str> {
     match claims.releases.get(&dev.address) {
-        Some(r) => r.driver.as_deref(),
+        Some(r) => r.final_driver(dev),
         None => dev.driver.as_deref(),
     }
 }

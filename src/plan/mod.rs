@@ -46,6 +46,11 @@ pub struct Taken {
     pub original_driver: Option<String>,
     /// Its `driver_override` (`None`: unset).
     pub original_override: Option<String>,
+    /// Its original driver is unknown: vfioctl claimed it before any driver probed it (an
+    /// early claim), so `original_driver` is `None` and a release lets the kernel pick
+    /// ([`Action::Probe`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub driver_unknown: bool,
 }
 
 /// Inputs beyond the config and the snapshot.
@@ -212,11 +217,17 @@ pub fn plan_with(config: &Config, snap: &Snapshot, ctx: &Context) -> Plan {
         if failed_groups.contains(&grp) {
             continue;
         }
+        let node = Node::Group(grp);
+        if r.driver_unknown {
+            let why = "no longer in the config: claimed before any driver probed it, so the \
+                       kernel picks its driver";
+            to_kernel_pick(&mut g, &node, dev, r.driver_override.as_deref(), why);
+            continue;
+        }
         let why = match &r.driver {
             Some(d) => format!("no longer in the config: back to {d}, as vfioctl found it"),
             None => "no longer in the config: left unbound, as vfioctl found it".to_string(),
         };
-        let node = Node::Group(grp);
         if converge(
             &mut g,
             &node,
@@ -377,7 +388,7 @@ fn pf_driver_changes(
             claims.releases.get(&dev.address),
         ) {
             (Some(c), _) => Some(c.driver.as_str()),
-            (None, Some(r)) => r.driver.as_deref(),
+            (None, Some(r)) => r.final_driver(dev),
             (None, None) => continue,
         };
         if target == dev.driver.as_deref() {
@@ -483,6 +494,45 @@ fn converge(
             true
         }
         None => false,
+    }
+}
+
+/// Plans the release of `dev` to whatever driver the kernel picks (see
+/// [`claims::KernelPick`]): its override back to `original`, unbind from the vfio driver (or
+/// the driver our override named), then a plain probe.
+fn to_kernel_pick(g: &mut Graph, node: &Node, dev: &PciDevice, original: Option<&str>, why: &str) {
+    let a = dev.address;
+    let pick = claims::KernelPick::needed(
+        dev.driver.as_deref(),
+        dev.driver_override.as_deref(),
+        original,
+    );
+    if pick.set_override {
+        let action = match original {
+            Some(to) => Action::SetOverride {
+                device: a,
+                from: dev.driver_override.clone(),
+                to: to.to_string(),
+            },
+            None => Action::ClearOverride {
+                device: a,
+                from: dev.driver_override.clone().unwrap_or_default(),
+            },
+        };
+        g.push(node.clone(), action, why);
+    }
+    if pick.unbind {
+        g.push(
+            node.clone(),
+            Action::Unbind {
+                device: a,
+                from: dev.driver.clone(),
+            },
+            why,
+        );
+    }
+    if pick.probe {
+        g.push(node.clone(), Action::Probe { device: a }, why);
     }
 }
 

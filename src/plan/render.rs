@@ -49,6 +49,11 @@ fn describe(step: &Step) -> (String, String, String) {
             device.to_string(),
             format!("(none) -> {driver}"),
         ),
+        Action::Probe { device } => (
+            "probe".into(),
+            device.to_string(),
+            "(none) -> the kernel's pick".into(),
+        ),
         Action::SetNodeOwner {
             device,
             group,

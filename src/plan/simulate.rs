@@ -100,6 +100,10 @@ fn apply(s: &mut Snapshot, action: &Action) {
                 refresh_node(s, g);
             }
         }
+        // Which driver the kernel picks is the kernel's business: the pure model cannot know
+        // it and leaves the function as it is (unbound, after the unbind before the probe).
+        // Either way the release is done: on no vfio driver, with its original override.
+        Action::Probe { .. } => {}
         Action::SetNumVfs { device, to, .. } => set_num_vfs(s, *device, *to),
         Action::SetNodeOwner {
             device, group, to, ..

@@ -6,12 +6,15 @@
 //!
 //! It must be fast and must never make a boot worse: it reads the function's ids from sysfs,
 //! matches them against the config, writes one attribute, and records the override it replaced
-//! under `--run-dir` so a later release restores the real original, not our early write.
+//! under `--run-dir` ([`crate::apply::early_claims`], which owns the records) so the function
+//! counts as taken and a later release restores the real original, not our early write.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::apply::early_claims;
+use crate::apply::journal::JournalError;
 use crate::config::Config;
 use crate::host::Roots;
 pub use crate::pci::FunctionIds;
@@ -28,6 +31,8 @@ pub enum ClaimError {
     },
     #[error("{path}: unexpected content {content:?}")]
     Malformed { path: PathBuf, content: String },
+    #[error("recording the early claim failed: {0}")]
+    Record(#[from] JournalError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ClaimError + '_ {
@@ -111,16 +116,6 @@ pub enum Claim {
     Written { previous: Option<String> },
 }
 
-/// The directory of early-claim records: `RUN_DIR/early-claims`.
-pub fn record_dir(run_dir: &Path) -> PathBuf {
-    run_dir.join("early-claims")
-}
-
-/// Where the override an early claim replaced is recorded: `RUN_DIR/early-claims/ADDR`.
-pub fn record_path(run_dir: &Path, address: &PciAddress) -> PathBuf {
-    record_dir(run_dir).join(address.to_string())
-}
-
 /// Writes `driver` to the function's `driver_override` unless it is already set to it,
 /// recording the value it replaced (empty for unset) under `run_dir` first.
 pub fn claim(
@@ -134,14 +129,8 @@ pub fn claim(
     if current.as_deref() == Some(driver) {
         return Ok(Claim::AlreadySet);
     }
-    let record = record_path(run_dir, address);
-    if let Some(parent) = record.parent() {
-        fs::create_dir_all(parent).map_err(io_err(parent))?;
-    }
     // The first early claim's record wins: a second `add` must not overwrite the original.
-    if !record.exists() {
-        fs::write(&record, current.as_deref().unwrap_or("")).map_err(io_err(&record))?;
-    }
+    early_claims::remember(run_dir, address, current.as_deref())?;
     let path = dir.join("driver_override");
     fs::write(&path, driver).map_err(io_err(&path))?;
     Ok(Claim::Written { previous: current })
@@ -150,6 +139,7 @@ pub fn claim(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apply::early_claims::record_path;
     use crate::config::{DeviceSpec, Origin, Selector};
 
     fn addr(s: &str) -> PciAddress {

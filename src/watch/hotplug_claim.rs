@@ -78,7 +78,7 @@ pub fn claim_announced(
 pub fn spawn(roots: Roots, run_dir: PathBuf, config: ClaimConfig) -> Result<(), WatchError> {
     let socket = open_socket()?;
     // Created now, not on the first claim: that one must be quick.
-    let _ = std::fs::create_dir_all(early_claim::record_dir(&run_dir));
+    let _ = std::fs::create_dir_all(crate::apply::early_claims::record_dir(&run_dir));
     std::thread::Builder::new()
         .name("hotplug-claim".into())
         .spawn(move || {

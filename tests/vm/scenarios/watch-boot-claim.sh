@@ -1,7 +1,7 @@
-# At boot the udev rule claims a configured device before its module driver: with no driver module loaded yet, udev coldplug runs 70-vfioctl.rules (driver_override) before 80-drivers.rules loads e1000e, which then leaves the NIC alone; the rule's scoped reconcile binds it to vfio-pci and gives its node to the user, while unconfigured devices get their drivers as usual.
+# At boot the udev rule claims a configured device before its module driver: with no driver module loaded yet, udev coldplug runs 70-vfioctl.rules (driver_override) before 80-drivers.rules loads e1000e, which then leaves the NIC alone; the rule's scoped reconcile binds it to vfio-pci and gives its node to the user, while unconfigured devices get their drivers as usual. The early claim counts as taken: removed from the config, the NIC goes to the kernel's pick (e1000e, override cleared, record and journal entry forgotten). Claimed again by an `add` while e1000e has it, e1000e is its own driver, and `vfioctl rollback` puts it back there.
 # vmtest: layout=default
 # vmtest: modules=none
-# vmtest: timeout=90
+# vmtest: timeout=120
 
 nic=0000:00:01.0
 cat >/etc/vfio.toml <<TOML
@@ -47,3 +47,38 @@ kill $monitor 2>/dev/null
 # What udev runs, in udev's bare environment (no PATH), again: converged, nothing to do.
 check rerun-in-udev-environment-is-a-no-op env -i /usr/bin/vfioctl reconcile --config /etc/vfio.toml --device $nic
 
+# The NIC never had a driver of its own (claimed before e1000e could probe it): removed from the
+# config, it goes to whatever the kernel picks, with the override the claim replaced (unset).
+printf 'version = 1\n' >/tmp/empty.toml
+out=$(vfioctl -v reconcile -c /tmp/empty.toml 2>&1)
+case "$out" in
+    *probe*) pass release-plans-a-probe ;;
+    *) fail release-plans-a-probe "$(oneline "$out")" ;;
+esac
+expect_eq released-to-the-kernels-pick e1000e "$(linkname "$(pci $nic)/driver")"
+expect_eq released-override-cleared "(null)" "$(sysattr "$(pci $nic)/driver_override")"
+check released-node-gone wait_gone /dev/vfio/$g 5
+check release-forgets-the-journal-entry sh -c "! grep -q '$nic' /var/lib/vfioctl/journal.json"
+check release-forgets-the-record test ! -e /run/vfioctl/early-claims/$nic
+out=$(vfioctl reconcile -c /tmp/empty.toml 2>&1)
+case "$out" in *"nothing to do"*) pass converged-after-release ;; *) fail converged-after-release "$(oneline "$out")" ;; esac
+out=$(vfioctl rollback 2>&1)
+case "$out" in *"nothing to roll back"*) pass nothing-left-to-roll-back ;; *) fail nothing-left-to-roll-back "$(oneline "$out")" ;; esac
+
+# An `add` claims it again through the rule (the config still names it). This time e1000e had
+# it before the claim (like a hot-plug claim that loses the race with the probe): e1000e is its
+# own driver, and rollback puts it back there.
+udevadm trigger --action=add "$(readlink -f "$(pci $nic)")"
+udevadm settle --timeout=10
+expect_eq reclaimed-by-the-rule vfio-pci "$(linkname "$(pci $nic)/driver")"
+check reclaim-recorded test -e /run/vfioctl/early-claims/$nic
+check reclaim-journal-records-e1000e grep -q '"e1000e"' /var/lib/vfioctl/journal.json
+out=$(vfioctl rollback 2>&1)
+case "$out" in
+    *"restored $nic to driver e1000e, override none"*) pass rollback-to-e1000e ;;
+    *) fail rollback-to-e1000e "$(oneline "$out")" ;;
+esac
+expect_eq rolled-back-to-e1000e e1000e "$(linkname "$(pci $nic)/driver")"
+expect_eq rolled-back-override-cleared "(null)" "$(sysattr "$(pci $nic)/driver_override")"
+check rollback-forgets-the-record test ! -e /run/vfioctl/early-claims/$nic
+check rollback-empties-the-journal sh -c "! grep -q '$nic' /var/lib/vfioctl/journal.json"

@@ -1,0 +1,468 @@
+//! The early-claim records: `RUN_DIR/early-claims/ADDR`, one per function whose
+//! `driver_override` vfioctl wrote before any driver probed it (the udev rule's boot claim,
+//! `watch` on a hot-plug `add`). A record holds the override it replaced (empty: unset).
+//!
+//! Owns writing, reading and forgetting the records, and what they mean for the journal:
+//! [`fold`] makes every early-claimed function part of what vfioctl took, with its true
+//! original (the recorded override, and whatever driver the kernel picks, or the driver that
+//! probed it before the claim), so releases and `vfioctl rollback` give it back. A journal
+//! entry that recorded our own early override as the original (a pass that took the function
+//! before the record was folded) is corrected from the record. A record lives until its
+//! function is no longer taken (given back, or gone from the host): [`forget_released`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::journal::{Journal, JournalError, Object, Recorded};
+use crate::host::{is_vfio_driver, Snapshot};
+use crate::kernel::{DeviceState, Host, KernelError};
+use crate::pci::PciAddress;
+
+const DIR: &str = "early-claims";
+
+/// The directory of the records: `RUN_DIR/early-claims`.
+pub fn record_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join(DIR)
+}
+
+/// Where the early claim of `address` is recorded.
+pub fn record_path(run_dir: &Path, address: &PciAddress) -> PathBuf {
+    record_dir(run_dir).join(address.to_string())
+}
+
+fn io_err(path: &Path, e: &io::Error) -> JournalError {
+    JournalError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Records that an early claim replaced `previous` (`None`: unset) on `address`, unless a
+/// record exists already: the first one holds the true original. Made before the claim's own
+/// write, and quick (it races the kernel's probe of a hot-plugged function): one exclusive
+/// create and one small write on the run directory's tmpfs, which a crash clears anyway.
+/// Returns whether it was new.
+pub fn remember(
+    run_dir: &Path,
+    address: &PciAddress,
+    previous: Option<&str>,
+) -> Result<bool, JournalError> {
+    let path = record_path(run_dir, address);
+    let create = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+    };
+    let mut file = match create() {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let dir = record_dir(run_dir);
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| io_err(&dir, &e))?;
+            match create() {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+                Err(e) => return Err(io_err(&path, &e)),
+            }
+        }
+        Err(e) => return Err(io_err(&path, &e)),
+    };
+    if let Err(e) = file.write_all(previous.unwrap_or("").as_bytes()) {
+        // No half record: without one, the claim is not made either.
+        let _ = fs::remove_file(&path);
+        return Err(io_err(&path, &e));
+    }
+    Ok(true)
+}
+
+/// Every early-claim record: function → the override the claim replaced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EarlyClaims {
+    pub records: BTreeMap<PciAddress, Option<String>>,
+}
+
+impl EarlyClaims {
+    /// Reads `RUN_DIR/early-claims/`; a missing directory holds no records. Files that are not
+    /// named by a PCI address are not records and are skipped.
+    pub fn load(run_dir: &Path) -> Result<EarlyClaims, JournalError> {
+        let dir = record_dir(run_dir);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(EarlyClaims::default()),
+            Err(e) => return Err(io_err(&dir, &e)),
+        };
+        let mut records = BTreeMap::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err(&dir, &e))?;
+            let Some(address) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<PciAddress>().ok())
+            else {
+                continue;
+            };
+            let path = entry.path();
+            let text = fs::read_to_string(&path).map_err(|e| io_err(&path, &e))?;
+            let previous = text.trim();
+            records.insert(
+                address,
+                (!previous.is_empty() && previous != "(null)").then(|| previous.to_string()),
+            );
+        }
+        Ok(EarlyClaims { records })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+/// A function's driver and override as they are, for [`fold`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Now {
+    Is(DeviceState),
+    /// Not on the host.
+    Gone,
+    /// Not known here (outside a partial snapshot): its record waits for a pass that sees it.
+    Unknown,
+}
+
+/// What [`fold`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Folded {
+    /// The journal changed (save it).
+    pub changed: bool,
+    /// The functions whose records the journal now accounts for, or that are gone: the ones
+    /// [`forget_released`] may forget once the journal no longer holds them.
+    pub accounted: BTreeSet<PciAddress>,
+}
+
+/// Makes the early-claimed functions part of what `journal` holds as taken. `now` gives a
+/// function's driver and override as they are.
+/// - A function the journal does not hold is added with its original override from the
+///   record, and as its driver "whatever the kernel picks" ([`Recorded::Unprobed`]): it was
+///   claimed before any driver probed it. Unless a driver other than a vfio one, and other than
+///   the one the override names, is bound now: then the claim came after the kernel's probe
+///   (a hot-plug claim that lost the race), and that driver is its own. A function not on the
+///   host is not added (its record is forgotten with the pass); one whose state is not known
+///   here is left for a later pass.
+/// - A function the journal holds with an override set is corrected: that override was our
+///   early write, so the original override comes from the record, and a function the journal
+///   found driverless, or on the driver our override named, had no driver of its own yet.
+///
+/// Idempotent.
+pub fn fold(
+    journal: &mut Journal,
+    claims: &EarlyClaims,
+    now: &dyn Fn(PciAddress) -> Now,
+) -> Folded {
+    let mut out = Folded::default();
+    for (address, previous) in &claims.records {
+        let object = Object::Device { device: *address };
+        let unprobed = Recorded::Unprobed {
+            driver_override: previous.clone(),
+        };
+        let Some(entry) = journal.entries.iter_mut().find(|e| e.object == object) else {
+            let now = match now(*address) {
+                Now::Is(s) => s,
+                Now::Gone => {
+                    out.accounted.insert(*address);
+                    continue;
+                }
+                Now::Unknown => continue,
+            };
+            let own_driver = now.driver.filter(|d| {
+                !is_vfio_driver(d) && now.driver_override.as_deref() != Some(d.as_str())
+            });
+            let was = match own_driver {
+                Some(d) => Recorded::Device(DeviceState {
+                    driver: Some(d),
+                    driver_override: previous.clone(),
+                }),
+                None => unprobed,
+            };
+            journal.record(object, was);
+            out.changed = true;
+            out.accounted.insert(*address);
+            continue;
+        };
+        out.accounted.insert(*address);
+        let corrected = match &entry.was {
+            Recorded::Device(DeviceState {
+                driver,
+                driver_override: Some(ours),
+            }) => {
+                if driver.is_none() || driver.as_deref() == Some(ours.as_str()) {
+                    unprobed
+                } else {
+                    Recorded::Device(DeviceState {
+                        driver: driver.clone(),
+                        driver_override: previous.clone(),
+                    })
+                }
+            }
+            // Recorded before the claim (no override of ours in it), or already folded.
+            _ => continue,
+        };
+        entry.was = corrected;
+        out.changed = true;
+    }
+    out
+}
+
+/// `now` for [`fold`] from a snapshot just read (a partial one knows only what it covers).
+pub fn state_in(snap: &Snapshot) -> impl Fn(PciAddress) -> Now + '_ {
+    |a| {
+        if !snap.covered(a) {
+            return Now::Unknown;
+        }
+        match snap.device(a) {
+            Some(d) => Now::Is(DeviceState {
+                driver: d.driver.clone(),
+                driver_override: d.driver_override.clone(),
+            }),
+            None => Now::Gone,
+        }
+    }
+}
+
+/// `now` for [`fold`] asking the host function by function. A function that cannot be read
+/// counts as driverless (taken with the kernel's pick), never as gone: its record must stay.
+pub fn state_on(host: &dyn Host) -> impl Fn(PciAddress) -> Now + '_ {
+    |a| match host.device_state(a) {
+        Ok(s) => Now::Is(s),
+        Err(KernelError::NoSuchDevice(_)) => Now::Gone,
+        Err(_) => Now::Is(DeviceState::default()),
+    }
+}
+
+/// Removes the records of the `folded` functions the journal no longer holds (given back, or
+/// gone from the host). Records the fold did not account for (written while the pass ran, or
+/// outside its partial snapshot) are left for a later pass.
+pub fn forget_released(
+    run_dir: &Path,
+    folded: &Folded,
+    journal: &Journal,
+) -> Result<(), JournalError> {
+    for address in &folded.accounted {
+        if journal
+            .original(&Object::Device { device: *address })
+            .is_some()
+        {
+            continue;
+        }
+        let path = record_path(run_dir, address);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path, &e)),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> PciAddress {
+        s.parse().unwrap()
+    }
+
+    fn dev(driver: Option<&str>, over: Option<&str>) -> Recorded {
+        Recorded::Device(DeviceState {
+            driver: driver.map(str::to_string),
+            driver_override: over.map(str::to_string),
+        })
+    }
+
+    fn claims(list: &[(&str, Option<&str>)]) -> EarlyClaims {
+        EarlyClaims {
+            records: list
+                .iter()
+                .map(|(x, p)| (a(x), p.map(str::to_string)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_the_first_one_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path();
+        assert!(EarlyClaims::load(run).unwrap().is_empty());
+        assert!(remember(run, &a("0000:00:01.0"), None).unwrap());
+        assert!(remember(run, &a("0000:02:01.0"), Some("e1000")).unwrap());
+        assert!(!remember(run, &a("0000:00:01.0"), Some("vfio-pci")).unwrap());
+        fs::write(record_dir(run).join("README"), "x").unwrap();
+        assert_eq!(
+            EarlyClaims::load(run).unwrap(),
+            claims(&[("0000:00:01.0", None), ("0000:02:01.0", Some("e1000"))])
+        );
+        assert_eq!(
+            fs::read_to_string(record_path(run, &a("0000:00:01.0"))).unwrap(),
+            ""
+        );
+    }
+
+    /// Every function on vfio-pci under our override, as after an early claim.
+    fn claimed(_: PciAddress) -> Now {
+        Now::Is(DeviceState {
+            driver: Some("vfio-pci".into()),
+            driver_override: Some("vfio-pci".into()),
+        })
+    }
+
+    #[test]
+    fn an_unheld_record_is_taken_with_the_kernels_pick() {
+        let mut j = Journal::default();
+        let c = claims(&[("0000:00:01.0", None)]);
+        assert!(fold(&mut j, &c, &claimed).changed);
+        assert_eq!(
+            j.original(&Object::Device {
+                device: a("0000:00:01.0")
+            }),
+            Some(&Recorded::Unprobed {
+                driver_override: None
+            })
+        );
+        // Folding again changes nothing.
+        let before = j.clone();
+        assert!(!fold(&mut j, &c, &claimed).changed);
+        assert_eq!(j, before);
+        // Claimed but not bound yet (vfio-pci not loaded): the same.
+        let mut j = Journal::default();
+        assert!(
+            fold(&mut j, &c, &|_| Now::Is(DeviceState {
+                driver: None,
+                driver_override: Some("vfio-pci".into())
+            }))
+            .changed
+        );
+        assert_eq!(j, before);
+    }
+
+    #[test]
+    fn a_claim_that_came_after_the_kernels_probe_keeps_the_probed_driver() {
+        // A hot-plug claim that lost the race: e1000e probed first, our override came after.
+        let mut j = Journal::default();
+        let c = claims(&[("0000:00:01.0", None)]);
+        assert!(
+            fold(&mut j, &c, &|_| Now::Is(DeviceState {
+                driver: Some("e1000e".into()),
+                driver_override: Some("vfio-pci".into())
+            }))
+            .changed
+        );
+        assert_eq!(
+            j.original(&Object::Device {
+                device: a("0000:00:01.0")
+            }),
+            Some(&dev(Some("e1000e"), None))
+        );
+    }
+
+    #[test]
+    fn a_gone_function_is_not_taken_and_an_unknown_one_waits() {
+        let c = claims(&[("0000:00:01.0", None)]);
+        let mut j = Journal::default();
+        let gone = fold(&mut j, &c, &|_| Now::Gone);
+        assert!(!gone.changed);
+        assert!(j.entries.is_empty());
+        assert_eq!(gone.accounted, [a("0000:00:01.0")].into());
+        let unknown = fold(&mut j, &c, &|_| Now::Unknown);
+        assert_eq!(unknown, Folded::default());
+        // Outside a partial snapshot is unknown; inside, absent is gone.
+        let snap = Snapshot {
+            covers: Some([a("0000:02:01.0")].into()),
+            ..Snapshot::default()
+        };
+        let now = state_in(&snap);
+        assert_eq!(now(a("0000:00:01.0")), Now::Unknown);
+        assert_eq!(now(a("0000:02:01.0")), Now::Gone);
+    }
+
+    #[test]
+    fn a_journal_entry_holding_our_early_override_is_corrected() {
+        let nic = Object::Device {
+            device: a("0000:00:01.0"),
+        };
+        let other = Object::Device {
+            device: a("0000:02:01.0"),
+        };
+        let bound = Object::Device {
+            device: a("0000:02:02.0"),
+        };
+        let before_claim = Object::Device {
+            device: a("0000:01:00.0"),
+        };
+        let mut j = Journal::default();
+        // Driverless under our override: it never had a driver of its own.
+        j.record(nic, dev(None, Some("vfio-pci")));
+        // A driver that probed before the claim is its own.
+        j.record(other, dev(Some("e1000"), Some("vfio-pci")));
+        // Bound by the kernel straight from our override.
+        j.record(bound, dev(Some("vfio-pci"), Some("vfio-pci")));
+        // Recorded with no override: not ours, the journal is right.
+        j.record(before_claim, dev(Some("nvme"), None));
+        let c = claims(&[
+            ("0000:00:01.0", Some("pci-stub")),
+            ("0000:02:01.0", None),
+            ("0000:02:02.0", None),
+            ("0000:01:00.0", Some("vfio-pci")),
+        ]);
+        assert!(fold(&mut j, &c, &claimed).changed);
+        assert_eq!(
+            j.original(&nic),
+            Some(&Recorded::Unprobed {
+                driver_override: Some("pci-stub".into())
+            })
+        );
+        assert_eq!(j.original(&other), Some(&dev(Some("e1000"), None)));
+        assert_eq!(
+            j.original(&bound),
+            Some(&Recorded::Unprobed {
+                driver_override: None
+            })
+        );
+        assert_eq!(j.original(&before_claim), Some(&dev(Some("nvme"), None)));
+        assert_eq!(j.entries.len(), 4);
+        assert!(!fold(&mut j, &c, &claimed).changed);
+    }
+
+    #[test]
+    fn only_folded_records_of_released_functions_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path();
+        for x in ["0000:00:01.0", "0000:02:01.0", "0000:02:02.0"] {
+            remember(run, &a(x), None).unwrap();
+        }
+        let mut j = Journal::default();
+        j.record(
+            Object::Device {
+                device: a("0000:02:01.0"),
+            },
+            dev(None, None),
+        );
+        // 02:02.0 was recorded after the fold: not accounted for, kept for the next pass.
+        let folded = Folded {
+            changed: false,
+            accounted: [a("0000:00:01.0"), a("0000:02:01.0")].into(),
+        };
+        forget_released(run, &folded, &j).unwrap();
+        let left: Vec<PciAddress> = EarlyClaims::load(run)
+            .unwrap()
+            .records
+            .into_keys()
+            .collect();
+        assert_eq!(left, vec![a("0000:02:01.0"), a("0000:02:02.0")]);
+    }
+}
