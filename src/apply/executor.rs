@@ -1,6 +1,6 @@
 //! Running a plan's steps through the seam: batch after batch; within a batch, independent
 //! units (IOMMU groups, PFs, pending VFs) in parallel with a small bound, each unit's steps in
-//! order. Before every change the object's current state goes to the journal (the pass's
+//! order, except that the members of a group move side by side (see [`lanes`]). Before every change the object's current state goes to the journal (the pass's
 //! in-flight record, and the persistent record of originals). One `tracing` line per action:
 //! what, device, result, duration.
 //!
@@ -20,7 +20,7 @@ use crate::plan::{Action, Plan, Step, Unit};
 /// How steps run.
 #[derive(Debug, Clone)]
 pub struct ExecOptions {
-    /// Units of one batch run at most this many at a time.
+    /// Units (and group members, see [`lanes`]) of one batch run at most this many at a time.
     pub parallel: usize,
     /// How long to wait for `/dev/vfio/N` to appear before setting its owner.
     pub node_wait: Duration,
@@ -95,6 +95,10 @@ pub struct Recorder {
     state_dir: PathBuf,
     run_dir: PathBuf,
     inner: Mutex<(Journal, InFlight)>,
+    /// Group nodes found absent when first looked at in this pass: a node that appears later
+    /// is this pass's own creation, never an original to record (and whether a member's step
+    /// ran before or after another member's bind must not change what is recorded).
+    absent_nodes: Mutex<std::collections::BTreeSet<Object>>,
 }
 
 impl Recorder {
@@ -103,6 +107,7 @@ impl Recorder {
             state_dir,
             run_dir,
             inner: Mutex::new((journal, InFlight::new())),
+            absent_nodes: Mutex::default(),
         }
     }
 
@@ -160,6 +165,10 @@ impl Recorder {
                 if inflight.entries.iter().any(|e| e.object == o) {
                     continue;
                 }
+                let mut absent = self.absent_nodes.lock().unwrap_or_else(|p| p.into_inner());
+                if absent.contains(&o) {
+                    continue;
+                }
                 let was = match current(host, &o) {
                     Ok(w) => w,
                     Err(KernelError::NoSuchDevice(_)) if skip_missing => continue,
@@ -167,8 +176,10 @@ impl Recorder {
                 };
                 if was == (Recorded::Node { owner: None }) {
                     // No node: nothing to put back (it goes with its last vfio member).
+                    absent.insert(o);
                     continue;
                 }
+                drop(absent);
                 new_journal |= journal.record(o, was.clone());
                 new_inflight |= inflight.record(o, was);
             }
@@ -340,6 +351,38 @@ fn traced(host: &dyn Host, rec: &Recorder, step: &Step, opts: &ExecOptions) -> S
     }
 }
 
+/// A unit's steps as lanes that may run side by side, and a tail that runs once they are all
+/// done. In an IOMMU group each member's driver steps (override, unbind, bind, probe) depend on
+/// no other member's: the kernel binds and unbinds members independently, and the group only
+/// has to be viable once all are done. So members move in parallel (a slow unbind of one no
+/// longer holds up the rest of its group), and the node's owner, which needs the group on
+/// vfio, is set after. A group whose steps do not have that shape (a node step before a driver
+/// step) and every other unit run as one lane, in plan order.
+fn lanes<'a>(unit: &Unit, steps: &[&'a Step]) -> (Vec<Vec<&'a Step>>, Vec<&'a Step>) {
+    let is_node = |s: &&Step| matches!(s.action, Action::SetNodeOwner { .. });
+    let first_node = steps.iter().position(is_node).unwrap_or(steps.len());
+    let shaped = matches!(unit, Unit::Group { .. })
+        && steps[first_node..].iter().all(is_node)
+        && steps[..first_node]
+            .iter()
+            .all(|s| s.action.device().is_some());
+    if !shaped {
+        return (vec![steps.to_vec()], Vec::new());
+    }
+    let mut lanes: Vec<(PciAddress, Vec<&Step>)> = Vec::new();
+    for s in &steps[..first_node] {
+        let Some(d) = s.action.device() else { continue };
+        match lanes.iter_mut().find(|(x, _)| *x == d) {
+            Some((_, lane)) => lane.push(*s),
+            None => lanes.push((d, vec![*s])),
+        }
+    }
+    (
+        lanes.into_iter().map(|(_, lane)| lane).collect(),
+        steps[first_node..].to_vec(),
+    )
+}
+
 /// Runs `plan`. Returns every executed step; on failure also the first failure.
 pub fn execute(
     host: &dyn Host,
@@ -363,7 +406,7 @@ pub fn execute(
         let units: Vec<(&Unit, Vec<&Step>)> = plan.batch(b);
         let failed = AtomicBool::new(false);
         let records = Mutex::new(Vec::new());
-        let run_unit = |steps: &[&Step]| {
+        let run_lane = |steps: &[&Step]| {
             for s in steps {
                 if failed.load(Ordering::SeqCst) {
                     return;
@@ -375,24 +418,30 @@ pub fn execute(
                 records.lock().unwrap_or_else(|p| p.into_inner()).push(r);
             }
         };
-        let workers = opts.parallel.max(1).min(units.len());
-        if workers <= 1 {
-            for (_, steps) in &units {
-                run_unit(steps);
-            }
-        } else {
-            let next = AtomicUsize::new(0);
-            std::thread::scope(|scope| {
-                for _ in 0..workers {
-                    scope.spawn(|| loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        match units.get(i) {
-                            Some((_, steps)) if !failed.load(Ordering::SeqCst) => run_unit(steps),
-                            _ => return,
-                        }
-                    });
+        // Every lane of every unit side by side, then the units' tails (node owners).
+        let (lanes, tails): (Vec<_>, Vec<_>) = units.iter().map(|(u, s)| lanes(u, s)).unzip();
+        let lanes: Vec<Vec<&Step>> = lanes.into_iter().flatten().collect();
+        let tails: Vec<Vec<&Step>> = tails.into_iter().filter(|t| !t.is_empty()).collect();
+        for work in [lanes, tails] {
+            let workers = opts.parallel.max(1).min(work.len());
+            if workers <= 1 {
+                for steps in &work {
+                    run_lane(steps);
                 }
-            });
+            } else {
+                let next = AtomicUsize::new(0);
+                std::thread::scope(|scope| {
+                    for _ in 0..workers {
+                        scope.spawn(|| loop {
+                            let i = next.fetch_add(1, Ordering::SeqCst);
+                            match work.get(i) {
+                                Some(steps) if !failed.load(Ordering::SeqCst) => run_lane(steps),
+                                _ => return,
+                            }
+                        });
+                    }
+                });
+            }
         }
         let records = records.into_inner().unwrap_or_else(|p| p.into_inner());
         let failure = records.iter().find_map(|r| match &r.result {
@@ -408,4 +457,93 @@ pub fn execute(
         }
     }
     (done, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Ownership;
+
+    fn step(action: Action, unit: Unit) -> Step {
+        Step {
+            action,
+            batch: 1,
+            unit,
+            reason: String::new(),
+        }
+    }
+
+    fn take(d: &str, unit: &Unit) -> Vec<Step> {
+        let device: PciAddress = d.parse().unwrap();
+        vec![
+            step(
+                Action::SetOverride {
+                    device,
+                    from: None,
+                    to: "vfio-pci".into(),
+                },
+                unit.clone(),
+            ),
+            step(
+                Action::Unbind {
+                    device,
+                    from: Some("e1000".into()),
+                },
+                unit.clone(),
+            ),
+            step(
+                Action::Bind {
+                    device,
+                    driver: "vfio-pci".into(),
+                },
+                unit.clone(),
+            ),
+        ]
+    }
+
+    fn owner(d: &str, unit: &Unit) -> Step {
+        step(
+            Action::SetNodeOwner {
+                device: d.parse().unwrap(),
+                group: Some(4),
+                from: None,
+                to: Ownership {
+                    uid: 1000,
+                    gid: 1000,
+                    mode: crate::plan::Mode(0o660),
+                },
+            },
+            unit.clone(),
+        )
+    }
+
+    #[test]
+    fn group_members_become_lanes_and_the_node_comes_after() {
+        let g = Unit::Group { group: 4 };
+        let mut steps = take("0000:02:01.0", &g);
+        steps.extend(take("0000:02:02.0", &g));
+        steps.push(owner("0000:02:01.0", &g));
+        let refs: Vec<&Step> = steps.iter().collect();
+        let (lanes, tail) = lanes(&g, &refs);
+        assert_eq!(lanes.len(), 2);
+        assert_eq!(lanes[0], refs[0..3].to_vec());
+        assert_eq!(lanes[1], refs[3..6].to_vec());
+        assert_eq!(tail, vec![refs[6]]);
+    }
+
+    #[test]
+    fn other_shapes_and_units_keep_plan_order() {
+        let g = Unit::Group { group: 4 };
+        let mut steps = vec![owner("0000:02:01.0", &g)];
+        steps.extend(take("0000:02:01.0", &g));
+        let refs: Vec<&Step> = steps.iter().collect();
+        assert_eq!(lanes(&g, &refs), (vec![refs.clone()], vec![]));
+
+        let vf = Unit::Pending {
+            device: "0000:01:10.0".parse().unwrap(),
+        };
+        let steps = take("0000:01:10.0", &vf);
+        let refs: Vec<&Step> = steps.iter().collect();
+        assert_eq!(lanes(&vf, &refs), (vec![refs.clone()], vec![]));
+    }
 }
