@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use vfioctl::fixtures::tree::{FakeHost, Function, SriovSpec};
 use vfioctl::fixtures::{synthetic::SyntheticHost, vm};
 use vfioctl::host::partial::{closure, restrict, same_slot};
 use vfioctl::host::{scan, scan_closure, Roots, Snapshot};
@@ -29,12 +30,47 @@ fn hosts() -> (Vec<tempfile::TempDir>, Vec<(String, Roots)>) {
     for (name, host) in [
         ("vm layout", vm::q35()),
         ("synthetic", SyntheticHost::new(60, 14).describe()),
+        ("sriov, VFs in groups of their own", sriov_host()),
     ] {
         let dir = tempfile::tempdir().unwrap();
         out.push((name.to_string(), host.write(dir.path()).unwrap()));
         dirs.push(dir);
     }
     (dirs, out)
+}
+
+/// An igb PF with two VFs at its offset (another slot), each VF in a group of its own (an
+/// ACS-capable port), as on the VM suite's SR-IOV layout: only the `physfn`/`virtfn` links tie
+/// a VF's closure to its PF.
+fn sriov_host() -> FakeHost {
+    let pf: PciAddress = "0000:01:00.0".parse().unwrap();
+    let vfs: Vec<PciAddress> = ["0000:01:10.0", "0000:01:10.2"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    let mut h = FakeHost::new();
+    h.add(Function::new("0000:00:00.0", 0x8086, 0x29c0, 0x060000).group(0));
+    h.add(
+        Function::new("0000:01:00.0", 0x8086, 0x10c9, 0x020000)
+            .driver("igb")
+            .group(1)
+            .sriov(SriovSpec {
+                total_vfs: 7,
+                offset: 128,
+                stride: 2,
+                vf_device: 0x10ca,
+                vfs: vfs.clone(),
+            }),
+    );
+    for (i, vf) in vfs.iter().enumerate() {
+        h.add(
+            Function::new(&vf.to_string(), 0x8086, 0x10ca, 0x020000)
+                .driver("igbvf")
+                .group(2 + i as u32)
+                .physfn(pf),
+        );
+    }
+    h
 }
 
 fn without_warnings(mut s: Snapshot) -> Snapshot {
@@ -46,6 +82,7 @@ fn without_warnings(mut s: Snapshot) -> Snapshot {
 fn closures_are_whole_groups_with_slots_and_sriov_relatives() {
     let (_dirs, hosts) = hosts();
     let mut with_vfs = 0;
+    let mut split_vfs = 0;
     for (name, roots) in hosts {
         let snap = scan(&roots).unwrap();
         for d in &snap.devices {
@@ -68,6 +105,10 @@ fn closures_are_whole_groups_with_slots_and_sriov_relatives() {
             }
             if let Some(pf) = d.physfn {
                 assert!(c.contains(&pf), "{name}: PF {pf} of {}", d.address);
+                split_vfs += usize::from(
+                    snap.device(pf).and_then(|p| p.iommu_group) != d.iommu_group
+                        && !same_slot(&pf, &d.address),
+                );
             }
             if let Some(s) = &d.sriov {
                 with_vfs += usize::from(!s.vfs.is_empty());
@@ -88,6 +129,10 @@ fn closures_are_whole_groups_with_slots_and_sriov_relatives() {
     assert!(
         with_vfs > 0,
         "no fixture has a PF with VFs: the SR-IOV case went untested"
+    );
+    assert!(
+        split_vfs > 0,
+        "no fixture has a VF outside its PF's slot and group: the physfn rule went untested"
     );
 }
 

@@ -6,7 +6,8 @@ use common::*;
 use vfioctl::config::{DomainSpec, Origin, Placement, WindowSpec};
 use vfioctl::host::{NetInterface, ReservedRegion, Snapshot};
 use vfioctl::plan::{
-    self, Account, Accounts, Action, Context, Mode, Ownership, Plan, ProblemKind, Taken, Unit,
+    self, Account, Accounts, Action, Context, Mode, Ownership, Plan, ProblemKind, Taken, TakenVfs,
+    Unit,
 };
 
 fn kinds(p: &Plan) -> Vec<String> {
@@ -320,6 +321,85 @@ fn sriov_shrink_goes_through_zero() {
         .collect();
     assert_eq!(counts, [(4, 0), (0, 2)]);
     assert_converges(&cfg, &snap, &Context::default());
+}
+
+fn released_vfs(original: u32) -> Context {
+    Context {
+        taken_vfs: vec![TakenVfs {
+            pf: addr("0000:05:00.0"),
+            original_num_vfs: original,
+        }],
+        ..Context::default()
+    }
+}
+
+fn vf_counts(p: &Plan) -> Vec<(u32, u32)> {
+    p.actions
+        .iter()
+        .filter_map(|s| match s.action {
+            Action::SetNumVfs { from, to, .. } => Some((from, to)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_pf_dropped_from_sriov_goes_back_to_its_original_vf_count() {
+    let snap = sriov_host(2);
+    let cfg = config(vec![]);
+    let ctx = released_vfs(0);
+    let p = plan::plan_with(&cfg, &snap, &ctx);
+    assert!(p.is_realisable(), "{:?}", p.problems);
+    assert_eq!(vf_counts(&p), [(2, 0)]);
+    assert!(
+        p.actions[0].reason.contains("no longer in [[sriov]]"),
+        "{}",
+        p.actions[0].reason
+    );
+    assert_converges(&cfg, &snap, &ctx);
+
+    // An original count other than 0 goes through 0.
+    let snap = sriov_host(4);
+    let ctx = released_vfs(2);
+    assert_eq!(
+        vf_counts(&plan::plan_with(&cfg, &snap, &ctx)),
+        [(4, 0), (0, 2)]
+    );
+    assert_converges(&cfg, &snap, &ctx);
+}
+
+#[test]
+fn a_pf_still_in_sriov_or_already_back_is_left_to_the_config() {
+    let snap = sriov_host(2);
+    let mut cfg = config(vec![]);
+    cfg.sriov.push(sriov_spec("0000:05:00.0", 2));
+    assert!(plan::plan_with(&cfg, &snap, &released_vfs(0)).is_empty());
+    let cfg = config(vec![]);
+    assert!(plan::plan_with(&cfg, &snap, &released_vfs(2)).is_empty());
+}
+
+#[test]
+fn vfs_still_named_by_a_device_entry_keep_their_pf_count() {
+    let snap = sriov_host(2);
+    let cfg = config(vec![by_ids("vfs", 0x8086, 0x1520)]);
+    let p = plan::plan_with(&cfg, &snap, &released_vfs(0));
+    assert!(vf_counts(&p).is_empty(), "{}", plan::render::text(&p));
+    let problem = p
+        .problems
+        .iter()
+        .find(|x| x.kind == ProblemKind::Sriov)
+        .expect("the kept VFs are explained");
+    assert!(
+        problem.message.contains("0000:05:10.0"),
+        "{}",
+        problem.message
+    );
+    // The VFs themselves are still planned (taken to vfio-pci as their entry says).
+    assert!(
+        kinds(&p).iter().any(|k| k.starts_with("bind ")),
+        "{:?}",
+        kinds(&p)
+    );
 }
 
 #[test]

@@ -14,7 +14,7 @@ use proptest::prelude::*;
 use vfioctl::config::{Config, DeviceSpec, Selector, UserRef};
 use vfioctl::host::{NetInterface, Snapshot};
 use vfioctl::pci::{PciAddress, PciId};
-use vfioctl::plan::{self, Account, Accounts, Action, Context, Plan, Step, Taken};
+use vfioctl::plan::{self, Account, Accounts, Action, Context, Plan, Step, Taken, TakenVfs};
 
 const DRIVERS: &[Option<&str>] = &[
     None,
@@ -187,6 +187,14 @@ fn case() -> impl Strategy<Value = Case> {
                     memlock_limit: None,
                 },
             );
+            // vfioctl changed the PF's VF count earlier (from 0, 1 or 2).
+            let taken_vfs: Vec<TakenVfs> = match vfs_now {
+                Some(_) if next(2) == 0 => vec![TakenVfs {
+                    pf: "0000:40:00.0".parse().unwrap(),
+                    original_num_vfs: next(3) as u32,
+                }],
+                _ => Vec::new(),
+            };
             let mut taken: Vec<Taken> = Vec::new();
             for d in &snap.devices {
                 if next(4) == 0 {
@@ -210,6 +218,7 @@ fn case() -> impl Strategy<Value = Case> {
                     taken,
                     accounts,
                     scope: None,
+                    taken_vfs,
                 },
             }
         })
@@ -226,6 +235,17 @@ fn declared_closure(c: &Case) -> BTreeSet<PciAddress> {
         if let Some(sr) = c.snap.device(s.pf).and_then(|d| d.sriov.as_ref()) {
             for i in 0..s.num_vfs {
                 future.push(sr.vf_address(s.pf, i));
+            }
+        }
+    }
+    // A PF the config dropped goes back to its original count: those VFs may come back.
+    for t in &c.ctx.taken_vfs {
+        if c.config.sriov.iter().any(|s| s.pf == t.pf) {
+            continue;
+        }
+        if let Some(sr) = c.snap.device(t.pf).and_then(|d| d.sriov.as_ref()) {
+            for i in 0..t.original_num_vfs {
+                future.push(sr.vf_address(t.pf, i));
             }
         }
     }
@@ -248,6 +268,7 @@ fn declared_closure(c: &Case) -> BTreeSet<PciAddress> {
         out.extend(d.companions.iter().copied());
     }
     out.extend(c.ctx.taken.iter().map(|t| t.address));
+    out.extend(c.ctx.taken_vfs.iter().map(|t| t.pf));
     out
 }
 

@@ -174,6 +174,23 @@ pub fn taken(journal: &Journal) -> Vec<Taken> {
         .collect()
 }
 
+/// The PFs whose VF count vfioctl changed, with the count they had, from the journal.
+pub fn taken_vfs(journal: &Journal) -> Vec<plan::TakenVfs> {
+    journal
+        .entries
+        .iter()
+        .filter_map(|e| match (&e.object, &e.was) {
+            (journal::Object::Sriov { pf }, journal::Recorded::Sriov { num_vfs }) => {
+                Some(plan::TakenVfs {
+                    pf: *pf,
+                    original_num_vfs: *num_vfs,
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// What vfioctl took, as a pass on `observed` would see it, without changing anything: the
 /// journal with the early-claim records folded in. For showing a plan.
 pub fn load_taken(
@@ -181,10 +198,19 @@ pub fn load_taken(
     run_dir: &std::path::Path,
     observed: &crate::host::Snapshot,
 ) -> Result<Vec<Taken>, JournalError> {
+    load_context(state_dir, run_dir, observed).map(|(t, _)| t)
+}
+
+/// [`load_taken`] and the VF counts vfioctl changed ([`taken_vfs`]), from one journal read.
+pub fn load_context(
+    state_dir: &std::path::Path,
+    run_dir: &std::path::Path,
+    observed: &crate::host::Snapshot,
+) -> Result<(Vec<Taken>, Vec<plan::TakenVfs>), JournalError> {
     let mut journal = Journal::load(state_dir)?;
     let early = EarlyClaims::load(run_dir)?;
     early_claims::fold(&mut journal, &early, &early_claims::state_in(observed));
-    Ok(taken(&journal))
+    Ok((taken(&journal), taken_vfs(&journal)))
 }
 
 fn plan_for(config: &Config, snap: &crate::host::Snapshot, ctx: &Context) -> Plan {
@@ -227,6 +253,7 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
         taken: taken(&journal),
         accounts: opts.accounts.clone(),
         scope: opts.scope,
+        taken_vfs: taken_vfs(&journal),
     };
     let plan = plan_for(config, &observed, &ctx);
     clock.lap("plan");
@@ -273,7 +300,7 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
     match verified {
         Ok(v) if v.converged() => {
             let mut journal = journal;
-            if rollback::forget_restored_in(&v.observed, &mut journal) {
+            if rollback::forget_restored_in(host, &v.observed, &mut journal) {
                 journal.save(&opts.state_dir)?;
             }
             early_claims::forget_released(&opts.run_dir, &folded, &journal)?;

@@ -232,13 +232,22 @@ pub fn forget_restored(host: &dyn Host, journal: &mut Journal) -> Result<bool, K
 }
 
 /// Like [`forget_restored`], judged from a snapshot just read instead of asking the host
-/// object by object.
-/// A partial snapshot judges only the functions it covers.
-pub fn forget_restored_in(snap: &crate::host::Snapshot, journal: &mut Journal) -> bool {
+/// object by object. A partial snapshot judges only the functions it covers; the host is asked
+/// about the rest (a VF the pass removed is in no snapshot of what is there).
+pub fn forget_restored_in(
+    host: &dyn Host,
+    snap: &crate::host::Snapshot,
+    journal: &mut Journal,
+) -> bool {
     let n = journal.entries.len();
-    journal
-        .entries
-        .retain(|e| !(snap.covered(subject(&e.object)) && is_at_in(snap, &e.object, &e.was)));
+    journal.entries.retain(|e| {
+        let back = if snap.covered(subject(&e.object)) {
+            is_at_in(snap, &e.object, &e.was)
+        } else {
+            is_at(host, &e.object, &e.was).unwrap_or(false)
+        };
+        !back
+    });
     n != journal.entries.len()
 }
 

@@ -92,17 +92,17 @@ fn dry_run(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
             return Exit::Failed;
         }
     };
-    let taken = if global.host.is_some() {
-        Vec::new()
+    let (taken, taken_vfs) = if global.host.is_some() {
+        Default::default()
     } else {
-        match apply::load_taken(&global.state_dir, &global.run_dir, &snap) {
+        match apply::load_context(&global.state_dir, &global.run_dir, &snap) {
             Ok(t) => t,
             Err(e) => {
                 eprintln!(
                     "vfioctl reconcile: note: cannot read the journal ({e}); releases of \
                      devices taken earlier are not shown"
                 );
-                Vec::new()
+                Default::default()
             }
         }
     };
@@ -115,6 +115,7 @@ fn dry_run(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
         taken,
         accounts,
         scope,
+        taken_vfs,
     };
     let plan = match scope {
         Some(d) => crate::plan::plan_scoped(&config, &snap, &ctx, d),

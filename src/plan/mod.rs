@@ -62,6 +62,16 @@ pub struct Context {
     pub accounts: Accounts,
     /// Plan only this function and its group closure (`reconcile --device`).
     pub scope: Option<PciAddress>,
+    /// Physical functions whose VF count vfioctl changed earlier (from the journal), with the
+    /// count they had. A PF the config no longer names in `[[sriov]]` goes back to it.
+    pub taken_vfs: Vec<TakenVfs>,
+}
+
+/// A PF's VF count as the apply journal recorded it before vfioctl first changed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TakenVfs {
+    pub pf: PciAddress,
+    pub original_num_vfs: u32,
 }
 
 /// An ordered plan: steps in batches, and every reason the config cannot be realised.
@@ -119,7 +129,7 @@ pub fn plan_scoped(config: &Config, snap: &Snapshot, ctx: &Context, device: PciA
 
 /// Plans `config` against `snap` with the journal's records and the accounts in `ctx`.
 pub fn plan_with(config: &Config, snap: &Snapshot, ctx: &Context) -> Plan {
-    let res = resolve::resolve(config, snap);
+    let res = resolve::resolve(config, snap, &ctx.taken_vfs);
     let mut problems = res.problems.clone();
     let mut notes = Vec::new();
 
@@ -249,16 +259,21 @@ pub fn plan_with(config: &Config, snap: &Snapshot, ctx: &Context) -> Plan {
         if let Some(grp) = group_of(snap, change.pf) {
             g.edge(node.clone(), Node::Group(grp));
         }
-        let why = if change.from != 0 && change.to != 0 {
+        let wants = if change.release {
             format!(
-                "[[sriov]] wants {} VFs on {} (has {}); the kernel needs 0 between two counts",
-                change.to, change.pf, change.from
+                "no longer in [[sriov]]: {} goes back to {} VFs, as vfioctl found it (has {})",
+                change.pf, change.to, change.from
             )
         } else {
             format!(
                 "[[sriov]] wants {} VFs on {} (has {})",
                 change.to, change.pf, change.from
             )
+        };
+        let why = if change.from != 0 && change.to != 0 {
+            format!("{wants}; the kernel needs 0 between two counts")
+        } else {
+            wants
         };
         if change.from != 0 {
             g.push(

@@ -20,6 +20,8 @@ pub struct VfChange {
     pub destroyed: Vec<PciAddress>,
     /// VFs the change creates, in VF index order.
     pub created: Vec<PciAddress>,
+    /// The PF left `[[sriov]]`: this change puts back the count vfioctl found.
+    pub release: bool,
 }
 
 /// Identity of a function that will exist after the SR-IOV changes.
@@ -51,11 +53,71 @@ impl Resolution {
     }
 }
 
-/// Resolves every selector and SR-IOV entry of `config` against `snap`.
-pub fn resolve(config: &Config, snap: &Snapshot) -> Resolution {
+/// Resolves every selector and SR-IOV entry of `config` against `snap`. A PF in `released`
+/// (vfioctl changed its VF count earlier) that no `[[sriov]]` entry names any more goes back
+/// to its original count, unless a `[[device]]` entry still names one of the VFs that would
+/// remove (then it keeps its VFs, with a note in the problems).
+pub fn resolve(config: &Config, snap: &Snapshot, released: &[super::TakenVfs]) -> Resolution {
     let mut r = Resolution::default();
     for spec in &config.sriov {
         vf_change(snap, spec, &mut r);
+    }
+    for t in released {
+        if config.sriov.iter().any(|s| s.pf == t.pf) {
+            continue;
+        }
+        let spec = crate::config::SriovSpec {
+            pf: t.pf,
+            num_vfs: t.original_num_vfs,
+            origin: crate::config::Origin::default(),
+        };
+        let mut back = Resolution::default();
+        vf_change(snap, &spec, &mut back);
+        let Some(mut change) = back.vf_changes.remove(&t.pf) else {
+            // Already back or gone: nothing to do. Present but not changeable (a VF in use):
+            // say why.
+            if snap.device(t.pf).is_some() {
+                r.problems.append(&mut back.problems);
+            }
+            continue;
+        };
+        let wanted: Vec<PciAddress> = change
+            .destroyed
+            .iter()
+            .copied()
+            .filter(|vf| {
+                snap.device(*vf).is_some_and(|d| {
+                    let ids = d.ids();
+                    config.devices.iter().any(|spec| {
+                        spec.selector.matches(*vf, &ids) || spec.companions.contains(vf)
+                    })
+                })
+            })
+            .collect();
+        if !wanted.is_empty() {
+            r.problems.push(
+                Problem::new(
+                    ProblemKind::Sriov,
+                    format!(
+                        "{} is no longer in [[sriov]], but going back to its original {} VFs                          would remove {} that [[device]] entries still name; its VFs stay until                          those entries go (or add [[sriov]] for it again)",
+                        t.pf,
+                        t.original_num_vfs,
+                        wanted
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+                .device(t.pf),
+            );
+            continue;
+        }
+        change.release = true;
+        r.problems.append(&mut back.problems);
+        r.destroyed.extend(back.destroyed);
+        r.pending.extend(back.pending);
+        r.vf_changes.insert(t.pf, change);
     }
     let future: Vec<(PciAddress, FutureIds)> = r
         .vf_changes
@@ -169,6 +231,7 @@ fn vf_change(snap: &Snapshot, spec: &crate::config::SriovSpec, r: &mut Resolutio
             to: spec.num_vfs,
             destroyed,
             created,
+            release: false,
         },
     );
 }

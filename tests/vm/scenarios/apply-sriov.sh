@@ -42,3 +42,20 @@ check rollback vfioctl -v rollback
 expect_eq pf-back-to-zero 0 "$(sysattr "$(pci "$pf")/sriov_numvfs")"
 check vf0-gone test ! -e "$(pci "$vf0")"
 expect_eq pf-still-on-igb igb "$(linkname "$(pci "$pf")/driver")"
+
+# Again, then drop the PF and VF 0 from the config: the next reconcile (not a rollback) gives
+# the VF back and puts the PF back to the VF count vfioctl found (0), and the journal empties.
+check reapply vfioctl reconcile -c /tmp/vfio.toml
+expect_eq two-vfs-again 2 "$(sysattr "$(pci "$pf")/sriov_numvfs")"
+printf 'version = 1\n' >/tmp/empty.toml
+out=$(vfioctl reconcile --dry-run -c /tmp/empty.toml 2>&1)
+case "$out" in *"no longer in [[sriov]]"*) pass dry-run-shows-vf-count-release ;; *) fail dry-run-shows-vf-count-release "$(oneline "$out")" ;; esac
+out=$(vfioctl -v reconcile -c /tmp/empty.toml 2>&1)
+rc=$?
+echo "$out" | sed 's/^/vmtest: release: /'
+expect_eq release-applies 0 "$rc"
+expect_eq pf-back-to-zero-on-reconcile 0 "$(sysattr "$(pci "$pf")/sriov_numvfs")"
+check vf0-gone-on-reconcile test ! -e "$(pci "$vf0")"
+expect_eq pf-still-on-igb-after-release igb "$(linkname "$(pci "$pf")/driver")"
+out=$(vfioctl rollback --dry-run 2>&1)
+case "$out" in *"nothing to roll back"*) pass journal-empty-after-release ;; *) fail journal-empty-after-release "$(oneline "$out")" ;; esac
