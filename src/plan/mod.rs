@@ -469,19 +469,7 @@ fn converge(
 ) -> bool {
     let a = dev.address;
     if dev.driver_override.as_deref() != over {
-        let action = match over {
-            Some(to) => Action::SetOverride {
-                device: a,
-                from: dev.driver_override.clone(),
-                to: to.to_string(),
-            },
-            // They differ, so an override is set now.
-            None => Action::ClearOverride {
-                device: a,
-                from: dev.driver_override.clone().unwrap_or_default(),
-            },
-        };
-        g.push(node.clone(), action, why);
+        g.push(node.clone(), override_to(dev, over), why);
     }
     if dev.driver.as_deref() == driver {
         return false;
@@ -512,6 +500,22 @@ fn converge(
     }
 }
 
+/// The action that changes `dev`'s override to `to` (`None`: cleared); only called when they
+/// differ.
+fn override_to(dev: &PciDevice, to: Option<&str>) -> Action {
+    match to {
+        Some(to) => Action::SetOverride {
+            device: dev.address,
+            from: dev.driver_override.clone(),
+            to: to.to_string(),
+        },
+        None => Action::ClearOverride {
+            device: dev.address,
+            from: dev.driver_override.clone().unwrap_or_default(),
+        },
+    }
+}
+
 /// Plans the release of `dev` to whatever driver the kernel picks (see
 /// [`claims::KernelPick`]): its override back to `original`, unbind from the vfio driver (or
 /// the driver our override named), then a plain probe.
@@ -523,18 +527,7 @@ fn to_kernel_pick(g: &mut Graph, node: &Node, dev: &PciDevice, original: Option<
         original,
     );
     if pick.set_override {
-        let action = match original {
-            Some(to) => Action::SetOverride {
-                device: a,
-                from: dev.driver_override.clone(),
-                to: to.to_string(),
-            },
-            None => Action::ClearOverride {
-                device: a,
-                from: dev.driver_override.clone().unwrap_or_default(),
-            },
-        };
-        g.push(node.clone(), action, why);
+        g.push(node.clone(), override_to(dev, original), why);
     }
     if pick.unbind {
         g.push(

@@ -231,30 +231,28 @@ mod tests {
         }
     }
 
+    /// What the claimer claims, with `shared` as it is, of the adds of 03:00.0 and 04:00.0.
+    fn claims_of_two_adds(shared: &ClaimConfig) -> Vec<(PciAddress, String)> {
+        let mut claimed = Vec::new();
+        claim_announced(
+            shared,
+            [add("0000:03:00.0"), add("0000:04:00.0")],
+            |a, d| claimed.push((a, d.to_string())),
+        );
+        claimed
+    }
+
     #[test]
     fn claims_only_what_the_current_config_names() {
         let shared = ClaimConfig::new(&config_naming("0000:03:00.0"));
-        let mut claimed = Vec::new();
-        claim_announced(
-            &shared,
-            [add("0000:03:00.0"), add("0000:04:00.0")],
-            |a, d| claimed.push((a, d.to_string())),
-        );
         assert_eq!(
-            claimed,
+            claims_of_two_adds(&shared),
             vec![(addr("0000:03:00.0"), "vfio-pci".to_string())]
         );
-
         // A pass with an edited config moves the claimer along with it.
         shared.set(&config_naming("0000:04:00.0"));
-        claimed.clear();
-        claim_announced(
-            &shared,
-            [add("0000:03:00.0"), add("0000:04:00.0")],
-            |a, d| claimed.push((a, d.to_string())),
-        );
         assert_eq!(
-            claimed,
+            claims_of_two_adds(&shared),
             vec![(addr("0000:04:00.0"), "vfio-pci".to_string())]
         );
     }

@@ -50,16 +50,11 @@ pub fn read(r: &mut Reader, roots: &Roots, devices_dir: &Path, seeds: &[PciAddre
                 decimal,
             )
             .unwrap_or(0u32);
-        for i in 0..num_vfs {
-            if let Some(vf) = r
-                .link_name(&dir.join(format!("virtfn{i}")), Need::Optional)
-                .and_then(|n| address(&n))
-            {
-                if present.contains(&vf) {
-                    functions.insert(vf);
-                }
-            }
-        }
+        functions.extend(
+            super::pci::virtfns(r, &dir, num_vfs, Need::Optional)
+                .into_iter()
+                .filter(|vf| present.contains(vf)),
+        );
     }
     let mut groups = BTreeSet::new();
     for f in &functions {

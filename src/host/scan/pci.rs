@@ -183,16 +183,7 @@ fn read_sriov(r: &mut Reader, dir: &Path) -> Option<Sriov> {
         "a hex device id",
         PciId::parse,
     );
-    let mut vfs = Vec::with_capacity(num_vfs as usize);
-    for i in 0..num_vfs {
-        let link = dir.join(format!("virtfn{i}"));
-        if let Some(n) = r.link_name(&link, Need::Required) {
-            match n.parse::<PciAddress>() {
-                Ok(a) => vfs.push(a),
-                Err(_) => r.warn(&link, format!("link target `{n}` is not a PCI address")),
-            }
-        }
-    }
+    let vfs = virtfns(r, dir, num_vfs, Need::Required);
     Some(Sriov {
         total_vfs,
         num_vfs,
@@ -201,4 +192,19 @@ fn read_sriov(r: &mut Reader, dir: &Path) -> Option<Sriov> {
         vf_device,
         vfs,
     })
+}
+
+/// The first `num_vfs` VFs of the PF at `dir`, from its `virtfnN` links, in VF order.
+pub fn virtfns(r: &mut Reader, dir: &Path, num_vfs: u32, need: Need) -> Vec<PciAddress> {
+    let mut vfs = Vec::with_capacity(num_vfs as usize);
+    for i in 0..num_vfs {
+        let link = dir.join(format!("virtfn{i}"));
+        if let Some(n) = r.link_name(&link, need) {
+            match n.parse::<PciAddress>() {
+                Ok(a) => vfs.push(a),
+                Err(_) => r.warn(&link, format!("link target `{n}` is not a PCI address")),
+            }
+        }
+    }
+    vfs
 }
