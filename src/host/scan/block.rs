@@ -103,6 +103,7 @@ pub fn scan_block(
     r: &mut Reader,
     class_block: &Path,
     mounts: &Mounts,
+    only: Option<&std::collections::BTreeSet<PciAddress>>,
 ) -> Vec<(PciAddress, BlockDevice)> {
     let mut disks: BTreeMap<(PciAddress, String), BlockDevice> = BTreeMap::new();
     let mut names: Vec<String> = r
@@ -118,6 +119,9 @@ pub fn scan_block(
         let Some(function) = function_above(&dir) else {
             continue;
         };
+        if only.is_some_and(|o| !o.contains(&function)) {
+            continue;
+        }
         let is_partition = dir.join("partition").exists();
         let disk = if is_partition {
             dir.parent()

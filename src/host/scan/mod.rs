@@ -129,13 +129,23 @@ fn scan_parts(roots: &Roots, seeds: Option<&[PciAddress]>) -> Result<Snapshot, S
     }
 
     let proc_net = net::read_proc_net(&mut r, &roots.proc);
-    for (f, iface) in net::scan_interfaces(&mut r, &roots.sysfs.join("class/net"), &proc_net) {
+    for (f, iface) in net::scan_interfaces(
+        &mut r,
+        &roots.sysfs.join("class/net"),
+        &proc_net,
+        covers.as_ref().map(|c| &c.functions),
+    ) {
         if let Some(&i) = index.get(&f) {
             devices[i].usage.interfaces.push(iface);
         }
     }
     let mounts = block::read_mounts(&mut r, &roots.proc);
-    for (f, disk) in block::scan_block(&mut r, &roots.sysfs.join("class/block"), &mounts) {
+    for (f, disk) in block::scan_block(
+        &mut r,
+        &roots.sysfs.join("class/block"),
+        &mounts,
+        covers.as_ref().map(|c| &c.functions),
+    ) {
         if let Some(&i) = index.get(&f) {
             devices[i].usage.block_devices.push(disk);
         }

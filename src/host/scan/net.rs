@@ -183,6 +183,7 @@ pub fn scan_interfaces(
     r: &mut Reader,
     class_net: &Path,
     proc_net: &ProcNet,
+    only: Option<&BTreeSet<PciAddress>>,
 ) -> Vec<(PciAddress, NetInterface)> {
     let mut out = Vec::new();
     let mut names: Vec<String> = r
@@ -202,6 +203,9 @@ pub fn scan_interfaces(
         let Some(function) = function_above(&parent) else {
             continue;
         };
+        if only.is_some_and(|o| !o.contains(&function)) {
+            continue;
+        }
         let operstate = r.text(&dir.join("operstate"), Need::Optional);
         let flags = r.value(&dir.join("flags"), Need::Optional, "hex flags", hex_u32);
         let up = operstate.as_deref() == Some("up") || flags.is_some_and(|f| f & IFF_UP != 0);
