@@ -163,3 +163,49 @@ fn bad_inputs_fail_with_a_reason() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/host.json"));
 }
+
+/// A `[[user]]` memlock budget above what limits.conf gives the user's logins is a note of the
+/// dry run; within it, nothing is said. Read from the host's own files under `--proc-root`.
+#[test]
+fn a_memlock_budget_above_the_users_limits_conf_is_noted() {
+    let dir = tempfile::tempdir().unwrap();
+    let roots = vm::q35().write(dir.path()).unwrap();
+    let security = roots.proc.join("1/root/etc/security");
+    std::fs::create_dir_all(security.join("limits.d")).unwrap();
+    // root is the one account every machine running the tests has; group and `*` entries do
+    // not apply to it, so the later wildcard must not count.
+    std::fs::write(security.join("limits.conf"), "root soft memlock 65536\n").unwrap();
+    std::fs::write(
+        security.join("limits.d/90-all.conf"),
+        "* soft memlock unlimited\n",
+    )
+    .unwrap();
+    let config = dir.path().join("vfio.toml");
+    let write = |memlock: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "version = 1\n[[device]]\nname = \"nvme\"\naddress = \"0000:01:00.0\"\nforce = true\n\
+                 [[user]]\nname = \"root\"\ndevices = [\"nvme\"]\nmemlock = \"{memlock}\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    write("1GiB");
+    let args = [
+        "reconcile",
+        "--dry-run",
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    let o = vfioctl(&roots, &args);
+    let out = stdout(&o);
+    assert!(
+        out.contains("memlock budget of 1073741824 bytes exceeds the locked-memory limit its logins get (67108864 bytes"),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    write("64MiB");
+    let out = stdout(&vfioctl(&roots, &args));
+    assert!(!out.contains("memlock budget"), "{out}");
+}

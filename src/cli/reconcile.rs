@@ -109,7 +109,7 @@ fn dry_run(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
     let accounts = if global.host.is_some() {
         accounts::from_snapshot(&config, &snap)
     } else {
-        accounts::resolve(&config)
+        accounts::with_memlock_limits(accounts::resolve(&config), &global.proc_root)
     };
     let ctx = crate::plan::Context {
         taken,
@@ -192,7 +192,7 @@ fn apply(
     let host = LinuxHost::new(global.roots(), Timeouts::default());
     let mut opts = Options::new(global.state_dir.clone(), global.run_dir.clone());
     opts.lock_timeout = Duration::from_secs(args.lock_timeout);
-    opts.accounts = accounts::resolve(config);
+    opts.accounts = accounts::with_memlock_limits(accounts::resolve(config), &global.proc_root);
     opts.scope = scope;
 
     let result = apply::reconcile(&host, config, &opts);

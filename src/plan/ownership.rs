@@ -158,9 +158,10 @@ pub fn nodes(
         if let (Some(budget), Some(limit)) = (u.memlock, account.and_then(|a| a.memlock_limit)) {
             if budget > limit {
                 out.notes.push(format!(
-                    "{}: memlock budget of {budget} bytes exceeds the user's locked-memory \
-                     limit of {limit} bytes; raise it (limits.conf `memlock`, or \
-                     LimitMEMLOCK= for a service) or DMA mappings will fail",
+                    "{}: memlock budget of {budget} bytes exceeds the locked-memory limit \
+                     its logins get ({limit} bytes: soft `memlock` in /etc/security/limits.conf \
+                     or limits.d); raise it there, or LimitMEMLOCK= for a service (libvirt \
+                     sets its QEMU's own), or DMA mappings will fail",
                     describe(u)
                 ));
             }
