@@ -132,17 +132,20 @@ fn serve(
 ) -> Result<(), WatchError> {
     let mut buf = vec![0u8; 8192];
     loop {
-        let n = match nix::sys::socket::recv(
+        let n = match nix::sys::socket::recvfrom::<nix::sys::socket::NetlinkAddr>(
             socket.as_raw_fd(),
             &mut buf,
-            nix::sys::socket::MsgFlags::empty(),
         ) {
-            Ok(n) => n,
+            // Only the kernel (port 0) speaks for devices; anything else on the group is
+            // ignored, as udev does.
+            Ok((n, Some(from))) if from.pid() == 0 => n,
+            Ok(_) => continue,
             Err(nix::errno::Errno::EINTR) => continue,
             // The kernel dropped messages (buffer full): later ones still count.
             Err(nix::errno::Errno::ENOBUFS) => continue,
             Err(e) => return Err(WatchError::source("reading kernel uevents", e.into())),
         };
+        let received = std::time::Instant::now();
         let Some(event) = parse_added(&buf[..n]) else {
             continue;
         };
@@ -152,7 +155,8 @@ fn serve(
                 Ok(Claim::Written { .. }) => tracing::info!(
                     %device,
                     driver,
-                    us = started.elapsed().as_micros() as u64,
+                    decide_us = (started - received).as_micros() as u64,
+                    write_us = started.elapsed().as_micros() as u64,
                     "claimed on add: driver_override written"
                 ),
                 Ok(Claim::AlreadySet) => {}
