@@ -119,7 +119,7 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l state-dir -d '
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -s h -l help -d 'Print help'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -s V -l version -d 'Print version'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -l sysfs-root -d 'Root of sysfs' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -l dev-root -d 'Root of /dev' -r -F

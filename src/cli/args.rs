@@ -66,6 +66,14 @@ pub enum Command {
     /// Return every device vfioctl took to its recorded original state.
     Rollback(RollbackArgs),
     /// Keep the host converged: re-apply on hotplug, config edits and SIGHUP; hold domains.
+    ///
+    /// A hot-plugged function the config names is claimed straight from the kernel's `add`
+    /// uevent: its driver_override is written before the kernel probes drivers, so a loaded host
+    /// driver never binds it. Then a pass scoped to the function binds it, gives its node to
+    /// its user and journals it. Every other event (bind, unbind, remove, /dev/vfio nodes, an
+    /// edit in the config's directory, SIGHUP, the resync timer) only says "look again": bursts
+    /// coalesce into one pass. An invalid config on reload is logged and ignored. Run it under
+    /// systemd with contrib/systemd/vfioctl-watch.service (Type=notify).
     Watch(WatchArgs),
     /// Use a domain held by `vfioctl watch`.
     #[command(subcommand)]
