@@ -304,6 +304,91 @@ fn a_missing_module_is_loaded_first() {
 }
 
 #[test]
+fn a_module_vfioctl_loaded_is_unloaded_by_rollback_once_nothing_uses_its_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut snap: Snapshot = vm_layout();
+    snap.vfio.modules.clear();
+    let k = SimKernel::from_snapshot(&snap);
+    let before = k.snapshot().unwrap();
+    let cfg = config(vec![device("nvme", "0000:01:00.0", &[])]);
+    apply::reconcile(&k, &cfg, &opts(dir.path())).unwrap();
+    let o = opts(dir.path());
+    let journal = Journal::load(&o.state_dir).unwrap();
+    assert_eq!(journal.modules.len(), 1, "{journal:?}");
+    assert_eq!(journal.modules[0].module, "vfio_pci");
+    let (out, _) = rollback::rollback(&k, &o.state_dir, &o.run_dir, o.lock_timeout, false).unwrap();
+    assert!(
+        out.report
+            .lines()
+            .iter()
+            .any(|l| l == "unloaded module vfio_pci (vfioctl loaded it)"),
+        "{:?}",
+        out.report.lines()
+    );
+    assert!(!k.module_loaded("vfio_pci").unwrap());
+    assert_eq!(
+        k.snapshot().unwrap(),
+        before,
+        "the host is as vfioctl found it"
+    );
+    let journal = Journal::load(&o.state_dir).unwrap();
+    assert!(
+        journal.entries.is_empty() && journal.modules.is_empty(),
+        "{journal:?}"
+    );
+}
+
+#[test]
+fn a_module_whose_driver_someone_else_uses_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut snap: Snapshot = vm_layout();
+    snap.vfio.modules.clear();
+    let k = SimKernel::from_snapshot(&snap);
+    let cfg = config(vec![device("nvme", "0000:01:00.0", &[])]);
+    apply::reconcile(&k, &cfg, &opts(dir.path())).unwrap();
+    // Another tool puts the edu device on vfio-pci by hand.
+    k.set_driver_override(a("0000:00:05.0"), Some("vfio-pci"))
+        .unwrap();
+    k.probe(a("0000:00:05.0")).unwrap();
+    assert_eq!(driver(&k, "0000:00:05.0").as_deref(), Some("vfio-pci"));
+    let o = opts(dir.path());
+    let (out, _) = rollback::rollback(&k, &o.state_dir, &o.run_dir, o.lock_timeout, false).unwrap();
+    assert!(out.report.complete(), "{:?}", out.report.lines());
+    assert!(
+        out.report
+            .lines()
+            .iter()
+            .any(|l| l == "kept module vfio_pci: 0000:00:05.0 still on vfio-pci"),
+        "{:?}",
+        out.report.lines()
+    );
+    assert!(k.module_loaded("vfio_pci").unwrap());
+    assert_eq!(driver(&k, "0000:00:05.0").as_deref(), Some("vfio-pci"));
+    assert_eq!(driver(&k, "0000:01:00.0").as_deref(), Some("nvme"));
+    // Still journaled: a later rollback unloads it once the other tool is done.
+    assert_eq!(Journal::load(&o.state_dir).unwrap().modules.len(), 1);
+}
+
+#[test]
+fn a_failed_pass_that_loaded_a_module_unloads_it_in_the_undo() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut snap: Snapshot = vm_layout();
+    snap.vfio.modules.clear();
+    let k = SimKernel::from_snapshot(&snap);
+    let before = k.snapshot().unwrap();
+    let cfg = config(vec![device("nvme", "0000:01:00.0", &[])]);
+    k.refuse_probe("vfio-pci");
+    let e = apply::reconcile(&k, &cfg, &opts(dir.path())).unwrap_err();
+    let undo = e.undo().expect("an undo ran");
+    assert!(undo.complete(), "{:?}", undo.lines());
+    assert!(!k.module_loaded("vfio_pci").unwrap(), "{:?}", undo.lines());
+    assert_eq!(k.snapshot().unwrap(), before);
+    let o = opts(dir.path());
+    let journal = Journal::load(&o.state_dir).unwrap();
+    assert!(journal.modules.is_empty(), "{journal:?}");
+}
+
+#[test]
 fn a_probe_that_binds_nothing_is_a_failure_not_a_success() {
     let dir = tempfile::tempdir().unwrap();
     let k = SimKernel::from_snapshot(&vm_layout());

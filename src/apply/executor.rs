@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::journal::{InFlight, Journal, JournalError, Object, Recorded};
+use super::journal::{InFlight, Journal, JournalError, LoadedModule, Object, Recorded};
 use crate::kernel::{Host, KernelError, NodeOwner};
 use crate::pci::PciAddress;
 use crate::plan::{Action, Plan, Step, Unit};
@@ -193,6 +193,34 @@ impl Recorder {
         Ok(())
     }
 
+    /// Records that the pass is about to load `module` (registering `driver`) when it is not
+    /// loaded yet, so undo and rollback can unload it again. In-flight first, then the journal.
+    pub fn before_load(
+        &self,
+        host: &dyn Host,
+        module: &str,
+        driver: &str,
+    ) -> Result<(), StepError> {
+        if host.module_loaded(module)? {
+            return Ok(());
+        }
+        let loaded = LoadedModule {
+            module: module.to_string(),
+            driver: driver.to_string(),
+        };
+        let mut g = self.lock();
+        let (journal, inflight) = &mut *g;
+        if !inflight.modules.contains(&loaded) {
+            inflight.modules.push(loaded.clone());
+            inflight.save(&self.run_dir)?;
+        }
+        if !journal.modules.contains(&loaded) {
+            journal.modules.push(loaded);
+            journal.save(&self.state_dir)?;
+        }
+        Ok(())
+    }
+
     /// The pass's in-flight entries and the journal, for undo and commit.
     pub fn into_parts(self) -> (Journal, InFlight) {
         self.inner.into_inner().unwrap_or_else(|p| p.into_inner())
@@ -249,7 +277,10 @@ fn run_step(
     opts: &ExecOptions,
 ) -> Result<(), StepError> {
     match &step.action {
-        Action::LoadModule { module, .. } => host.load_module(module)?,
+        Action::LoadModule { module, driver } => {
+            rec.before_load(host, module, driver)?;
+            host.load_module(module)?
+        }
         Action::SetNumVfs { device, to, .. } => {
             rec.before(host, Object::Sriov { pf: *device })?;
             host.set_num_vfs(*device, *to)?;
@@ -357,15 +388,21 @@ fn traced(host: &dyn Host, rec: &Recorder, step: &Step, opts: &ExecOptions) -> S
 /// has to be viable once all are done. So members move in parallel (a slow unbind of one no
 /// longer holds up the rest of its group), and the node's owner, which needs the group on
 /// vfio, is set after. A group whose steps do not have that shape (a node step before a driver
-/// step) and every other unit run as one lane, in plan order.
+/// step, or a member leaving a vfio driver) and every other unit run as one lane, in plan
+/// order.
 fn lanes<'a>(unit: &Unit, steps: &[&'a Step]) -> (Vec<Vec<&'a Step>>, Vec<&'a Step>) {
     let is_node = |s: &&Step| matches!(s.action, Action::SetNodeOwner { .. });
     let first_node = steps.iter().position(is_node).unwrap_or(steps.len());
+    // A member leaving a vfio driver could, side by side with the others, leave the group
+    // with no vfio member for a moment: the kernel removes the node then and re-creates it
+    // root:root 0600, which the plan (made for plan order) does not expect.
+    let leaves_vfio = |s: &&Step| matches!(&s.action, Action::Unbind { from: Some(d), .. } if crate::host::is_vfio_driver(d));
     let shaped = matches!(unit, Unit::Group { .. })
         && steps[first_node..].iter().all(is_node)
         && steps[..first_node]
             .iter()
-            .all(|s| s.action.device().is_some());
+            .all(|s| s.action.device().is_some())
+        && !steps.iter().any(leaves_vfio);
     if !shaped {
         return (vec![steps.to_vec()], Vec::new());
     }
@@ -538,6 +575,21 @@ mod tests {
         steps.extend(take("0000:02:01.0", &g));
         let refs: Vec<&Step> = steps.iter().collect();
         assert_eq!(lanes(&g, &refs), (vec![refs.clone()], vec![]));
+
+        let mut steps = take("0000:02:01.0", &g);
+        steps.push(step(
+            Action::Unbind {
+                device: "0000:02:02.0".parse().unwrap(),
+                from: Some("vfio-pci".into()),
+            },
+            g.clone(),
+        ));
+        let refs: Vec<&Step> = steps.iter().collect();
+        assert_eq!(
+            lanes(&g, &refs),
+            (vec![refs.clone()], vec![]),
+            "a member leaving vfio keeps the group in plan order"
+        );
 
         let vf = Unit::Pending {
             device: "0000:01:10.0".parse().unwrap(),

@@ -113,11 +113,21 @@ fn io_err(path: &Path, e: &std::io::Error) -> JournalError {
     }
 }
 
+/// A kernel module vfioctl loaded (it was not loaded before), and the PCI driver it registers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadedModule {
+    pub module: String,
+    pub driver: String,
+}
+
 /// The persistent record of taken objects, in the order they were first taken.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Journal {
     pub format: u32,
     pub entries: Vec<Entry>,
+    /// Modules vfioctl loaded; unloaded again by rollback once no function uses their driver.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<LoadedModule>,
 }
 
 impl Default for Journal {
@@ -125,6 +135,7 @@ impl Default for Journal {
         Journal {
             format: JOURNAL_FORMAT,
             entries: Vec::new(),
+            modules: Vec::new(),
         }
     }
 }
@@ -205,6 +216,9 @@ pub struct InFlight {
     /// Writes the pass abandoned after a timeout.
     #[serde(default)]
     pub abandoned: Vec<Abandoned>,
+    /// Modules the pass loaded (they were not loaded at its start).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<LoadedModule>,
 }
 
 impl InFlight {
@@ -213,6 +227,7 @@ impl InFlight {
             pid: std::process::id(),
             entries: Vec::new(),
             abandoned: Vec::new(),
+            modules: Vec::new(),
         }
     }
 
@@ -402,6 +417,7 @@ mod tests {
             let mut old = Journal {
                 format: JOURNAL_FORMAT,
                 entries: Vec::new(),
+                modules: Vec::new(),
             };
             let (o, r) = dev_entry("0000:01:00.0", "nvme");
             old.record(o, r);

@@ -93,7 +93,7 @@ pub enum ApplyError {
     },
     #[error("verification could not read the host: {error}")]
     VerifyRead {
-        error: KernelError,
+        error: Box<KernelError>,
         undo: UndoReport,
     },
     #[error(transparent)]
@@ -322,7 +322,10 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
         }
         Err(error) => {
             let undo = undo_pass(host, opts, &inflight)?;
-            Err(ApplyError::VerifyRead { error, undo })
+            Err(ApplyError::VerifyRead {
+                error: Box::new(error),
+                undo,
+            })
         }
     }
 }
@@ -335,8 +338,9 @@ fn undo_pass(
     opts: &Options,
     inflight: &InFlight,
 ) -> Result<UndoReport, ApplyError> {
-    let report = rollback::restore_all(host, &inflight.entries);
+    let mut report = rollback::restore_all(host, &inflight.entries);
     if report.complete() {
+        report.modules = rollback::unload_modules(host, &inflight.modules);
         let journal = Journal::load(&opts.state_dir)?;
         commit(host, opts, journal)?;
     }

@@ -11,7 +11,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::early_claims::{self, EarlyClaims};
-use super::journal::{Abandoned, Entry, InFlight, Journal, JournalError, Object, Recorded};
+use super::journal::{
+    Abandoned, Entry, InFlight, Journal, JournalError, LoadedModule, Object, Recorded,
+};
 use super::lock::{self, LockError};
 use crate::host::is_vfio_driver;
 use crate::kernel::{DeviceState, Host, KernelError};
@@ -29,10 +31,30 @@ pub struct Restored {
     pub result: Result<bool, KernelError>,
 }
 
-/// What an undo, a recovery or a rollback did, object by object.
+/// What became of a module vfioctl loaded, when everything else was put back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModuleOutcome {
+    Unloaded,
+    /// Already gone (someone unloaded it).
+    AlreadyGone,
+    /// Kept: these functions are on its driver (anyone's; unloading would unbind them).
+    InUse(Vec<crate::pci::PciAddress>),
+    Failed(KernelError),
+}
+
+/// One module's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModuleRestore {
+    pub module: LoadedModule,
+    pub outcome: ModuleOutcome,
+}
+
+/// What an undo, a recovery or a rollback did, object by object, then module by module.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UndoReport {
     pub restored: Vec<Restored>,
+    /// Modules vfioctl had loaded (tried only once every object is back).
+    pub modules: Vec<ModuleRestore>,
 }
 
 impl UndoReport {
@@ -52,17 +74,61 @@ impl UndoReport {
             .collect()
     }
 
-    /// Human lines, one per object.
+    /// Human lines, one per object, then one per module.
     pub fn lines(&self) -> Vec<String> {
-        self.restored
-            .iter()
-            .map(|r| match &r.result {
-                Ok(true) => format!("restored {} to {}", r.object, r.to),
-                Ok(false) => format!("{} was already {}", r.object, r.to),
-                Err(e) => format!("could NOT restore {} to {}: {e}", r.object, r.to),
-            })
-            .collect()
+        let objects = self.restored.iter().map(|r| match &r.result {
+            Ok(true) => format!("restored {} to {}", r.object, r.to),
+            Ok(false) => format!("{} was already {}", r.object, r.to),
+            Err(e) => format!("could NOT restore {} to {}: {e}", r.object, r.to),
+        });
+        let modules = self.modules.iter().map(|m| {
+            let name = &m.module.module;
+            match &m.outcome {
+                ModuleOutcome::Unloaded => format!("unloaded module {name} (vfioctl loaded it)"),
+                ModuleOutcome::AlreadyGone => format!("module {name} was already unloaded"),
+                ModuleOutcome::InUse(devices) => format!(
+                    "kept module {name}: {} still on {}",
+                    devices
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    m.module.driver
+                ),
+                ModuleOutcome::Failed(e) => format!("could not unload module {name}: {e}"),
+            }
+        });
+        objects.chain(modules).collect()
     }
+}
+
+/// Unloads the modules vfioctl loaded, newest first, each only when no function is on the
+/// driver it registers: removing a driver's module unbinds every function on it, vfioctl's or
+/// not. Call it once every object is back.
+pub fn unload_modules(host: &dyn Host, modules: &[LoadedModule]) -> Vec<ModuleRestore> {
+    modules
+        .iter()
+        .rev()
+        .map(|m| {
+            let outcome = match host.module_loaded(&m.module) {
+                Ok(false) => ModuleOutcome::AlreadyGone,
+                Err(e) => ModuleOutcome::Failed(e),
+                Ok(true) => match host.driver_devices(&m.driver) {
+                    Ok(d) if !d.is_empty() => ModuleOutcome::InUse(d),
+                    Ok(_) => match host.unload_module(&m.module) {
+                        Ok(()) => ModuleOutcome::Unloaded,
+                        Err(e) => ModuleOutcome::Failed(e),
+                    },
+                    Err(e) => ModuleOutcome::Failed(e),
+                },
+            };
+            tracing::info!(action = "unload-module", module = %m.module, outcome = ?outcome);
+            ModuleRestore {
+                module: m.clone(),
+                outcome,
+            }
+        })
+        .collect()
 }
 
 /// Brings `object` back to `to`. Returns whether anything was written.
@@ -228,7 +294,20 @@ pub fn forget_restored(host: &dyn Host, journal: &mut Journal) -> Result<bool, K
         }
     }
     journal.entries = keep;
-    Ok(changed)
+    Ok(forget_unloaded(host, journal)? || changed)
+}
+
+/// Drops the modules vfioctl loaded that are no longer loaded.
+fn forget_unloaded(host: &dyn Host, journal: &mut Journal) -> Result<bool, KernelError> {
+    let before = journal.modules.len();
+    let mut keep = Vec::new();
+    for m in std::mem::take(&mut journal.modules) {
+        if host.module_loaded(&m.module)? {
+            keep.push(m);
+        }
+    }
+    journal.modules = keep;
+    Ok(journal.modules.len() != before)
 }
 
 /// Like [`forget_restored`], judged from a snapshot just read instead of asking the host
@@ -367,8 +446,9 @@ pub fn recover(
         objects = inflight.entries.len(),
         "recovering from an interrupted pass"
     );
-    let report = restore_all(host, &inflight.entries);
+    let mut report = restore_all(host, &inflight.entries);
     if report.complete() {
+        report.modules = unload_modules(host, &inflight.modules);
         let mut journal = Journal::load(state_dir)?;
         if forget_restored(host, &mut journal)? {
             journal.save(state_dir)?;
@@ -384,6 +464,8 @@ pub struct RollbackOutcome {
     /// An interrupted pass that was recovered first: its pid and report.
     pub recovered: Option<(u32, UndoReport)>,
     pub report: UndoReport,
+    /// The modules the journal says vfioctl loaded (what a dry run would unload).
+    pub modules: Vec<LoadedModule>,
 }
 
 /// `vfioctl rollback`: returns every object in the journal (with the early claims folded in:
@@ -401,18 +483,33 @@ pub fn rollback(
     let mut journal = Journal::load(state_dir)?;
     early_claims::fold(&mut journal, &early, &early_claims::state_on(host));
     if dry_run {
-        return Ok((RollbackOutcome::default(), journal.entries));
+        let outcome = RollbackOutcome {
+            modules: journal.modules,
+            ..RollbackOutcome::default()
+        };
+        return Ok((outcome, journal.entries));
     }
     let recovered = recover(host, state_dir, run_dir)?;
     let mut journal = Journal::load(state_dir)?;
     let folded = early_claims::fold(&mut journal, &early, &early_claims::state_on(host));
     let entries = journal.entries.clone();
-    let report = restore_all(host, &entries);
+    let mut report = restore_all(host, &entries);
+    if report.complete() {
+        report.modules = unload_modules(host, &journal.modules);
+    }
     if forget_restored(host, &mut journal)? || folded.changed {
         journal.save(state_dir)?;
     }
     early_claims::forget_released(run_dir, &folded, &journal)?;
-    Ok((RollbackOutcome { recovered, report }, entries))
+    let modules = report.modules.iter().map(|m| m.module.clone()).collect();
+    Ok((
+        RollbackOutcome {
+            recovered,
+            report,
+            modules,
+        },
+        entries,
+    ))
 }
 
 #[cfg(test)]

@@ -27,13 +27,19 @@ pub fn run(global: &args::GlobalArgs, args: &args::RollbackArgs) -> Exit {
             return Exit::Failed;
         }
     };
-    if entries.is_empty() && out.recovered.is_none() {
+    if entries.is_empty() && out.modules.is_empty() && out.recovered.is_none() {
         println!("nothing to roll back: vfioctl has taken nothing on this host");
         return Exit::Done;
     }
     if args.dry_run {
         for e in entries.iter().rev() {
             println!("would restore {} to {}", e.object, e.was);
+        }
+        for m in out.modules.iter().rev() {
+            println!(
+                "would unload module {} (vfioctl loaded it), unless a function is still on {}",
+                m.module, m.driver
+            );
         }
         return Exit::Done;
     }

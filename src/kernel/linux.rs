@@ -502,54 +502,53 @@ impl Host for LinuxHost {
         if sys.exists() {
             return Ok(());
         }
-        let err = |message: String| KernelError::Module {
-            name: name.to_string(),
-            message,
-        };
-        let mut child = Command::new(modprobe_program())
-            .arg("--")
-            .arg(name)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| err(format!("cannot run modprobe: {e}")))?;
-        let deadline = Instant::now() + self.timeouts.modprobe;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(s)) => break s,
-                Ok(None) if Instant::now() >= deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(err(format!(
-                        "modprobe did not return within {:.0}s",
-                        self.timeouts.modprobe.as_secs_f64()
-                    )));
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                Err(e) => return Err(err(format!("waiting for modprobe: {e}"))),
-            }
-        };
-        if !status.success() {
-            let mut msg = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                use std::io::Read;
-                let _ = e.read_to_string(&mut msg);
-            }
-            return Err(err(format!(
-                "modprobe exited with {status}: {}",
-                msg.trim()
-            )));
-        }
+        self.modprobe(name, &[])?;
         if !sys.exists() {
-            return Err(err(format!(
-                "modprobe succeeded but {} does not exist",
-                sys.display()
-            )));
+            return Err(KernelError::Module {
+                name: name.to_string(),
+                message: format!("modprobe succeeded but {} does not exist", sys.display()),
+            });
         }
         Ok(())
     }
 
+    fn module_loaded(&self, name: &str) -> Result<bool, KernelError> {
+        Ok(self
+            .roots
+            .sysfs
+            .join("module")
+            .join(name.replace('-', "_"))
+            .exists())
+    }
+
+    fn unload_module(&self, name: &str) -> Result<(), KernelError> {
+        if !self.module_loaded(name)? {
+            return Ok(());
+        }
+        // modprobe -r also tries the dependencies it leaves unused and fails when one is in
+        // use elsewhere (vfio for a held container): only the module itself counts.
+        let ran = self.modprobe(name, &["-r"]);
+        if !self.module_loaded(name)? {
+            return Ok(());
+        }
+        ran?;
+        Err(KernelError::Module {
+            name: name.to_string(),
+            message: "modprobe -r succeeded but the module is still loaded".to_string(),
+        })
+    }
+
+    fn driver_devices(&self, driver: &str) -> Result<Vec<PciAddress>, KernelError> {
+        let dir = self.roots.pci_drivers().join(driver);
+        match fs::read_dir(&dir) {
+            Ok(rd) => Ok(rd
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(KernelError::io("listing", dir.display(), &e)),
+        }
+    }
     fn writer_blocked(&self, pid: u32) -> bool {
         // Alive, not a zombie, and still one of ours (a fork keeps the name `vfioctl`).
         let stat = match fs::read_to_string(self.roots.proc.join(pid.to_string()).join("stat")) {
@@ -585,6 +584,53 @@ fn modprobe_program() -> &'static str {
         .into_iter()
         .find(|p| Path::new(p).exists())
         .unwrap_or("modprobe")
+}
+
+impl LinuxHost {
+    /// Runs `modprobe ARGS -- NAME` within the modprobe timeout.
+    fn modprobe(&self, name: &str, args: &[&str]) -> Result<(), KernelError> {
+        let err = |message: String| KernelError::Module {
+            name: name.to_string(),
+            message,
+        };
+        let mut child = Command::new(modprobe_program())
+            .args(args)
+            .arg("--")
+            .arg(name)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| err(format!("cannot run modprobe: {e}")))?;
+        let deadline = Instant::now() + self.timeouts.modprobe;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(s)) => break s,
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(err(format!(
+                        "modprobe did not return within {:.0}s",
+                        self.timeouts.modprobe.as_secs_f64()
+                    )));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => return Err(err(format!("waiting for modprobe: {e}"))),
+            }
+        };
+        if !status.success() {
+            let mut msg = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut msg);
+            }
+            return Err(err(format!(
+                "modprobe exited with {status}: {}",
+                msg.trim()
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -92,7 +92,7 @@ pub enum KernelError {
     NodeMissing { group: u32, secs: f64 },
     #[error("/dev/vfio/{group} is in use by another process (EBUSY)")]
     GroupInUse { group: u32 },
-    #[error("loading module {name} failed: {message}")]
+    #[error("module {name}: {message}")]
     Module { name: String, message: String },
     #[error("reading the host failed: {0}")]
     Scan(String),
@@ -158,6 +158,14 @@ pub trait Host: Send + Sync {
     ) -> Result<(), KernelError>;
     /// Loads a kernel module (`vfio_pci`); a no-op when it is loaded.
     fn load_module(&self, name: &str) -> Result<(), KernelError>;
+    /// Whether a kernel module is loaded (`/sys/module/NAME`).
+    fn module_loaded(&self, name: &str) -> Result<bool, KernelError>;
+    /// Unloads a module and the dependencies that leave unused (`modprobe -r`). Removing a
+    /// driver's module unbinds every function on that driver: callers check
+    /// [`Host::driver_devices`] first.
+    fn unload_module(&self, name: &str) -> Result<(), KernelError>;
+    /// The functions bound to a PCI driver now (`/sys/bus/pci/drivers/DRIVER/ADDR`).
+    fn driver_devices(&self, driver: &str) -> Result<Vec<PciAddress>, KernelError>;
     /// Asks the kernel whether a group is viable (`VFIO_GROUP_GET_STATUS`).
     fn group_status(&self, group: u32) -> Result<GroupStatus, KernelError>;
     /// Whether a writer process abandoned by an earlier run (see [`KernelError::Timeout`]) is

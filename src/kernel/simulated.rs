@@ -41,6 +41,7 @@ pub enum Call {
     SetNumVfs(PciAddress, u32),
     SetNodeOwner(u32, NodeOwner),
     LoadModule(String),
+    UnloadModule(String),
 }
 
 impl Call {
@@ -52,7 +53,7 @@ impl Call {
             | Call::Probe(a)
             | Call::Bind(a, _)
             | Call::SetNumVfs(a, _) => Some(*a),
-            Call::SetNodeOwner(..) | Call::LoadModule(_) => None,
+            Call::SetNodeOwner(..) | Call::LoadModule(_) | Call::UnloadModule(_) => None,
         }
     }
 }
@@ -738,6 +739,45 @@ impl Host for SimKernel {
                 s.drivers.insert(module_driver(name));
             }
             Ok(())
+        })
+    }
+
+    fn module_loaded(&self, name: &str) -> Result<bool, KernelError> {
+        self.read(|s| Ok(s.modules.contains(name)))
+    }
+
+    fn unload_module(&self, name: &str) -> Result<(), KernelError> {
+        self.mutate(Call::UnloadModule(name.to_string()), |s| {
+            if !s.modules.contains(name) {
+                return Ok(());
+            }
+            // Removing a driver's module unbinds its functions first (driver_unregister).
+            let driver = module_driver(name);
+            for d in s.devices.values_mut() {
+                if d.dev.driver.as_deref() == Some(driver.as_str()) {
+                    d.dev.driver = None;
+                }
+            }
+            s.drivers.remove(&driver);
+            // modprobe -r takes the dependencies that are left unused with it.
+            let gone: Vec<&str> = match name {
+                "vfio_pci" => vec!["vfio_pci", "vfio_pci_core", "vfio_iommu_type1", "vfio"],
+                other => vec![other],
+            };
+            for m in gone {
+                s.modules.remove(m);
+            }
+            Ok(())
+        })
+    }
+
+    fn driver_devices(&self, driver: &str) -> Result<Vec<PciAddress>, KernelError> {
+        self.read(|s| {
+            Ok(s.devices
+                .values()
+                .filter(|d| d.dev.driver.as_deref() == Some(driver))
+                .map(|d| d.dev.address)
+                .collect())
         })
     }
 
