@@ -288,12 +288,17 @@ fn independent_groups_all_bind() {
     assert_eq!(out.verification.unwrap().groups.len(), 3);
 }
 
+/// The VM layout with no vfio module loaded (vfio_pci loadable).
+fn without_vfio_modules() -> SimKernel {
+    let mut snap: Snapshot = vm_layout();
+    snap.vfio.modules.clear();
+    SimKernel::from_snapshot(&snap)
+}
+
 #[test]
 fn a_missing_module_is_loaded_first() {
     let dir = tempfile::tempdir().unwrap();
-    let mut snap: Snapshot = vm_layout();
-    snap.vfio.modules.clear();
-    let k = SimKernel::from_snapshot(&snap);
+    let k = without_vfio_modules();
     let cfg = config(vec![device("nvme", "0000:01:00.0", &[])]);
     match apply::reconcile(&k, &cfg, &opts(dir.path())) {
         Ok(_) => {}
@@ -306,9 +311,7 @@ fn a_missing_module_is_loaded_first() {
 #[test]
 fn a_module_vfioctl_loaded_is_unloaded_by_rollback_once_nothing_uses_its_driver() {
     let dir = tempfile::tempdir().unwrap();
-    let mut snap: Snapshot = vm_layout();
-    snap.vfio.modules.clear();
-    let k = SimKernel::from_snapshot(&snap);
+    let k = without_vfio_modules();
     let before = k.snapshot().unwrap();
     let cfg = config(vec![device("nvme", "0000:01:00.0", &[])]);
     apply::reconcile(&k, &cfg, &opts(dir.path())).unwrap();
@@ -341,9 +344,7 @@ fn a_module_vfioctl_loaded_is_unloaded_by_rollback_once_nothing_uses_its_driver(
 #[test]
 fn a_module_whose_driver_someone_else_uses_is_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let mut snap: Snapshot = vm_layout();
-    snap.vfio.modules.clear();
-    let k = SimKernel::from_snapshot(&snap);
+    let k = without_vfio_modules();
     let cfg = config(vec![device("nvme", "0000:01:00.0", &[])]);
     apply::reconcile(&k, &cfg, &opts(dir.path())).unwrap();
     // Another tool puts the edu device on vfio-pci by hand.
@@ -372,9 +373,7 @@ fn a_module_whose_driver_someone_else_uses_is_kept() {
 #[test]
 fn a_failed_pass_that_loaded_a_module_unloads_it_in_the_undo() {
     let dir = tempfile::tempdir().unwrap();
-    let mut snap: Snapshot = vm_layout();
-    snap.vfio.modules.clear();
-    let k = SimKernel::from_snapshot(&snap);
+    let k = without_vfio_modules();
     let before = k.snapshot().unwrap();
     let cfg = config(vec![device("nvme", "0000:01:00.0", &[])]);
     k.refuse_probe("vfio-pci");
