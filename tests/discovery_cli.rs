@@ -208,4 +208,24 @@ fn a_memlock_budget_above_the_users_limits_conf_is_noted() {
     write("64MiB");
     let out = stdout(&vfioctl(&roots, &args));
     assert!(!out.contains("memlock budget"), "{out}");
+
+    // A captured host carries the limit: `--host` checks against it, not against this machine.
+    let etc = roots.proc.join("1/root/etc");
+    std::fs::write(etc.join("passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+    std::fs::write(etc.join("group"), "root:x:0:\n").unwrap();
+    let snapshot = dir.path().join("host.json");
+    let o = vfioctl(&roots, &["snapshot", "-o", snapshot.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    write("1GiB");
+    let o = Command::new(env!("CARGO_BIN_EXE_vfioctl"))
+        .args(["reconcile", "--dry-run", "--config", config.to_str().unwrap(), "--host"])
+        .arg(&snapshot)
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(
+        out.contains("exceeds the locked-memory limit its logins get (67108864 bytes"),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

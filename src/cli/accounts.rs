@@ -81,7 +81,7 @@ pub fn from_snapshot(config: &Config, snap: &crate::host::Snapshot) -> Accounts 
             Account {
                 uid,
                 gid,
-                memlock_limit: None,
+                memlock_limit: snap.accounts.memlock.get(name).copied(),
             },
         );
     }

@@ -1,6 +1,8 @@
 //! The host's local account database: `/etc/passwd` and `/etc/group` of its root filesystem,
 //! read through `PROC/1/root` so `--proc-root` covers it. Captured so a snapshot carries the
-//! users and groups a config may name; absent files give an empty table, not a warning.
+//! users and groups a config may name, and each user's login memlock limit from the host's
+//! limits files (groups from the primary gid and `/etc/group` member lists); absent files give
+//! an empty table, not a warning.
 
 use std::path::Path;
 
@@ -18,11 +20,43 @@ pub fn scan_accounts(proc_root: &Path) -> HostAccounts {
             }
         }
     }
+    // Supplementary members: group name -> user names.
+    let mut members: Vec<(String, u32, Vec<String>)> = Vec::new();
     if let Ok(text) = std::fs::read_to_string(etc.join("group")) {
         for (name, fields) in entries(&text) {
             // name:password:gid:members
             if let Some(gid) = number(fields.get(1)) {
                 out.groups.insert(name.to_string(), gid);
+                let users = fields
+                    .get(2)
+                    .map(|m| {
+                        m.split(',')
+                            .filter(|u| !u.is_empty())
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                members.push((name.to_string(), gid, users));
+            }
+        }
+    }
+    let limits = crate::host::limits::read_files(proc_root);
+    if !limits.is_empty() {
+        for (user, &(uid, gid)) in &out.users {
+            let mine: Vec<&(String, u32, Vec<String>)> = members
+                .iter()
+                .filter(|(_, g, users)| *g == gid || users.contains(user))
+                .collect();
+            let gids: Vec<u32> = mine.iter().map(|(_, g, _)| *g).collect();
+            let groups: Vec<&str> = mine.iter().map(|(n, _, _)| n.as_str()).collect();
+            let who = crate::host::limits::Who {
+                name: user,
+                uid,
+                gids: &gids,
+                groups: &groups,
+            };
+            if let Some(soft) = crate::host::limits::memlock_of(&limits, &who).soft {
+                out.memlock.insert(user.clone(), soft);
             }
         }
     }
@@ -69,5 +103,35 @@ mod tests {
     fn missing_files_give_an_empty_table() {
         let dir = tempfile::tempdir().unwrap();
         assert!(scan_accounts(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn each_users_login_memlock_limit_is_captured() {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("1/root/etc");
+        std::fs::create_dir_all(etc.join("security")).unwrap();
+        std::fs::write(
+            etc.join("passwd"),
+            "root:x:0:0::/root:/bin/sh\nqemu:x:64055:994::/:/bin/false\nalice:x:1000:1000::/:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            etc.join("group"),
+            "kvm:x:994:\nalice:x:1000:\nlibvirt:x:120:alice\n",
+        )
+        .unwrap();
+        std::fs::write(
+            etc.join("security/limits.conf"),
+            "@kvm soft memlock 1024\n@libvirt soft memlock unlimited\n",
+        )
+        .unwrap();
+        let a = scan_accounts(dir.path());
+        assert_eq!(
+            a.memlock.get("qemu"),
+            Some(&(1024 * 1024)),
+            "primary group kvm"
+        );
+        assert_eq!(a.memlock.get("alice"), Some(&u64::MAX), "member of libvirt");
+        assert_eq!(a.memlock.get("root"), None, "group entries skip root");
     }
 }
