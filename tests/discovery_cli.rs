@@ -215,10 +215,21 @@ fn a_memlock_budget_above_the_users_limits_conf_is_noted() {
     std::fs::write(etc.join("group"), "root:x:0:\n").unwrap();
     let snapshot = dir.path().join("host.json");
     let o = vfioctl(&roots, &["snapshot", "-o", snapshot.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     write("1GiB");
     let o = Command::new(env!("CARGO_BIN_EXE_vfioctl"))
-        .args(["reconcile", "--dry-run", "--config", config.to_str().unwrap(), "--host"])
+        .args([
+            "reconcile",
+            "--dry-run",
+            "--config",
+            config.to_str().unwrap(),
+            "--host",
+        ])
         .arg(&snapshot)
         .output()
         .unwrap();
