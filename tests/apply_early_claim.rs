@@ -165,7 +165,7 @@ fn a_journal_entry_that_recorded_our_early_override_takes_the_original_from_the_
     let mut j = Journal::default();
     j.record(nic_object(), Recorded::Device(st(None, Some("vfio-pci"))));
     j.save(&o.state_dir).unwrap();
-    let taken = apply::load_taken(&o.state_dir, &o.run_dir, &k.snapshot().unwrap()).unwrap();
+    let (taken, _) = apply::load_context(&o.state_dir, &o.run_dir, &k.snapshot().unwrap()).unwrap();
     assert_eq!(taken.len(), 1);
     assert_eq!(taken[0].original_override, None);
     assert!(taken[0].driver_unknown);

@@ -1,7 +1,8 @@
 //! Running a plan's steps through the seam: batch after batch; within a batch, independent
 //! units (IOMMU groups, PFs, pending VFs) in parallel with a small bound, each unit's steps in
-//! order, except that the members of a group move side by side (see [`lanes`]). Before every change the object's current state goes to the journal (the pass's
-//! in-flight record, and the persistent record of originals). One `tracing` line per action:
+//! order, except that the members of a group move side by side (see [`lanes`]). Before every
+//! change the object's current state goes to the journal (the pass's in-flight record, and the
+//! persistent record of originals). One `tracing` line per action:
 //! what, device, result, duration.
 //!
 //! The executor stops at the first failure (letting steps already running in other units
@@ -94,11 +95,18 @@ pub fn describe(a: &Action) -> String {
 pub struct Recorder {
     state_dir: PathBuf,
     run_dir: PathBuf,
-    inner: Mutex<(Journal, InFlight)>,
+    inner: Mutex<Pass>,
+}
+
+/// What the recorder holds for the pass.
+#[derive(Debug)]
+struct Pass {
+    journal: Journal,
+    inflight: InFlight,
     /// Group nodes found absent when first looked at in this pass: a node that appears later
     /// is this pass's own creation, never an original to record (and whether a member's step
     /// ran before or after another member's bind must not change what is recorded).
-    absent_nodes: Mutex<std::collections::BTreeSet<Object>>,
+    absent_nodes: std::collections::BTreeSet<Object>,
 }
 
 impl Recorder {
@@ -106,12 +114,15 @@ impl Recorder {
         Recorder {
             state_dir,
             run_dir,
-            inner: Mutex::new((journal, InFlight::new())),
-            absent_nodes: Mutex::default(),
+            inner: Mutex::new(Pass {
+                journal,
+                inflight: InFlight::new(),
+                absent_nodes: Default::default(),
+            }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Journal, InFlight)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pass> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -146,7 +157,11 @@ impl Recorder {
         skip_missing: bool,
     ) -> Result<(), StepError> {
         let mut g = self.lock();
-        let (journal, inflight) = &mut *g;
+        let Pass {
+            journal,
+            inflight,
+            absent_nodes,
+        } = &mut *g;
         let (mut new_inflight, mut new_journal) = (false, false);
         for object in targets {
             let mut objects = Vec::new();
@@ -162,11 +177,7 @@ impl Recorder {
             }
             objects.push(*object);
             for o in objects {
-                if inflight.entries.iter().any(|e| e.object == o) {
-                    continue;
-                }
-                let mut absent = self.absent_nodes.lock().unwrap_or_else(|p| p.into_inner());
-                if absent.contains(&o) {
+                if inflight.entries.iter().any(|e| e.object == o) || absent_nodes.contains(&o) {
                     continue;
                 }
                 let was = match current(host, &o) {
@@ -176,10 +187,9 @@ impl Recorder {
                 };
                 if was == (Recorded::Node { owner: None }) {
                     // No node: nothing to put back (it goes with its last vfio member).
-                    absent.insert(o);
+                    absent_nodes.insert(o);
                     continue;
                 }
-                drop(absent);
                 new_journal |= journal.record(o, was.clone());
                 new_inflight |= inflight.record(o, was);
             }
@@ -209,7 +219,9 @@ impl Recorder {
             driver: driver.to_string(),
         };
         let mut g = self.lock();
-        let (journal, inflight) = &mut *g;
+        let Pass {
+            journal, inflight, ..
+        } = &mut *g;
         if !inflight.modules.contains(&loaded) {
             inflight.modules.push(loaded.clone());
             inflight.save(&self.run_dir)?;
@@ -223,7 +235,8 @@ impl Recorder {
 
     /// The pass's in-flight entries and the journal, for undo and commit.
     pub fn into_parts(self) -> (Journal, InFlight) {
-        self.inner.into_inner().unwrap_or_else(|p| p.into_inner())
+        let pass = self.inner.into_inner().unwrap_or_else(|p| p.into_inner());
+        (pass.journal, pass.inflight)
     }
 
     pub fn state_dir(&self) -> &std::path::Path {
@@ -396,7 +409,10 @@ fn lanes<'a>(unit: &Unit, steps: &[&'a Step]) -> (Vec<Vec<&'a Step>>, Vec<&'a St
     // A member leaving a vfio driver could, side by side with the others, leave the group
     // with no vfio member for a moment: the kernel removes the node then and re-creates it
     // root:root 0600, which the plan (made for plan order) does not expect.
-    let leaves_vfio = |s: &&Step| matches!(&s.action, Action::Unbind { from: Some(d), .. } if crate::host::is_vfio_driver(d));
+    let leaves_vfio = |s: &&Step| match &s.action {
+        Action::Unbind { from: Some(d), .. } => crate::host::is_vfio_driver(d),
+        _ => false,
+    };
     let shaped = matches!(unit, Unit::Group { .. })
         && steps[first_node..].iter().all(is_node)
         && steps[..first_node]

@@ -37,6 +37,16 @@ pub enum Object {
     Node { device: PciAddress },
 }
 
+impl Object {
+    /// The function the object belongs to (a node by the member it is keyed by).
+    pub fn function(&self) -> PciAddress {
+        match *self {
+            Object::Device { device } | Object::Node { device } => device,
+            Object::Sriov { pf } => pf,
+        }
+    }
+}
+
 impl std::fmt::Display for Object {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -191,17 +191,9 @@ pub fn taken_vfs(journal: &Journal) -> Vec<plan::TakenVfs> {
         .collect()
 }
 
-/// What vfioctl took, as a pass on `observed` would see it, without changing anything: the
-/// journal with the early-claim records folded in. For showing a plan.
-pub fn load_taken(
-    state_dir: &std::path::Path,
-    run_dir: &std::path::Path,
-    observed: &crate::host::Snapshot,
-) -> Result<Vec<Taken>, JournalError> {
-    load_context(state_dir, run_dir, observed).map(|(t, _)| t)
-}
-
-/// [`load_taken`] and the VF counts vfioctl changed ([`taken_vfs`]), from one journal read.
+/// What vfioctl took ([`taken`]) and the VF counts it changed ([`taken_vfs`]), as a pass on
+/// `observed` would see them, without changing anything: the journal with the early-claim
+/// records folded in. For showing a plan.
 pub fn load_context(
     state_dir: &std::path::Path,
     run_dir: &std::path::Path,

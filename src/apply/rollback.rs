@@ -320,7 +320,7 @@ pub fn forget_restored_in(
 ) -> bool {
     let n = journal.entries.len();
     journal.entries.retain(|e| {
-        let back = if snap.covered(subject(&e.object)) {
+        let back = if snap.covered(e.object.function()) {
             is_at_in(snap, &e.object, &e.was)
         } else {
             is_at(host, &e.object, &e.was).unwrap_or(false)
@@ -330,30 +330,27 @@ pub fn forget_restored_in(
     n != journal.entries.len()
 }
 
-/// The function a journal object belongs to.
-fn subject(object: &Object) -> crate::pci::PciAddress {
-    match *object {
-        Object::Device { device } | Object::Node { device } => device,
-        Object::Sriov { pf } => pf,
+/// Whether a function with this driver and override is back at `was`: exactly as recorded, or
+/// for one claimed before any driver probed it, at its override and off vfio (the kernel's
+/// pick).
+fn device_back(driver: Option<&str>, driver_override: Option<&str>, was: &Recorded) -> bool {
+    match was {
+        Recorded::Device(s) => {
+            driver == s.driver.as_deref() && driver_override == s.driver_override.as_deref()
+        }
+        Recorded::Unprobed {
+            driver_override: original,
+        } => KernelPick::needed(driver, driver_override, original.as_deref()).is_back(),
+        _ => false,
     }
 }
 
 /// Whether `object` is in state `was` in `snap`.
 pub fn is_at_in(snap: &crate::host::Snapshot, object: &Object, was: &Recorded) -> bool {
     match (object, was) {
-        (Object::Device { device }, Recorded::Device(s)) => {
+        (Object::Device { device }, Recorded::Device(_) | Recorded::Unprobed { .. }) => {
             snap.device(*device).map_or(true, |d| {
-                d.driver == s.driver && d.driver_override == s.driver_override
-            })
-        }
-        (Object::Device { device }, Recorded::Unprobed { driver_override }) => {
-            snap.device(*device).map_or(true, |d| {
-                KernelPick::needed(
-                    d.driver.as_deref(),
-                    d.driver_override.as_deref(),
-                    driver_override.as_deref(),
-                )
-                .is_back()
+                device_back(d.driver.as_deref(), d.driver_override.as_deref(), was)
             })
         }
         (Object::Sriov { pf }, Recorded::Sriov { num_vfs }) => snap.device(*pf).map_or(true, |d| {
@@ -377,19 +374,9 @@ pub fn is_at_in(snap: &crate::host::Snapshot, object: &Object, was: &Recorded) -
 /// Whether `object` is in state `was` now (a vanished VF counts as given back).
 pub fn is_at(host: &dyn Host, object: &Object, was: &Recorded) -> Result<bool, KernelError> {
     Ok(match (object, was) {
-        (Object::Device { device }, Recorded::Device(s)) => match host.device_state(*device) {
-            Ok(now) => &now == s,
-            Err(KernelError::NoSuchDevice(_)) => true,
-            Err(e) => return Err(e),
-        },
-        (Object::Device { device }, Recorded::Unprobed { driver_override }) => {
+        (Object::Device { device }, Recorded::Device(_) | Recorded::Unprobed { .. }) => {
             match host.device_state(*device) {
-                Ok(now) => KernelPick::needed(
-                    now.driver.as_deref(),
-                    now.driver_override.as_deref(),
-                    driver_override.as_deref(),
-                )
-                .is_back(),
+                Ok(now) => device_back(now.driver.as_deref(), now.driver_override.as_deref(), was),
                 Err(KernelError::NoSuchDevice(_)) => true,
                 Err(e) => return Err(e),
             }

@@ -1,7 +1,7 @@
 //! Verification after an apply: read the host again and plan again; anything left is what did
 //! not converge (reading only the closure of the functions the pass changed, see
-//! [`crate::host::partial`]). Then ask the kernel itself (`VFIO_GROUP_GET_STATUS`) about every group a vfio
-//! driver was just bound in, so success is the kernel's word, not ours. A group node that is
+//! [`crate::host::partial`]). Then ask the kernel itself (`VFIO_GROUP_GET_STATUS`) about every
+//! group a vfio driver was just bound in, so success is the kernel's word, not ours. A group node that is
 //! open elsewhere (EBUSY) is in use by its holder, which is not a failure.
 
 use std::collections::BTreeSet;

@@ -31,7 +31,7 @@ pub fn run(global: &args::GlobalArgs, args: &args::UdevClaimArgs) -> Exit {
             return Exit::Failed;
         }
     };
-    let Some(driver) = early_claim::wanted_driver(&config, &address, &ids) else {
+    let Some(driver) = early_claim::wanted_driver(&config, &address, Some(&ids)) else {
         return Exit::Done;
     };
     match early_claim::claim(&roots, &global.run_dir, &address, driver) {

@@ -498,27 +498,24 @@ impl Host for LinuxHost {
     }
 
     fn load_module(&self, name: &str) -> Result<(), KernelError> {
-        let sys = self.roots.sysfs.join("module").join(name.replace('-', "_"));
-        if sys.exists() {
+        if self.module_loaded(name)? {
             return Ok(());
         }
         self.modprobe(name, &[])?;
-        if !sys.exists() {
+        if !self.module_loaded(name)? {
             return Err(KernelError::Module {
                 name: name.to_string(),
-                message: format!("modprobe succeeded but {} does not exist", sys.display()),
+                message: format!(
+                    "modprobe succeeded but {} does not exist",
+                    self.module_dir(name).display()
+                ),
             });
         }
         Ok(())
     }
 
     fn module_loaded(&self, name: &str) -> Result<bool, KernelError> {
-        Ok(self
-            .roots
-            .sysfs
-            .join("module")
-            .join(name.replace('-', "_"))
-            .exists())
+        Ok(self.module_dir(name).exists())
     }
 
     fn unload_module(&self, name: &str) -> Result<(), KernelError> {
@@ -549,6 +546,7 @@ impl Host for LinuxHost {
             Err(e) => Err(KernelError::io("listing", dir.display(), &e)),
         }
     }
+
     fn writer_blocked(&self, pid: u32) -> bool {
         // Alive, not a zombie, and still one of ours (a fork keeps the name `vfioctl`).
         let stat = match fs::read_to_string(self.roots.proc.join(pid.to_string()).join("stat")) {
@@ -587,6 +585,11 @@ fn modprobe_program() -> &'static str {
 }
 
 impl LinuxHost {
+    /// `/sys/module/NAME` (module names use `_` where people write `-`).
+    fn module_dir(&self, name: &str) -> std::path::PathBuf {
+        self.roots.sysfs.join("module").join(name.replace('-', "_"))
+    }
+
     /// Runs `modprobe ARGS -- NAME` within the modprobe timeout.
     fn modprobe(&self, name: &str, args: &[&str]) -> Result<(), KernelError> {
         let err = |message: String| KernelError::Module {

@@ -132,6 +132,16 @@ fn sim_writer(a: PciAddress) -> u32 {
 }
 
 /// The driver a module registers (`vfio_pci` -> `vfio-pci`).
+/// A module with the modules loading it pulls in (vm-notes, "Module closure": vfio_pci pulls in
+/// vfio and vfio_iommu_type1).
+fn module_closure(name: &str) -> Vec<&str> {
+    match name {
+        "vfio_pci" => vec!["vfio", "vfio_iommu_type1", "vfio_pci_core", "vfio_pci"],
+        "vfio_iommu_type1" => vec!["vfio", "vfio_iommu_type1"],
+        other => vec![other],
+    }
+}
+
 fn module_driver(module: &str) -> String {
     module.replace('_', "-")
 }
@@ -726,13 +736,7 @@ impl Host for SimKernel {
                     message: format!("module {name} not found"),
                 });
             }
-            // vfio_pci pulls in vfio and vfio_iommu_type1 (vm-notes, "Module closure").
-            let deps: Vec<&str> = match name {
-                "vfio_pci" => vec!["vfio", "vfio_iommu_type1", "vfio_pci_core", "vfio_pci"],
-                "vfio_iommu_type1" => vec!["vfio", "vfio_iommu_type1"],
-                other => vec![other],
-            };
-            for m in deps {
+            for m in module_closure(name) {
                 s.modules.insert(m.to_string());
             }
             if name == "vfio_pci" || name == "pci_stub" {
@@ -759,13 +763,21 @@ impl Host for SimKernel {
                 }
             }
             s.drivers.remove(&driver);
-            // modprobe -r takes the dependencies that are left unused with it.
-            let gone: Vec<&str> = match name {
-                "vfio_pci" => vec!["vfio_pci", "vfio_pci_core", "vfio_iommu_type1", "vfio"],
-                other => vec![other],
-            };
+            // modprobe -r takes with it the dependencies no other loaded module needs.
+            let removing = module_closure(name);
+            let needed: BTreeSet<&str> = s
+                .modules
+                .iter()
+                .filter(|m| !removing.contains(&m.as_str()))
+                .flat_map(|m| module_closure(m))
+                .collect();
+            let gone: Vec<String> = removing
+                .iter()
+                .filter(|m| !needed.contains(*m))
+                .map(|m| m.to_string())
+                .collect();
             for m in gone {
-                s.modules.remove(m);
+                s.modules.remove(&m);
             }
             Ok(())
         })

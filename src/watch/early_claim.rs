@@ -88,15 +88,20 @@ pub fn read_ids(roots: &Roots, address: &PciAddress) -> Result<FunctionIds, Clai
 
 /// The driver the config wants on this function: it is selected by a `[[device]]` entry
 /// (address, or ids with every narrower field that is given), or named as a companion.
+/// Without `ids` (a uevent that carried none) only addresses can match.
 pub fn wanted_driver<'c>(
     config: &'c Config,
     address: &PciAddress,
-    ids: &FunctionIds,
+    ids: Option<&FunctionIds>,
 ) -> Option<&'c str> {
     let selected = config
         .devices
         .iter()
-        .find(|spec| spec.selector.matches(*address, ids));
+        .find(|spec| match (&spec.selector, ids) {
+            (crate::config::Selector::Address(a), _) => a == address,
+            (selector, Some(ids)) => selector.matches(*address, ids),
+            (_, None) => false,
+        });
     selected
         .or_else(|| {
             config
@@ -197,22 +202,22 @@ mod tests {
         let c = config();
         let any = ids(0x1b36, 0x0010, None);
         assert_eq!(
-            wanted_driver(&c, &addr("0000:01:00.0"), &any),
+            wanted_driver(&c, &addr("0000:01:00.0"), Some(&any)),
             Some("vfio-pci")
         );
         assert_eq!(
-            wanted_driver(&c, &addr("0000:01:00.1"), &any),
+            wanted_driver(&c, &addr("0000:01:00.1"), Some(&any)),
             Some("vfio-pci")
         );
-        assert_eq!(wanted_driver(&c, &addr("0000:02:00.0"), &any), None);
+        assert_eq!(wanted_driver(&c, &addr("0000:02:00.0"), Some(&any)), None);
         let nic = ids(0x8086, 0x10d3, Some(0x1af4));
         assert_eq!(
-            wanted_driver(&c, &addr("0000:03:00.0"), &nic),
+            wanted_driver(&c, &addr("0000:03:00.0"), Some(&nic)),
             Some("vfio-pci")
         );
         let other_subsystem = ids(0x8086, 0x10d3, Some(0x8086));
         assert_eq!(
-            wanted_driver(&c, &addr("0000:03:00.0"), &other_subsystem),
+            wanted_driver(&c, &addr("0000:03:00.0"), Some(&other_subsystem)),
             None
         );
     }

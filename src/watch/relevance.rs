@@ -15,18 +15,7 @@ use super::events::{DeviceAction, DeviceEvent};
 
 /// The driver the config wants on the event's function, if the config names it.
 pub fn wanted<'c>(config: &'c Config, event: &DeviceEvent) -> Option<&'c str> {
-    match &event.ids {
-        Some(ids) => wanted_driver(config, &event.address, ids),
-        // Without ids only an address can match: a selector or a companion.
-        None => config
-            .devices
-            .iter()
-            .find(|spec| {
-                matches!(&spec.selector, crate::config::Selector::Address(a) if *a == event.address)
-                    || spec.companions.contains(&event.address)
-            })
-            .map(|spec| spec.driver.as_str()),
-    }
+    wanted_driver(config, &event.address, event.ids.as_ref())
 }
 
 /// For an `add` of a function the config names: the driver to write to its `driver_override`
