@@ -152,6 +152,15 @@ def judge(sc: scenario.Scenario, res: boot.BootResult, artifacts: Path,
     return reasons
 
 
+
+def default_cache() -> Path:
+    """Downloads and built images live outside the checkout, so a fresh clone (CI) reuses them.
+    Every entry in it is keyed by content (package version, config hash), never by checkout."""
+    if os.geteuid() == 0:
+        return Path("/var/cache/vfioctl-vm")
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "vfioctl-vm"
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="tests/vm/run", description=__doc__)
     ap.add_argument("scenarios", nargs="*", help="scenario names (default: all)")
@@ -170,7 +179,7 @@ def main(argv: list[str]) -> int:
             print(f"{sc.name:24} layout={sc.layout:8} {sc.summary}")
         return 0
 
-    cache = Path(os.environ.get("VFIOCTL_VM_CACHE", VM_DIR / ".cache")).resolve()
+    cache = Path(os.environ.get("VFIOCTL_VM_CACHE") or default_cache()).resolve()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     logs = Path(os.environ.get("VFIOCTL_VM_LOGS", VM_DIR / ".logs")).resolve() / stamp
     logs.mkdir(parents=True, exist_ok=True)
