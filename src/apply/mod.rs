@@ -7,6 +7,7 @@
 //! verify (read again, plan again, ask the kernel) → commit (forget what was given back, with
 //! its early-claim record; clear the pass record).
 
+pub mod commit;
 pub mod early_claims;
 pub mod executor;
 pub mod journal;
@@ -252,11 +253,16 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
     if plan.is_empty() {
         // Nothing to change, but what vfioctl took may have left on its own (a hot-unplugged
         // device, a VF removed with its PF): forget it, so the journal holds only the present.
-        let mut journal = journal;
-        if rollback::forget_restored(host, &mut journal).map_err(ApplyError::Read)? {
-            journal.save(&opts.state_dir)?;
-        }
-        early_claims::forget_released(&opts.run_dir, &folded, &journal)?;
+        let mut after = journal.clone();
+        rollback::forget_restored(host, &mut after).map_err(ApplyError::Read)?;
+        commit::commit(
+            &opts.state_dir,
+            &opts.run_dir,
+            None,
+            &journal,
+            &after,
+            Some(&folded),
+        )?;
         return Ok(Outcome {
             recovered,
             plan,
@@ -291,12 +297,16 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
     clock.lap("verify");
     match verified {
         Ok(v) if v.converged() => {
-            let mut journal = journal;
-            if rollback::forget_restored_in(host, &v.observed, &mut journal) {
-                journal.save(&opts.state_dir)?;
-            }
-            early_claims::forget_released(&opts.run_dir, &folded, &journal)?;
-            InFlight::clear(&opts.run_dir)?;
+            let mut after = journal.clone();
+            rollback::forget_restored_in(host, &v.observed, &mut after);
+            commit::commit(
+                &opts.state_dir,
+                &opts.run_dir,
+                Some(&inflight),
+                &journal,
+                &after,
+                Some(&folded),
+            )?;
             clock.lap("commit");
             Ok(Outcome {
                 recovered,
@@ -334,7 +344,16 @@ fn undo_pass(
     if report.complete() {
         report.modules = rollback::unload_modules(host, &inflight.modules);
         let journal = Journal::load(&opts.state_dir)?;
-        commit(host, opts, journal)?;
+        let mut after = journal.clone();
+        rollback::forget_restored(host, &mut after).map_err(ApplyError::Read)?;
+        commit::commit(
+            &opts.state_dir,
+            &opts.run_dir,
+            Some(inflight),
+            &journal,
+            &after,
+            None,
+        )?;
     }
     Ok(report)
 }
@@ -366,16 +385,6 @@ fn remember_abandoned(
     if !inflight.abandoned.is_empty() {
         inflight.save(&opts.run_dir)?;
     }
-    Ok(())
-}
-
-/// Ends a pass: forgets what is back at its original, saves the journal if that changed it,
-/// clears the in-flight record.
-fn commit(host: &dyn Host, opts: &Options, mut journal: Journal) -> Result<(), ApplyError> {
-    if rollback::forget_restored(host, &mut journal).map_err(ApplyError::Read)? {
-        journal.save(&opts.state_dir)?;
-    }
-    InFlight::clear(&opts.run_dir)?;
     Ok(())
 }
 
