@@ -594,3 +594,27 @@ fn a_crash_at_every_write_of_a_full_plan_is_recovered() {
         Some("e1000e")
     );
 }
+
+/// A state directory that cannot be written (read-only, or full): the pass stops before any
+/// change with an error naming the file and the reason, and the host is as it was.
+#[test]
+fn a_read_only_or_full_state_dir_stops_the_pass_before_any_change() {
+    let all = Spec {
+        entries: vec![true; ENTRIES.len()],
+        user: None,
+        vfs: 0,
+        early: false,
+    };
+    for errno in [Errno::EROFS, Errno::ENOSPC] {
+        let k = kernel();
+        let dir = scratch();
+        let before = view(&k.snapshot().unwrap());
+        let _g = file_faults::arm(dir.path(), move |_, _| Err(FileFault::Errno(errno)));
+        let e = apply::reconcile(&k, &config(&all), &opts(dir.path())).unwrap_err();
+        let text = e.lines().join("\n");
+        assert!(text.contains("inflight.json"), "{text}");
+        assert!(text.contains(errno.desc()), "{text}");
+        assert_eq!(k.calls(), vec![], "no write reached the host");
+        assert_eq!(view(&k.snapshot().unwrap()), before);
+    }
+}
