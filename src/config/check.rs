@@ -51,6 +51,15 @@ impl<K: Eq + std::hash::Hash> FirstSeen<K> {
     }
 }
 
+/// The names of the `[[device]]` entries, for references to look up (built once per kind of
+/// entry that refers to devices, not once per entry).
+fn known_names(devices: &[CheckedDevice]) -> std::collections::HashSet<&str> {
+    devices
+        .iter()
+        .filter_map(|d| d.name.as_ref().map(|(n, _)| n.as_str()))
+        .collect()
+}
+
 /// Checks `raw`; returns the config when no error was reported (warnings allowed).
 pub fn check(raw: &RawConfig, rep: &mut Reporter<'_>) -> Option<Config> {
     let mut c = Checker { rep };
@@ -462,6 +471,7 @@ impl Checker<'_, '_> {
         entry: Range<usize>,
         owner: &str,
         devices: &[CheckedDevice],
+        known: &std::collections::HashSet<&str>,
     ) -> Option<Vec<(String, Range<usize>)>> {
         let Some(v) = field else {
             self.rep.error(
@@ -480,10 +490,6 @@ impl Checker<'_, '_> {
             );
             return None;
         }
-        let known: std::collections::HashSet<&str> = devices
-            .iter()
-            .filter_map(|d| d.name.as_ref().map(|(n, _)| n.as_str()))
-            .collect();
         let mut out: Vec<(String, Range<usize>)> = Vec::new();
         let mut listed: FirstSeen<&str> = FirstSeen::new();
         let mut ok = true;
@@ -550,6 +556,7 @@ impl Checker<'_, '_> {
         let mut out = Vec::with_capacity(raw.len());
         let mut seen: FirstSeen<UserRef> = FirstSeen::new();
         let mut owners: HashMap<String, (UserRef, Range<usize>)> = HashMap::new();
+        let known = known_names(devices);
         for entry in raw {
             let u = entry.get_ref();
             let head = entry.span();
@@ -581,7 +588,7 @@ impl Checker<'_, '_> {
                 self.mode_warnings(*m, v.span(), has_group, &label);
             }
             let memlock = self.opt(&u.memlock, |v, _| value::size("memlock", v));
-            let refs = self.device_refs(&u.devices, head.clone(), &label, devices);
+            let refs = self.device_refs(&u.devices, head.clone(), &label, devices, &known);
             if let (Some(refs), Some(user)) = (&refs, &user) {
                 for (name, span) in refs {
                     match owners.get(name) {
@@ -694,6 +701,7 @@ impl Checker<'_, '_> {
         let mut out = Vec::with_capacity(raw.len());
         let mut names: FirstSeen<String> = FirstSeen::new();
         let mut member_of: HashMap<String, (String, Range<usize>)> = HashMap::new();
+        let known = known_names(devices);
         for entry in raw {
             let d = entry.get_ref();
             let head = entry.span();
@@ -718,7 +726,7 @@ impl Checker<'_, '_> {
             let label = name
                 .as_ref()
                 .map_or_else(|| "this domain".to_string(), |n| format!("domain `{n}`"));
-            let refs = self.device_refs(&d.devices, head.clone(), &label, devices);
+            let refs = self.device_refs(&d.devices, head.clone(), &label, devices, &known);
             if let (Some(refs), Some(dn)) = (&refs, &name) {
                 for (dev, span) in refs {
                     if let Some((other, first)) = member_of.get(dev) {
