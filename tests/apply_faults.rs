@@ -260,6 +260,7 @@ fn injections(
         let read = k.op == "read" || k.op == "snapshot";
         for &f in kinds {
             let applies = match f {
+                // A removal is of a function (not of a group's node or a module).
                 Fault::Remove => k.target.starts_with("0000:"),
                 Fault::Fail | Fault::Crash => true,
                 _ => !read,

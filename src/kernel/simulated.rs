@@ -782,6 +782,7 @@ impl Host for SimKernel {
     }
 
     fn virtfns(&self, pf: PciAddress) -> Result<Vec<PciAddress>, KernelError> {
+        self.read_fault(pf.to_string(), "read", Some(pf))?;
         self.read(|s| {
             Ok(s.dev(pf)?
                 .sriov
@@ -791,10 +792,12 @@ impl Host for SimKernel {
     }
 
     fn node_owner(&self, group: u32) -> Result<Option<NodeOwner>, KernelError> {
+        self.read_fault(format!("group {group}"), "read", None)?;
         self.read(|s| Ok(s.groups.get(&group).and_then(|g| g.node)))
     }
 
     fn iommu_group(&self, dev: PciAddress) -> Result<Option<u32>, KernelError> {
+        self.read_fault(dev.to_string(), "read", Some(dev))?;
         self.read(|s| Ok(s.dev(dev)?.iommu_group))
     }
 
