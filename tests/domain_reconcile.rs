@@ -464,7 +464,7 @@ mod watch_layer {
     use super::*;
     use std::cell::Cell;
     use std::rc::Rc;
-    use vfioctl::domain::watch_layer::DomainLayer;
+    use vfioctl::watch::domain_layer::DomainLayer;
     use vfioctl::watch::run_loop::{Outcome, Reconciler, Scope};
 
     /// A binding pass that answers what it is told and counts its calls.

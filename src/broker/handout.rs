@@ -14,8 +14,8 @@ use super::protocol::{Description, DeviceDesc, GroupDesc, WindowDesc, VERSION};
 use crate::config::Config;
 use crate::domain::held::HeldDomain;
 use crate::domain::linux::LinuxIommu;
+use crate::host::accounts::Accounts;
 use crate::host::snapshot::Snapshot;
-use crate::plan::Accounts;
 
 /// One domain ready to hand over: its description and the fds it indexes.
 #[derive(Debug)]

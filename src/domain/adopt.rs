@@ -13,13 +13,13 @@ use std::os::fd::OwnedFd;
 
 use serde::{Deserialize, Serialize};
 
+use super::fdstore::{sort, FdStore, Part, Stored, StoredName};
 use super::held::{HeldContainer, HeldDomain, HeldGroup, HeldWindow};
 use super::linux::LinuxIommu;
 use super::memory::WindowMemory;
 use super::placement::{Refusals, Role};
 use super::windows::Window;
 use super::{placement_name, Report};
-use crate::broker::fdstore::{sort, FdStore, Part, Stored, StoredName};
 use crate::config::model::Placement;
 use crate::host::Roots;
 use crate::vfio::container::{Container, Group};

@@ -6,12 +6,17 @@
 //! - [`held`]: the held state and its reconcile through the [`iommu::Iommu`] seam;
 //! - [`linux`] (the real kernel) and [`simulated`] (tests) implement that seam;
 //! - [`memory`]: window backing (memfd, hugetlb, mmap) and RLIMIT_MEMLOCK;
-//! - [`status`]: what `vfioctl status` shows of the held domains; [`report`]: what a pass did.
+//! - [`status`]: what `vfioctl status` shows of the held domains; [`report`]: what a pass did;
+//! - [`fdstore`], [`stored`], [`adopt`]: domain persistence across restarts in systemd's fd
+//!   store (naming and sending the fds, keeping the store in step, rebuilding on start);
+//! - [`published`]: the held domains as a state file for `vfioctl status`.
 //!
 //! [`Domains`] ties them together: `reconcile(&Config, &Snapshot)` is what `watch` calls on
-//! each pass, after binding; `release_removed(&Config)` before it releases devices.
+//! each pass, after binding; `release_removed(&Config)` before it releases devices. The adapter
+//! that runs them around watch's binding pass is `watch::domain_layer` (domains sit below watch).
 
 pub mod adopt;
+pub mod fdstore;
 pub mod held;
 pub mod iommu;
 pub mod linux;
@@ -23,7 +28,6 @@ pub mod report;
 pub mod simulated;
 pub mod status;
 pub mod stored;
-pub mod watch_layer;
 pub mod windows;
 
 use std::collections::BTreeMap;

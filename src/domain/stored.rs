@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 
 use super::adopt::{layout_memfd, stored_names, Layout};
+use super::fdstore::{FdStore, Part, StoreError, StoredName};
 use super::held::HeldDomain;
 use super::linux::LinuxIommu;
-use crate::broker::fdstore::{FdStore, Part, StoreError, StoredName};
 
 /// What this process last stored, per domain.
 #[derive(Debug, Default)]

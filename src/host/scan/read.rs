@@ -77,6 +77,17 @@ impl Reader {
         v
     }
 
+    /// A decimal attribute (`sriov_numvfs`, `numa_node`, a module parameter); `what` names it
+    /// in the warning an unexpected value gets ("count", "node").
+    pub fn decimal<T: std::str::FromStr>(
+        &mut self,
+        path: &Path,
+        need: Need,
+        what: &str,
+    ) -> Option<T> {
+        self.value(path, need, &format!("a decimal {what}"), decimal)
+    }
+
     /// The target of a symlink, as stored.
     pub fn link(&mut self, path: &Path, need: Need) -> Option<PathBuf> {
         match fs::read_link(path) {

@@ -40,7 +40,7 @@ pub fn scan_accounts(proc_root: &Path) -> HostAccounts {
             }
         }
     }
-    let limits = crate::host::limits::read_files(proc_root);
+    let limits = super::limits::read_files(proc_root);
     if !limits.is_empty() {
         for (user, &(uid, gid)) in &out.users {
             let mine: Vec<&(String, u32, Vec<String>)> = members
@@ -49,13 +49,13 @@ pub fn scan_accounts(proc_root: &Path) -> HostAccounts {
                 .collect();
             let gids: Vec<u32> = mine.iter().map(|(_, g, _)| *g).collect();
             let groups: Vec<&str> = mine.iter().map(|(n, _, _)| n.as_str()).collect();
-            let who = crate::host::limits::Who {
+            let who = super::limits::Who {
                 name: user,
                 uid,
                 gids: &gids,
                 groups: &groups,
             };
-            if let Some(soft) = crate::host::limits::memlock_of(&limits, &who).soft {
+            if let Some(soft) = super::limits::memlock_of(&limits, &who).soft {
                 out.memlock.insert(user.clone(), soft);
             }
         }
