@@ -1,14 +1,12 @@
 //! `vfioctl domain`: wires held domains to the command line. `open` receives a domain from
-//! the running `watch`'s fd broker and runs a command with its fds inherited; the hidden `hold` runs the domain layer alone in the foreground, to prove
-//! and debug the real ioctl path (the VM suite's `domains` scenarios drive it).
+//! the running `watch`'s fd broker and runs a command with its fds inherited; the hidden `hold`
+//! starts the foreground hold loop (`domain::hold`).
 
-use std::path::Path;
-
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::Signal;
 
 use super::{args, Exit};
 use crate::domain::linux::LinuxIommu;
-use crate::domain::{Domains, Report};
+use crate::domain::Domains;
 use crate::host;
 
 pub fn run(global: &args::GlobalArgs, args: &args::DomainCommand) -> Exit {
@@ -180,127 +178,32 @@ fn bench_open(global: &args::GlobalArgs, a: &args::DomainBenchOpenArgs) -> Exit 
 }
 
 fn hold(global: &args::GlobalArgs, a: &args::DomainHoldArgs) -> Exit {
-    let mut signals = SigSet::empty();
-    for s in [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT] {
-        signals.add(s);
-    }
-    if let Err(e) = signals.thread_block() {
-        eprintln!("vfioctl domain hold: cannot block signals: {e}");
-        return Exit::Failed;
-    }
+    let path = a.config.config.clone();
+    let mut load = || {
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        crate::config::parse_str(&text, &path).map_err(|d| d.to_string())
+    };
+    let roots = global.roots();
+    let mut observe = || host::observe(&roots, global.host.as_deref()).map_err(|e| e.to_string());
     let mut domains = Domains::new(LinuxIommu::new(global.roots()));
-    let mut pass = 0u64;
-    loop {
-        pass += 1;
-        let report = hold_pass(global, &a.config.config, &mut domains);
-        print!("{report}");
-        println!(
-            "vfioctl domain hold: pass {pass} done ({} domain(s), {} bytes pinned, {} error(s))",
-            domains.held().len(),
-            domains.pinned_bytes(),
-            report.errors.len()
-        );
-        if let Some(path) = &a.status_file {
-            if let Err(e) = write_status(path, pass, &domains, &report) {
-                eprintln!("vfioctl domain hold: {}: {e}", path.display());
-            }
-        }
-        match signals.wait() {
-            Ok(Signal::SIGHUP) => continue,
-            Ok(_) | Err(_) => break,
+    let mut sources = crate::domain::hold::Sources {
+        load: &mut load,
+        observe: &mut observe,
+    };
+    let held = crate::domain::hold::hold(
+        &mut domains,
+        &mut sources,
+        a.status_file.as_deref(),
+        &mut std::io::stdout(),
+    );
+    match held {
+        Ok(()) => Exit::Done,
+        Err(e) => {
+            eprintln!("vfioctl domain hold: {e}");
+            Exit::Failed
         }
     }
-    print!("{}", domains.release_all());
-    if let Some(path) = &a.status_file {
-        let _ = std::fs::remove_file(path);
-    }
-    Exit::Done
-}
-
-fn hold_pass(
-    global: &args::GlobalArgs,
-    config: &Path,
-    domains: &mut Domains<LinuxIommu>,
-) -> Report {
-    let mut report = Report::default();
-    let text = match std::fs::read_to_string(config) {
-        Ok(t) => t,
-        Err(e) => {
-            report.error("*", format!("{}: {e}", config.display()));
-            return report;
-        }
-    };
-    let cfg = match crate::config::parse_str(&text, config) {
-        Ok(c) => c,
-        Err(d) => {
-            report.error(
-                "*",
-                format!("the config is not valid, nothing changed:\n{d}"),
-            );
-            return report;
-        }
-    };
-    let snap = match host::observe(&global.roots(), global.host.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            report.error("*", format!("cannot read the host: {e}"));
-            return report;
-        }
-    };
-    report.merge(domains.reconcile(&cfg, &snap));
-    report
-}
-
-fn write_status(
-    path: &Path,
-    pass: u64,
-    domains: &Domains<LinuxIommu>,
-    report: &Report,
-) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // The fd numbers, so a test can see what the broker would hand over.
-    let fds: serde_json::Map<String, serde_json::Value> = domains
-        .held()
-        .iter()
-        .map(|(name, d)| {
-            let f = d.fds();
-            let named = |pairs: Vec<(String, i32)>| {
-                pairs
-                    .into_iter()
-                    .map(|(k, fd)| (k, serde_json::Value::from(fd)))
-                    .collect::<serde_json::Map<_, _>>()
-            };
-            let groups = named(
-                f.groups
-                    .iter()
-                    .map(|(g, fd)| (g.to_string(), fd.as_raw_fd()))
-                    .collect(),
-            );
-            let windows = named(
-                f.windows
-                    .iter()
-                    .map(|(w, fd)| (w.to_string(), fd.as_raw_fd()))
-                    .collect(),
-            );
-            let containers: Vec<i32> = f.containers.iter().map(|c| c.as_raw_fd()).collect();
-            let v = serde_json::json!({
-                "containers": containers,
-                "groups": groups,
-                "windows": windows,
-            });
-            (name.clone(), v)
-        })
-        .collect();
-    let body = serde_json::json!({
-        "pass": pass,
-        "pid": std::process::id(),
-        "domains": domains.status(),
-        "fds": fds,
-        "report": report,
-    });
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{body:#}\n"))?;
-    std::fs::rename(&tmp, path)
 }
 
 /// `domain bench-map`: vfioctl's domain reconcile of one window against the minimal sequence

@@ -4,10 +4,8 @@
 
 use std::time::Duration;
 
-use std::collections::BTreeMap;
-
 use crate::apply;
-use crate::broker::handout::{Handout, Offer};
+use crate::broker::handout::Handout;
 use crate::broker::server::Server;
 use crate::domain::adopt::adopt_passed;
 use crate::domain::fdstore::{take_passed, FdStore};
@@ -95,7 +93,7 @@ pub fn run(global: &args::GlobalArgs, args: &args::WatchArgs) -> Exit {
             .iter()
             .map(|d| d.name.clone())
             .collect();
-        let adopted = adopt_passed(&global.roots(), passed, &wanted, store.as_ref());
+        let adopted = adopt_passed(domains.iommu_mut(), passed, &wanted, store.as_ref());
         for name in &adopted.foreign {
             tracing::warn!("fd store: passed fd \"{name}\" is not a vfioctl domain fd; closed");
         }
@@ -111,20 +109,9 @@ pub fn run(global: &args::GlobalArgs, args: &args::WatchArgs) -> Exit {
     let offers = handout.clone();
     let store_for_pass = store.clone();
     let refresh: OnPass<LinuxIommu> = Box::new(move |config, domains, host| {
-        let mut out = BTreeMap::new();
-        for (name, held) in domains.held() {
-            if held.containers.is_empty() {
-                continue;
-            }
-            match Offer::of(held, host) {
-                Ok(o) => {
-                    out.insert(name.clone(), o);
-                }
-                Err(e) => tracing::warn!("fd broker: domain \"{name}\" cannot be offered: {e}"),
-            }
-        }
-        offers.replace(
-            out,
+        offers.refresh(
+            domains,
+            host,
             config.clone(),
             crate::host::accounts::resolve(&crate::plan::ownership::account_names(config)),
         );

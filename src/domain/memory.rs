@@ -162,11 +162,6 @@ impl WindowMemory {
         Ok(fd)
     }
 
-    /// The memfd, for handing the window to a client.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-
     /// The mapped bytes (for tests and the VM proof; vfioctl itself never touches them).
     ///
     /// # Safety
@@ -189,6 +184,9 @@ impl Backing for WindowMemory {
     }
     fn fallback(&self) -> Option<&str> {
         self.fallback.as_deref()
+    }
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 

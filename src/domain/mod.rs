@@ -9,7 +9,8 @@
 //! - [`status`]: what `vfioctl status` shows of the held domains; [`report`]: what a pass did;
 //! - [`fdstore`], [`stored`], [`adopt`]: domain persistence across restarts in systemd's fd
 //!   store (naming and sending the fds, keeping the store in step, rebuilding on start);
-//! - [`published`]: the held domains as a state file for `vfioctl status`.
+//! - [`published`]: the held domains as a state file for `vfioctl status`;
+//! - [`hold`]: `vfioctl domain hold`, the domain layer alone in the foreground.
 //!
 //! [`Domains`] ties them together: `reconcile(&Config, &Snapshot)` is what `watch` calls on
 //! each pass, after binding; `release_removed(&Config)` before it releases devices. The adapter
@@ -18,6 +19,7 @@
 pub mod adopt;
 pub mod fdstore;
 pub mod held;
+pub mod hold;
 pub mod iommu;
 pub mod linux;
 pub mod memory;
