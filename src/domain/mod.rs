@@ -27,6 +27,7 @@ pub mod placement;
 pub mod preview;
 pub mod published;
 pub mod report;
+#[cfg(any(test, feature = "testing"))]
 pub mod simulated;
 pub mod status;
 pub mod stored;
