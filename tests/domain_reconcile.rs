@@ -712,3 +712,37 @@ fn a_domain_on_the_simulated_iommu_is_handed_out_adopted_and_handed_out_again() 
     assert_eq!(second.description, first.description);
     assert_eq!(second.fds.len(), 4);
 }
+
+/// Windows are capped against the host's memory (MemTotal): growth past three quarters of it
+/// is refused by name, with the figures, and nothing is mapped for it; what fits is mapped.
+#[test]
+fn windows_beyond_the_hosts_memory_are_refused_with_the_figures() {
+    let snap = host(&[("0000:00:05.0", 5)]);
+    let mut sim = sim_with_memlock(&[(5, "dmar0")]);
+    sim.mem_total = Some(8 * MIB);
+    let mut d = Domains::new(sim);
+    let too_big = config(
+        &["0000:00:05.0"],
+        Placement::Shared,
+        vec![window("big", 0x10_0000, 8 * MIB)],
+    );
+    let r = d.reconcile(&too_big, &snap);
+    assert_eq!(r.errors.len(), 1, "{r}");
+    let text = format!("{r}");
+    assert!(
+        text.contains("big") && text.contains("not mapped"),
+        "{text}"
+    );
+    assert!(text.contains("three quarters"), "{text}");
+    assert!(text.contains("8.0 MiB") || text.contains("8 MiB"), "{text}");
+    assert_eq!(d.iommu().pinned(), 0);
+
+    let fits = config(
+        &["0000:00:05.0"],
+        Placement::Shared,
+        vec![window("small", 0x10_0000, 4 * MIB)],
+    );
+    let r = d.reconcile(&fits, &snap);
+    assert!(r.ok(), "{r}");
+    assert_eq!(d.iommu().pinned(), 4 * MIB);
+}

@@ -127,6 +127,8 @@ pub trait Iommu {
         -> Result<(), IommuError>;
     /// Raises RLIMIT_MEMLOCK so `bytes` may be pinned, as far as allowed.
     fn ensure_memlock(&mut self, bytes: u64) -> Memlock;
+    /// The host's memory in bytes (`MemTotal`), when it can be read.
+    fn host_memory(&mut self) -> Option<u64>;
 
     /// Takes back a container fd an earlier process held (systemd's fd store): its groups and
     /// mappings lived on in the kernel.

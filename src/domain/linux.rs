@@ -150,6 +150,11 @@ impl Iommu for LinuxIommu {
         memory::ensure_memlock(bytes)
     }
 
+    fn host_memory(&mut self) -> Option<u64> {
+        let text = std::fs::read_to_string(self.roots.proc.join("meminfo")).ok()?;
+        memory::mem_total(&text)
+    }
+
     fn adopt_container(&mut self, fd: OwnedFd) -> Result<Container, IommuError> {
         Ok(Container::from_fd(fd, self.container_node()))
     }

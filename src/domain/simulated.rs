@@ -113,6 +113,8 @@ pub struct SimIommu {
     pub may_raise_hard: bool,
     /// Free huge pages of 2 MiB.
     pub free_huge_pages: u64,
+    /// The host's memory (`MemTotal`); `None`: unknown.
+    pub mem_total: Option<u64>,
     /// Every call, in order, as text (`attach 5 -> c0`, `map c0 0x0+0x200000`).
     pub log: Vec<String>,
     /// One-shot failures: operation name (`open`, `container`, `attach`, `map`, `unmap`,
@@ -132,6 +134,7 @@ impl Default for SimIommu {
             memlock_hard: 8 << 20,
             may_raise_hard: true,
             free_huge_pages: 0,
+            mem_total: Some(64 << 30),
             log: Vec::new(),
             fail_next: BTreeMap::new(),
             next_addr: 0x7f00_0000_0000,
@@ -482,6 +485,10 @@ impl Iommu for SimIommu {
             limit: self.memlock_soft,
             shortfall: bytes.saturating_sub(self.memlock_soft),
         }
+    }
+
+    fn host_memory(&mut self) -> Option<u64> {
+        self.mem_total
     }
 
     fn adopt_container(&mut self, fd: OwnedFd) -> Result<SimContainerId, IommuError> {

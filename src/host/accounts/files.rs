@@ -2,17 +2,44 @@
 //! read through `PROC/1/root` so `--proc-root` covers it. Captured so a snapshot carries the
 //! users and groups a config may name, and each user's login memlock limit from the host's
 //! limits files (groups from the primary gid and `/etc/group` member lists); absent files give
-//! an empty table, not a warning.
+//! an empty table, not a warning. Files are read through a [`FileSource`]: the scanner's reader
+//! records a warning, in the snapshot, for a file that exists but cannot be read, so a snapshot
+//! never silently lacks accounts it could not read.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::host::HostAccounts;
 
-/// Reads the account files under `proc/1/root/etc`; missing or unreadable files are skipped.
-pub fn scan_accounts(proc_root: &Path) -> HostAccounts {
+/// Where account and limits files are read from.
+pub trait FileSource {
+    /// The file's text; `None` when absent (silently) or unreadable (the source says why).
+    fn text(&mut self, path: &Path) -> Option<String>;
+    /// The entries of a directory (absent: empty).
+    fn list(&mut self, dir: &Path) -> Vec<PathBuf>;
+}
+
+/// Plain reads that skip what cannot be read (the live path, which resolves through NSS).
+#[derive(Debug, Default)]
+pub struct Quiet;
+
+impl FileSource for Quiet {
+    fn text(&mut self, path: &Path) -> Option<String> {
+        std::fs::read_to_string(path).ok()
+    }
+    fn list(&mut self, dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect()
+    }
+}
+
+/// Reads the account files under `proc/1/root/etc` through `src`.
+pub fn scan_accounts(proc_root: &Path, src: &mut dyn FileSource) -> HostAccounts {
     let etc = proc_root.join("1/root/etc");
     let mut out = HostAccounts::default();
-    if let Ok(text) = std::fs::read_to_string(etc.join("passwd")) {
+    if let Some(text) = src.text(&etc.join("passwd")) {
         for (name, fields) in entries(&text) {
             // name:password:uid:gid:gecos:home:shell
             if let (Some(uid), Some(gid)) = (number(fields.get(1)), number(fields.get(2))) {
@@ -22,7 +49,7 @@ pub fn scan_accounts(proc_root: &Path) -> HostAccounts {
     }
     // Supplementary members: group name -> user names.
     let mut members: Vec<(String, u32, Vec<String>)> = Vec::new();
-    if let Ok(text) = std::fs::read_to_string(etc.join("group")) {
+    if let Some(text) = src.text(&etc.join("group")) {
         for (name, fields) in entries(&text) {
             // name:password:gid:members
             if let Some(gid) = number(fields.get(1)) {
@@ -40,7 +67,7 @@ pub fn scan_accounts(proc_root: &Path) -> HostAccounts {
             }
         }
     }
-    let limits = super::limits::read_files(proc_root);
+    let limits = super::limits::read_files(proc_root, src);
     if !limits.is_empty() {
         for (user, &(uid, gid)) in &out.users {
             let mine: Vec<&(String, u32, Vec<String>)> = members
@@ -92,7 +119,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(etc.join("group"), "root:x:0:\nkvm:x:994:qemu\n").unwrap();
-        let a = scan_accounts(dir.path());
+        let a = scan_accounts(dir.path(), &mut Quiet);
         assert_eq!(a.users.get("qemu"), Some(&(64055, 994)));
         assert_eq!(a.users.get("root"), Some(&(0, 0)));
         assert!(!a.users.contains_key("bad") && !a.users.contains_key("broken"));
@@ -102,7 +129,7 @@ mod tests {
     #[test]
     fn missing_files_give_an_empty_table() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(scan_accounts(dir.path()).is_empty());
+        assert!(scan_accounts(dir.path(), &mut Quiet).is_empty());
     }
 
     #[test]
@@ -125,7 +152,7 @@ mod tests {
             "@kvm soft memlock 1024\n@libvirt soft memlock unlimited\n",
         )
         .unwrap();
-        let a = scan_accounts(dir.path());
+        let a = scan_accounts(dir.path(), &mut Quiet);
         assert_eq!(
             a.memlock.get("qemu"),
             Some(&(1024 * 1024)),

@@ -62,7 +62,7 @@ pub fn resolve(names: &Names) -> Accounts {
 /// the host's limits files under `proc_root` (see [`limits`]); users no `memlock`
 /// line names keep an unknown limit.
 pub fn with_memlock_limits(mut accounts: Accounts, proc_root: &std::path::Path) -> Accounts {
-    let files = limits::read_files(proc_root);
+    let files = limits::read_files(proc_root, &mut files::Quiet);
     if files.is_empty() {
         return accounts;
     }

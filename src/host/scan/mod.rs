@@ -160,6 +160,7 @@ fn scan_parts(roots: &Roots, seeds: Option<&[PciAddress]>) -> Result<Snapshot, S
     let kernel = r.text(&roots.proc.join("sys/kernel/osrelease"), Need::Optional);
     let cmdline = r.text(&roots.proc.join("cmdline"), Need::Optional);
 
+    let accounts = crate::host::accounts::files::scan_accounts(&roots.proc, &mut r);
     let mut snap = Snapshot {
         format: SNAPSHOT_FORMAT,
         kernel,
@@ -169,7 +170,7 @@ fn scan_parts(roots: &Roots, seeds: Option<&[PciAddress]>) -> Result<Snapshot, S
         iommus,
         pci_drivers,
         vfio,
-        accounts: crate::host::accounts::files::scan_accounts(&roots.proc),
+        accounts,
         warnings: Vec::new(),
         covers: covers.map(|c| c.functions),
     };

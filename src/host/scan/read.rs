@@ -222,4 +222,42 @@ mod tests {
             r.warnings[2]
         );
     }
+
+    #[test]
+    fn account_files_that_exist_but_cannot_be_read_are_warnings_not_silence() {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("1/root/etc");
+        // A directory where /etc/passwd should be: it exists, and reading it fails.
+        std::fs::create_dir_all(etc.join("passwd")).unwrap();
+        std::fs::write(etc.join("group"), "kvm:x:994:\n").unwrap();
+        let mut r = Reader::default();
+        let a = crate::host::accounts::files::scan_accounts(dir.path(), &mut r);
+        assert_eq!(a.groups.get("kvm"), Some(&994));
+        assert!(a.users.is_empty());
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(
+            r.warnings[0].path.ends_with("etc/passwd"),
+            "{:?}",
+            r.warnings
+        );
+        // Absent files (no limits.conf, no limits.d) stay silent.
+        let mut quiet = Reader::default();
+        let empty = tempfile::tempdir().unwrap();
+        crate::host::accounts::files::scan_accounts(empty.path(), &mut quiet);
+        assert!(quiet.warnings.is_empty(), "{:?}", quiet.warnings);
+    }
+}
+
+/// The account files are read like any other optional file: absence is normal, any other
+/// failure is a warning in the snapshot.
+impl crate::host::accounts::files::FileSource for Reader {
+    fn text(&mut self, path: &Path) -> Option<String> {
+        Reader::text(self, path, Need::Optional)
+    }
+    fn list(&mut self, dir: &Path) -> Vec<PathBuf> {
+        Reader::list(self, dir, Need::Optional)
+            .into_iter()
+            .map(|n| dir.join(n))
+            .collect()
+    }
 }
