@@ -177,6 +177,20 @@ pub fn hex_u32(s: &str) -> Option<u32> {
     u32::from_str_radix(t, 16).ok()
 }
 
+/// The account files are read like any other optional file: absence is normal, any other
+/// failure is a warning in the snapshot.
+impl crate::host::accounts::files::FileSource for Reader {
+    fn text(&mut self, path: &Path) -> Option<String> {
+        Reader::text(self, path, Need::Optional)
+    }
+    fn list(&mut self, dir: &Path) -> Vec<PathBuf> {
+        Reader::list(self, dir, Need::Optional)
+            .into_iter()
+            .map(|n| dir.join(n))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,19 +259,5 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         crate::host::accounts::files::scan_accounts(empty.path(), &mut quiet);
         assert!(quiet.warnings.is_empty(), "{:?}", quiet.warnings);
-    }
-}
-
-/// The account files are read like any other optional file: absence is normal, any other
-/// failure is a warning in the snapshot.
-impl crate::host::accounts::files::FileSource for Reader {
-    fn text(&mut self, path: &Path) -> Option<String> {
-        Reader::text(self, path, Need::Optional)
-    }
-    fn list(&mut self, dir: &Path) -> Vec<PathBuf> {
-        Reader::list(self, dir, Need::Optional)
-            .into_iter()
-            .map(|n| dir.join(n))
-            .collect()
     }
 }
