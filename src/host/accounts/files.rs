@@ -6,34 +6,11 @@
 //! records a warning, in the snapshot, for a file that exists but cannot be read, so a snapshot
 //! never silently lacks accounts it could not read.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use super::FileSource;
 
 use crate::host::HostAccounts;
-
-/// Where account and limits files are read from.
-pub trait FileSource {
-    /// The file's text; `None` when absent (silently) or unreadable (the source says why).
-    fn text(&mut self, path: &Path) -> Option<String>;
-    /// The entries of a directory (absent: empty).
-    fn list(&mut self, dir: &Path) -> Vec<PathBuf>;
-}
-
-/// Plain reads that skip what cannot be read (the live path, which resolves through NSS).
-#[derive(Debug, Default)]
-pub struct Quiet;
-
-impl FileSource for Quiet {
-    fn text(&mut self, path: &Path) -> Option<String> {
-        std::fs::read_to_string(path).ok()
-    }
-    fn list(&mut self, dir: &Path) -> Vec<PathBuf> {
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect()
-    }
-}
 
 /// Reads the account files under `proc/1/root/etc` through `src`.
 pub fn scan_accounts(proc_root: &Path, src: &mut dyn FileSource) -> HostAccounts {
@@ -119,7 +96,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(etc.join("group"), "root:x:0:\nkvm:x:994:qemu\n").unwrap();
-        let a = scan_accounts(dir.path(), &mut Quiet);
+        let a = scan_accounts(dir.path(), &mut super::super::Quiet);
         assert_eq!(a.users.get("qemu"), Some(&(64055, 994)));
         assert_eq!(a.users.get("root"), Some(&(0, 0)));
         assert!(!a.users.contains_key("bad") && !a.users.contains_key("broken"));
@@ -129,7 +106,7 @@ mod tests {
     #[test]
     fn missing_files_give_an_empty_table() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(scan_accounts(dir.path(), &mut Quiet).is_empty());
+        assert!(scan_accounts(dir.path(), &mut super::super::Quiet).is_empty());
     }
 
     #[test]
@@ -152,7 +129,7 @@ mod tests {
             "@kvm soft memlock 1024\n@libvirt soft memlock unlimited\n",
         )
         .unwrap();
-        let a = scan_accounts(dir.path(), &mut Quiet);
+        let a = scan_accounts(dir.path(), &mut super::super::Quiet);
         assert_eq!(
             a.memlock.get("qemu"),
             Some(&(1024 * 1024)),

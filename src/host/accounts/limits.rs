@@ -130,7 +130,7 @@ pub fn memlock_of(files: &[String], who: &Who) -> Memlock {
 
 /// The limits files of the host under `proc_root`, in pam_limits' order; missing ones are
 /// skipped.
-pub fn read_files(proc_root: &Path, src: &mut dyn super::files::FileSource) -> Vec<String> {
+pub fn read_files(proc_root: &Path, src: &mut dyn super::FileSource) -> Vec<String> {
     let security = proc_root.join("1/root/etc/security");
     let mut out: Vec<String> = src
         .text(&security.join("limits.conf"))
@@ -212,11 +212,9 @@ mod tests {
         std::fs::write(sec.join("limits.d/20-b.conf"), "* soft memlock 3\n").unwrap();
         std::fs::write(sec.join("limits.d/10-a.conf"), "* soft memlock 2\n").unwrap();
         std::fs::write(sec.join("limits.d/30-c.disabled"), "* soft memlock 9\n").unwrap();
-        let f = read_files(dir.path(), &mut super::super::files::Quiet);
+        let f = read_files(dir.path(), &mut super::super::Quiet);
         assert_eq!(f.len(), 3);
         assert_eq!(memlock_of(&f, &QEMU).soft, Some(3 * 1024));
-        assert!(
-            read_files(&dir.path().join("nowhere"), &mut super::super::files::Quiet).is_empty()
-        );
+        assert!(read_files(&dir.path().join("nowhere"), &mut super::super::Quiet).is_empty());
     }
 }

@@ -2,13 +2,40 @@
 //! use (users and groups by name, each user's memlock limit), resolving the names a config
 //! mentions through the system's account database (`getpwnam`/`getgrnam`, so NSS sources count
 //! too), joining in the login memlock limits ([`limits`]), and reading the host's local account
-//! files into a snapshot ([`files`]). Names that do not resolve are left out; the planner
+//! files into a snapshot ([`files`], through a [`FileSource`]). Names that do not resolve are
+//! left out; the planner
 //! reports them.
 
 pub mod files;
 pub mod limits;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Where account and limits files are read from.
+pub trait FileSource {
+    /// The file's text; `None` when absent (silently) or unreadable (the source says why).
+    fn text(&mut self, path: &Path) -> Option<String>;
+    /// The entries of a directory (absent: empty).
+    fn list(&mut self, dir: &Path) -> Vec<PathBuf>;
+}
+
+/// Plain reads that skip what cannot be read (the live path, which resolves through NSS).
+#[derive(Debug, Default)]
+pub struct Quiet;
+
+impl FileSource for Quiet {
+    fn text(&mut self, path: &Path) -> Option<String> {
+        std::fs::read_to_string(path).ok()
+    }
+    fn list(&mut self, dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect()
+    }
+}
 
 /// One account as the caller read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,8 +88,8 @@ pub fn resolve(names: &Names) -> Accounts {
 /// Fills in the locked-memory limit (the soft one) that PAM gives each named user's login, from
 /// the host's limits files under `proc_root` (see [`limits`]); users no `memlock`
 /// line names keep an unknown limit.
-pub fn with_memlock_limits(mut accounts: Accounts, proc_root: &std::path::Path) -> Accounts {
-    let files = limits::read_files(proc_root, &mut files::Quiet);
+pub fn with_memlock_limits(mut accounts: Accounts, proc_root: &Path) -> Accounts {
+    let files = limits::read_files(proc_root, &mut Quiet);
     if files.is_empty() {
         return accounts;
     }

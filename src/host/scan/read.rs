@@ -179,7 +179,7 @@ pub fn hex_u32(s: &str) -> Option<u32> {
 
 /// The account files are read like any other optional file: absence is normal, any other
 /// failure is a warning in the snapshot.
-impl crate::host::accounts::files::FileSource for Reader {
+impl crate::host::accounts::FileSource for Reader {
     fn text(&mut self, path: &Path) -> Option<String> {
         Reader::text(self, path, Need::Optional)
     }
