@@ -3,8 +3,7 @@
 //! mentions through the system's account database (`getpwnam`/`getgrnam`, so NSS sources count
 //! too), joining in the login memlock limits ([`limits`]), and reading the host's local account
 //! files into a snapshot ([`files`], through a [`FileSource`]). Names that do not resolve are
-//! left out; the planner
-//! reports them.
+//! left out; the planner reports them.
 
 pub mod files;
 pub mod limits;
