@@ -746,3 +746,24 @@ fn windows_beyond_the_hosts_memory_are_refused_with_the_figures() {
     assert!(r.ok(), "{r}");
     assert_eq!(d.iommu().pinned(), 4 * MIB);
 }
+
+/// `domain hold --status-file`: each held fd is listed by container index, group id and
+/// window name (the VM suite's `domains` scenario follows them to the memfd).
+#[test]
+fn the_hold_status_names_each_fd_by_group_and_window() {
+    let snap = host(&[("0000:00:05.0", 5)]);
+    let cfg = config(
+        &["0000:00:05.0"],
+        Placement::Shared,
+        vec![window("buf", 0x10_0000, 2 * MIB)],
+    );
+    let mut d = Domains::new(sim_with_memlock(&[(5, "dmar0")]));
+    let r = d.reconcile(&cfg, &snap);
+    assert!(r.ok(), "{r}");
+    let status = vfioctl::domain::hold::status_json(1, &d, &r);
+    let fds = &status["fds"]["dma"];
+    assert!(fds["groups"]["5"].is_i64(), "{status:#}");
+    assert!(fds["windows"]["buf"].is_i64(), "{status:#}");
+    assert_eq!(fds["containers"].as_array().map(Vec::len), Some(1));
+    assert_eq!(status["pass"], 1);
+}

@@ -70,7 +70,7 @@ pub fn status_json<I: Iommu>(
             let windows: serde_json::Map<_, _> = f
                 .windows
                 .iter()
-                .map(|(w, fd)| (w.to_string(), raw(fd)))
+                .map(|(w, fd)| (w.name.clone(), raw(fd)))
                 .collect();
             let v = serde_json::json!({
                 "containers": containers,
