@@ -11,8 +11,8 @@
 //!   writes what it will forget into it first ([`Commit`]), so a pass killed while ending is
 //!   finished, not undone, by the next run (see `apply::commit`).
 //!
-//! Every write and removal of these files goes through [`write_json`]/[`remove_state_file`],
-//! where tests can crash or fail them ([`file_faults`]).
+//! Every write and removal of these files goes through `write_json`/[`remove_state_file`],
+//! where tests can crash or fail them (`file_faults`, in test builds).
 
 use std::path::{Path, PathBuf};
 
@@ -320,12 +320,23 @@ fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), Jou
         message: e.to_string(),
     })?;
     bytes.push(b'\n');
-    if !file_faults::armed() {
+    #[cfg(not(any(test, feature = "testing")))]
+    {
         files::write_atomic_simple(dir, name, &bytes, 0o600)?;
+        Ok(())
+    }
+    #[cfg(any(test, feature = "testing"))]
+    write_json_faulted(dir, name, &bytes)
+}
+
+#[cfg(any(test, feature = "testing"))]
+fn write_json_faulted(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), JournalError> {
+    if !file_faults::armed() {
+        files::write_atomic_simple(dir, name, bytes, 0o600)?;
         return Ok(());
     }
     let mut injected = None;
-    let r = files::write_atomic(dir, name, &bytes, 0o600, &mut |step| {
+    let r = files::write_atomic(dir, name, bytes, 0o600, &mut |step| {
         let op = file_faults::FileOp::Write {
             name: name.to_string(),
             step,
@@ -341,6 +352,7 @@ fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), Jou
 
 /// Removes the state file `DIR/NAME` durably (absent is fine).
 pub fn remove_state_file(dir: &Path, name: &str) -> Result<(), JournalError> {
+    #[cfg(any(test, feature = "testing"))]
     if file_faults::armed() {
         let op = file_faults::FileOp::Remove {
             name: name.to_string(),
@@ -356,7 +368,8 @@ pub fn remove_state_file(dir: &Path, name: &str) -> Result<(), JournalError> {
 /// there (vfioctl killed: the file is left as a crash leaves it) or fail as the filesystem
 /// would (`ENOSPC`, `EROFS`). Hooks are keyed by a directory, so tests on their own temporary
 /// directories do not see each other's faults. Nothing is armed in a real run; the check is one
-/// atomic load.
+/// atomic load; the hook exists only in test builds (`testing` feature).
+#[cfg(any(test, feature = "testing"))]
 pub mod file_faults {
     use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicUsize, Ordering};
