@@ -20,7 +20,6 @@
 //! - [`notify_systemd`]: READY / RELOADING / STATUS / STOPPING for systemd.
 
 pub mod coalesce;
-pub mod early_claim;
 pub mod events;
 pub mod host_reconciler;
 pub mod hotplug_claim;
