@@ -46,6 +46,7 @@ pub fn check(config: &Config, snap: &Snapshot, claims: &mut Claims) -> (Vec<Prob
     let mut notes = Vec::new();
     for (i, spec) in config.devices.iter().enumerate() {
         let mut lines = Vec::new();
+        let mut cannot_tell = Vec::new();
         let mut p = Problem::new(ProblemKind::InUse, String::new()).entry(&spec.name);
         for (a, c) in claims.of_entry(i) {
             let Some(dev) = snap.device(a) else { continue };
@@ -58,6 +59,7 @@ pub fn check(config: &Config, snap: &Snapshot, claims: &mut Claims) -> (Vec<Prob
                 Role::Companion => "companion ",
             };
             lines.push(format!("{role}{a}: {}", reasons.join("; ")));
+            cannot_tell.extend(dev.usage.unknown.iter().map(|why| format!("{a}: {why}")));
             p = p.device(a);
         }
         if lines.is_empty() {
@@ -71,6 +73,7 @@ pub fn check(config: &Config, snap: &Snapshot, claims: &mut Claims) -> (Vec<Prob
             ));
             continue;
         }
+        p.cannot_tell = cannot_tell.into();
         p.message = format!(
             "[[device]] `{}` would take functions the host is using:\n  {}\nstop using them \
              first, or set `force = true` in the entry to take them anyway",

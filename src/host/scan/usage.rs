@@ -23,8 +23,7 @@ use super::read::{Need, Reader};
 pub fn root_arg(cmdline: &str) -> Option<&str> {
     let arg = cmdline
         .split_ascii_whitespace()
-        .filter(|a| a.starts_with("root="))
-        .last()?;
+        .rfind(|a| a.starts_with("root="))?;
     let value = &arg["root=".len()..];
     let special = value.is_empty()
         || value == "/dev/nfs"
