@@ -61,6 +61,11 @@ pub fn scan_closure(roots: &Roots, seeds: &[PciAddress]) -> Result<Snapshot, Sca
 /// interfaces or disks, so only its own directory and the command line's root device are read.
 /// `None` when the function is not present or its identity cannot be read.
 pub fn scan_function(roots: &Roots, address: PciAddress) -> Option<PciDevice> {
+    // Links resolve against a canonical sysfs, as in a whole scan.
+    let roots = &Roots {
+        sysfs: std::fs::canonicalize(&roots.sysfs).ok()?,
+        ..roots.clone()
+    };
     let mut r = Reader::default();
     let dir = r.resolve(&roots.pci_device(&address), Need::Optional)?;
     let mut device = pci::read_function(&mut r, address, &dir)?;
