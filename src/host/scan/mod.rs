@@ -7,7 +7,6 @@
 //! [`pci`] functions, [`groups`] IOMMU groups and units, [`vfio`] the VFIO layer, [`net`] and
 //! [`block`] what the host uses each function for.
 
-pub mod accounts;
 pub mod block;
 pub mod closure;
 pub mod groups;
@@ -220,7 +219,8 @@ fn scan_parts(roots: &Roots, seeds: Option<&[PciAddress]>) -> Result<Snapshot, S
     let mut r = Reader::default();
 
     let covers = seeds.map(|seeds| closure::read(&mut r, &roots, &pci_devices, seeds));
-    let mut devices = pci::scan_functions(&mut r, &pci_devices, covers.as_ref());
+    let mut devices =
+        pci::scan_functions(&mut r, &pci_devices, covers.as_ref().map(|c| &c.functions));
     let mut groups = groups::scan_groups(
         &mut r,
         &roots.iommu_groups(),
@@ -278,6 +278,7 @@ fn scan_parts(roots: &Roots, seeds: Option<&[PciAddress]>) -> Result<Snapshot, S
     pci_drivers.sort();
     let kernel = r.text(&roots.proc.join("sys/kernel/osrelease"), Need::Optional);
 
+    let accounts = crate::host::accounts::files::scan_accounts(&roots.proc, &mut r);
     let mut snap = Snapshot {
         format: SNAPSHOT_FORMAT,
         kernel,
@@ -287,7 +288,7 @@ fn scan_parts(roots: &Roots, seeds: Option<&[PciAddress]>) -> Result<Snapshot, S
         iommus,
         pci_drivers,
         vfio,
-        accounts: accounts::scan_accounts(&roots.proc),
+        accounts,
         warnings: Vec::new(),
         covers: covers.map(|c| c.functions),
     };
