@@ -17,7 +17,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::early_claims::{self, Folded};
+use super::early_claim::records::{self, Folded};
 use super::journal::{self, Commit, InFlight, Journal, JournalError, Object};
 
 /// Ends a pass. `pass` is the pass record on disk (`None` when there is none: a pass that
@@ -95,7 +95,7 @@ pub fn finish(state_dir: &Path, run_dir: &Path, forget: &Commit) -> Result<(), J
     if changed {
         journal.save(state_dir)?;
     }
-    let dir = early_claims::record_dir(run_dir);
+    let dir = records::record_dir(run_dir);
     for address in &forget.early_claims {
         journal::remove_state_file(&dir, &address.to_string())?;
     }
@@ -177,17 +177,17 @@ mod tests {
                     finish(&state, &run, &c).unwrap();
                     assert_eq!(InFlight::load(&run).unwrap(), None);
                     assert_eq!(Journal::load(&state).unwrap(), after, "{point:?}");
-                    assert!(early_claims::EarlyClaims::load(&run).unwrap().is_empty());
+                    assert!(records::Records::load(&run).unwrap().is_empty());
                 }
                 Some(r) => {
                     assert_eq!(r, pass, "{point:?}");
                     assert_eq!(Journal::load(&state).unwrap(), before, "{point:?}");
-                    assert!(!early_claims::EarlyClaims::load(&run).unwrap().is_empty());
+                    assert!(!records::Records::load(&run).unwrap().is_empty());
                 }
                 None => {
                     // Only once everything else is done.
                     assert_eq!(Journal::load(&state).unwrap(), after, "{point:?}");
-                    assert!(early_claims::EarlyClaims::load(&run).unwrap().is_empty());
+                    assert!(records::Records::load(&run).unwrap().is_empty());
                 }
             }
         }
@@ -203,7 +203,7 @@ mod tests {
         let mut pass = InFlight::new();
         pass.record(device("0000:01:00.0"), on("vfio-pci"));
         pass.save(&run).unwrap();
-        early_claims::remember(&run, &a("0000:01:00.0"), None).unwrap();
+        records::remember(&run, &a("0000:01:00.0"), None).unwrap();
         let folded = Folded {
             changed: false,
             accounted: [a("0000:01:00.0")].into_iter().collect(),

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::commit;
-use super::early_claims::{self, EarlyClaims};
+use super::early_claim::records::{self, Records};
 use super::journal::{
     Abandoned, Entry, InFlight, Journal, JournalError, LoadedModule, Object, Recorded,
 };
@@ -474,7 +474,7 @@ pub struct RollbackOutcome {
 }
 
 /// `vfioctl rollback`: returns every object in the journal (with the early claims folded in:
-/// [`early_claims::fold`]) to its recorded original state, newest first, and forgets the ones
+/// [`records::fold`]) to its recorded original state, newest first, and forgets the ones
 /// that are back, with their early-claim records. With `dry_run`, only lists them.
 pub fn rollback(
     host: &dyn Host,
@@ -484,9 +484,9 @@ pub fn rollback(
     dry_run: bool,
 ) -> Result<(RollbackOutcome, Vec<Entry>), RollbackError> {
     let _lock = lock::acquire(run_dir, lock_timeout)?;
-    let early = EarlyClaims::load(run_dir)?;
+    let early = Records::load(run_dir)?;
     let mut journal = Journal::load(state_dir)?;
-    early_claims::fold(&mut journal, &early, &early_claims::state_on(host));
+    records::fold(&mut journal, &early, &records::state_on(host));
     if dry_run {
         let outcome = RollbackOutcome {
             modules: journal.modules,
@@ -496,7 +496,7 @@ pub fn rollback(
     }
     let recovered = recover(host, state_dir, run_dir)?;
     let mut journal = Journal::load(state_dir)?;
-    let folded = early_claims::fold(&mut journal, &early, &early_claims::state_on(host));
+    let folded = records::fold(&mut journal, &early, &records::state_on(host));
     if folded.changed {
         // The early claims become journal entries before anything is given back.
         journal.save(state_dir)?;
