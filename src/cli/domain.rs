@@ -11,7 +11,7 @@ use crate::domain::linux::LinuxIommu;
 use crate::domain::{Domains, Report};
 use crate::host;
 
-pub fn run(global: &args::GlobalArgs, args: &args::DomainCommand) -> Exit {
+pub fn run(global: &super::Options, args: &args::DomainCommand) -> Exit {
     match args {
         args::DomainCommand::Open(a) => open(global, a),
         args::DomainCommand::Hold(a) => hold(global, a),
@@ -75,7 +75,7 @@ pub fn open_env(
     ])
 }
 
-fn open(global: &args::GlobalArgs, a: &args::DomainOpenArgs) -> Exit {
+fn open(global: &super::Options, a: &args::DomainOpenArgs) -> Exit {
     use crate::broker::client::{self, ClientError};
     use std::os::fd::{AsRawFd, IntoRawFd};
     use std::os::unix::process::CommandExt;
@@ -135,10 +135,10 @@ fn open(global: &args::GlobalArgs, a: &args::DomainOpenArgs) -> Exit {
     Exit::Failed
 }
 
-fn bench_open(global: &args::GlobalArgs, a: &args::DomainBenchOpenArgs) -> Exit {
+fn bench_open(global: &super::Options, a: &args::DomainBenchOpenArgs) -> Exit {
     use crate::vfio::container::{Container, Group};
     use std::time::Instant;
-    let dev = global.roots().dev;
+    let dev = global.roots.clone().dev;
     let mut times = Vec::new();
     for _ in 0..a.rounds.max(1) {
         let start = Instant::now();
@@ -169,7 +169,7 @@ fn bench_open(global: &args::GlobalArgs, a: &args::DomainBenchOpenArgs) -> Exit 
         None => format!("broker hand-over of \"{}\"", a.name),
         Some(g) => format!("direct open+attach of group {g}"),
     };
-    println!(
+    outln!(
         "{what}: median {:?}, min {:?}, max {:?} over {} rounds",
         times[times.len() / 2],
         times[0],
@@ -179,7 +179,7 @@ fn bench_open(global: &args::GlobalArgs, a: &args::DomainBenchOpenArgs) -> Exit 
     Exit::Done
 }
 
-fn hold(global: &args::GlobalArgs, a: &args::DomainHoldArgs) -> Exit {
+fn hold(global: &super::Options, a: &args::DomainHoldArgs) -> Exit {
     let mut signals = SigSet::empty();
     for s in [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT] {
         signals.add(s);
@@ -188,13 +188,13 @@ fn hold(global: &args::GlobalArgs, a: &args::DomainHoldArgs) -> Exit {
         eprintln!("vfioctl domain hold: cannot block signals: {e}");
         return Exit::Failed;
     }
-    let mut domains = Domains::new(LinuxIommu::new(global.roots()));
+    let mut domains = Domains::new(LinuxIommu::new(global.roots.clone()));
     let mut pass = 0u64;
     loop {
         pass += 1;
         let report = hold_pass(global, &a.config.config, &mut domains);
-        print!("{report}");
-        println!(
+        out!("{report}");
+        outln!(
             "vfioctl domain hold: pass {pass} done ({} domain(s), {} bytes pinned, {} error(s))",
             domains.held().len(),
             domains.pinned_bytes(),
@@ -210,7 +210,7 @@ fn hold(global: &args::GlobalArgs, a: &args::DomainHoldArgs) -> Exit {
             Ok(_) | Err(_) => break,
         }
     }
-    print!("{}", domains.release_all());
+    out!("{}", domains.release_all());
     if let Some(path) = &a.status_file {
         let _ = std::fs::remove_file(path);
     }
@@ -218,21 +218,22 @@ fn hold(global: &args::GlobalArgs, a: &args::DomainHoldArgs) -> Exit {
 }
 
 fn hold_pass(
-    global: &args::GlobalArgs,
+    global: &super::Options,
     config: &Path,
     domains: &mut Domains<LinuxIommu>,
 ) -> Report {
     let mut report = Report::default();
-    let text = match std::fs::read_to_string(config) {
-        Ok(t) => t,
-        Err(e) => {
-            report.error("*", format!("{}: {e}", config.display()));
+    let access = global
+        .config
+        .as_ref()
+        .map_or(crate::config::Access::Refuse, |c| c.access);
+    let cfg = match crate::config::load_with(config, access) {
+        Ok(c) => c,
+        Err(crate::config::LoadError::Io(e)) => {
+            report.error("*", format!("cannot read {e}"));
             return report;
         }
-    };
-    let cfg = match crate::config::parse_str(&text, config) {
-        Ok(c) => c,
-        Err(d) => {
+        Err(crate::config::LoadError::Invalid(d)) => {
             report.error(
                 "*",
                 format!("the config is not valid, nothing changed:\n{d}"),
@@ -240,7 +241,7 @@ fn hold_pass(
             return report;
         }
     };
-    let snap = match host::observe(&global.roots(), global.host.as_deref()) {
+    let snap = match host::observe(&global.roots.clone(), global.host_file()) {
         Ok(s) => s,
         Err(e) => {
             report.error("*", format!("cannot read the host: {e}"));
@@ -306,7 +307,7 @@ fn write_status(
 /// `domain bench-map`: vfioctl's domain reconcile of one window against the minimal sequence
 /// a hand-written program would run, on the same kind of memory (a fresh shared memfd each
 /// round, so both pay the same page faults when the kernel pins it).
-pub(super) fn bench_map(global: &args::GlobalArgs, a: &args::DomainBenchArgs) -> Exit {
+pub(super) fn bench_map(global: &super::Options, a: &args::DomainBenchArgs) -> Exit {
     use crate::config::model::WindowSpec;
     use crate::config::model::{Config, DeviceSpec, DomainSpec, Origin, Placement, Selector};
 
@@ -317,7 +318,7 @@ pub(super) fn bench_map(global: &args::GlobalArgs, a: &args::DomainBenchArgs) ->
     let Ok(addr) = a.device.parse::<crate::pci::PciAddress>() else {
         return fail(format!("{}: not a PCI address", a.device));
     };
-    let snap = match host::observe(&global.roots(), global.host.as_deref()) {
+    let snap = match host::observe(&global.roots.clone(), global.host_file()) {
         Ok(s) => s,
         Err(e) => return fail(format!("cannot read the host: {e}")),
     };
@@ -356,13 +357,13 @@ pub(super) fn bench_map(global: &args::GlobalArgs, a: &args::DomainBenchArgs) ->
     }
     // One untimed round first: the guest's first touch of that much memory costs about a
     // second more, whichever side pays it.
-    if let Err(e) = minimal_map(&global.roots(), group, size) {
+    if let Err(e) = minimal_map(&global.roots.clone(), group, size) {
         return fail(format!("warm-up: {e}"));
     }
     let mut ours = Vec::new();
     let mut minimal = Vec::new();
     for _ in 0..a.rounds {
-        let mut domains = Domains::new(LinuxIommu::new(global.roots()));
+        let mut domains = Domains::new(LinuxIommu::new(global.roots.clone()));
         let t = std::time::Instant::now();
         let report = domains.reconcile(&cfg, &snap);
         let took = t.elapsed();
@@ -371,7 +372,7 @@ pub(super) fn bench_map(global: &args::GlobalArgs, a: &args::DomainBenchArgs) ->
         }
         domains.release_all();
         ours.push(took);
-        match minimal_map(&global.roots(), group, size) {
+        match minimal_map(&global.roots.clone(), group, size) {
             Ok(took) => minimal.push(took),
             Err(e) => return fail(format!("minimal sequence: {e}")),
         }
@@ -381,7 +382,7 @@ pub(super) fn bench_map(global: &args::GlobalArgs, a: &args::DomainBenchArgs) ->
         v[v.len() / 2]
     };
     let (o, m) = (median(&mut ours), median(&mut minimal));
-    println!(
+    outln!(
         "bench-map: {} MiB window, group {group}, {} rounds: vfioctl median {:.1} ms, minimal MAP_DMA median {:.1} ms, ratio {:.3}",
         a.mib,
         a.rounds,
@@ -389,8 +390,8 @@ pub(super) fn bench_map(global: &args::GlobalArgs, a: &args::DomainBenchArgs) ->
         m.as_secs_f64() * 1e3,
         o.as_secs_f64() / m.as_secs_f64()
     );
-    println!("bench-map: vfioctl runs (ms): {}", millis(&ours));
-    println!("bench-map: minimal runs (ms): {}", millis(&minimal));
+    outln!("bench-map: vfioctl runs (ms): {}", millis(&ours));
+    outln!("bench-map: minimal runs (ms): {}", millis(&minimal));
     Exit::Done
 }
 
@@ -447,16 +448,16 @@ fn minimal_map(
 /// After a one-shot `reconcile` converged: a process that exits cannot hold a domain, so ask
 /// the running `watch` (found through its published state) to run a pass, which applies the
 /// domain layer. Exit 0 when asked (or nothing to hold), 4 when no `watch` runs.
-pub(super) fn after_reconcile(global: &args::GlobalArgs, cfg: &crate::config::Config) -> Exit {
+pub(super) fn after_reconcile(global: &super::Options, cfg: &crate::config::Config) -> Exit {
     if cfg.domains.is_empty() {
         return Exit::Done;
     }
-    match crate::domain::published::read(&global.run_dir, &global.proc_root) {
+    match crate::domain::published::read(&global.run_dir, &global.roots.proc) {
         Ok(p) => {
             let pid = nix::unistd::Pid::from_raw(p.pid as i32);
             match nix::sys::signal::kill(pid, Signal::SIGHUP) {
                 Ok(()) => {
-                    println!(
+                    outln!(
                         "domains: asked the running vfioctl watch (pid {}) to apply the domain layer; `vfioctl status` shows the held domains",
                         p.pid
                     );
@@ -485,7 +486,7 @@ pub(super) fn after_reconcile(global: &args::GlobalArgs, cfg: &crate::config::Co
 /// The domain changes `reconcile --dry-run` shows: what the running `watch` would change (or,
 /// with none running or with `--host`, what a new one would build), and whose view that is.
 pub(super) fn preview(
-    global: &args::GlobalArgs,
+    global: &super::Options,
     config: &crate::config::Config,
     snap: &crate::host::Snapshot,
 ) -> (Vec<crate::domain::report::Event>, String) {
@@ -493,8 +494,8 @@ pub(super) fn preview(
         return (Vec::new(), String::new());
     }
     let (held, whose) = match (
-        &global.host,
-        crate::domain::published::read(&global.run_dir, &global.proc_root),
+        global.host_file(),
+        crate::domain::published::read(&global.run_dir, &global.roots.proc),
     ) {
         (None, Ok(p)) => (p.domains, format!("held by vfioctl watch (pid {})", p.pid)),
         (None, Err(e)) => (
@@ -518,12 +519,12 @@ pub(super) fn print_preview(
     if config.domains.is_empty() {
         return;
     }
-    println!("\ndomains ({whose}):");
+    outln!("\ndomains ({whose}):");
     if events.is_empty() {
-        println!("  nothing to do");
+        outln!("  nothing to do");
     }
     for e in events {
-        println!("  {e}");
+        outln!("  {e}");
     }
 }
 

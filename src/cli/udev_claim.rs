@@ -4,11 +4,13 @@
 
 use crate::pci::PciAddress;
 use crate::watch::early_claim::{self, Claim};
-use crate::watch::reload::load_from_disk;
 
-use super::{args, Exit};
+use super::{args, Exit, Options};
 
-pub fn run(global: &args::GlobalArgs, args: &args::UdevClaimArgs) -> Exit {
+/// `--host` was refused while resolving the options (a usage error, exit 2): the claim writes
+/// this machine's sysfs. The config was loaded once, by the one loader, refusing a config
+/// others can change unless `--allow-insecure-config`.
+pub fn run(global: &Options, args: &args::UdevClaimArgs) -> Exit {
     let address: PciAddress = match args.address.parse() {
         Ok(a) => a,
         Err(e) => {
@@ -16,14 +18,15 @@ pub fn run(global: &args::GlobalArgs, args: &args::UdevClaimArgs) -> Exit {
             return Exit::Usage;
         }
     };
-    let config = match load_from_disk(&args.config.config) {
-        Ok(c) => c,
-        Err(rejected) => {
+    let config = match global.config.as_ref().map(|c| &c.loaded) {
+        Some(Ok(c)) => c,
+        Some(Err(rejected)) => {
             eprintln!("vfioctl udev-claim: config not usable, claiming nothing: {rejected}");
             return Exit::Failed;
         }
+        None => return Exit::Failed,
     };
-    let roots = global.roots();
+    let roots = global.roots.clone();
     let ids = match early_claim::read_ids(&roots, &address) {
         Ok(ids) => ids,
         Err(e) => {
@@ -31,7 +34,7 @@ pub fn run(global: &args::GlobalArgs, args: &args::UdevClaimArgs) -> Exit {
             return Exit::Failed;
         }
     };
-    let Some(driver) = early_claim::wanted_driver(&config, &address, Some(&ids)) else {
+    let Some(driver) = early_claim::wanted_driver(config, &address, Some(&ids)) else {
         return Exit::Done;
     };
     match early_claim::claim(&roots, &global.run_dir, &address, driver) {
@@ -39,7 +42,7 @@ pub fn run(global: &args::GlobalArgs, args: &args::UdevClaimArgs) -> Exit {
             if let Claim::Written { previous } = &claim {
                 tracing::info!(device = %address, driver, ?previous, "driver_override written");
             }
-            println!("VFIOCTL_CLAIM={driver}");
+            outln!("VFIOCTL_CLAIM={driver}");
             Exit::Done
         }
         Err(e) => {

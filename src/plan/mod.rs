@@ -67,6 +67,14 @@ pub struct Context {
     pub taken_vfs: Vec<TakenVfs>,
 }
 
+impl Context {
+    /// This context, planning only `device` and its IOMMU group closure.
+    pub fn scoped_to(mut self, device: PciAddress) -> Self {
+        self.scope = Some(device);
+        self
+    }
+}
+
 /// A PF's VF count as the apply journal recorded it before vfioctl first changed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TakenVfs {
@@ -118,13 +126,6 @@ impl Plan {
 /// named users are unknown. See [`plan_with`].
 pub fn plan(config: &Config, snap: &Snapshot) -> Plan {
     plan_with(config, snap, &Context::default())
-}
-
-/// Plans only `device` and its IOMMU group closure.
-pub fn plan_scoped(config: &Config, snap: &Snapshot, ctx: &Context, device: PciAddress) -> Plan {
-    let mut ctx = ctx.clone();
-    ctx.scope = Some(device);
-    plan_with(config, snap, &ctx)
 }
 
 /// Plans `config` against `snap` with the journal's records and the accounts in `ctx`.

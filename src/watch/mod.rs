@@ -17,9 +17,11 @@
 //! - [`relevance`]: whether a device event names a configured device;
 //! - [`host_reconciler`]: the production reconciler, one `apply::reconcile` pass per call;
 //! - [`run_loop`]: the single loop tying them together, generic over all its collaborators;
-//! - [`notify_systemd`]: READY / RELOADING / STATUS / STOPPING for systemd.
+//! - [`notify_systemd`]: READY / RELOADING / STATUS / STOPPING for systemd;
+//! - [`daemon`]: the production `watch`, all of the above wired on the real host.
 
 pub mod coalesce;
+pub mod daemon;
 pub mod early_claim;
 pub mod events;
 pub mod host_reconciler;
