@@ -387,10 +387,9 @@ fn transaction(
                     executed,
                     undo,
                 },
-                Abort::NotConverged(verification) => ApplyError::NotConverged {
-                    verification,
-                    undo,
-                },
+                Abort::NotConverged(verification) => {
+                    ApplyError::NotConverged { verification, undo }
+                }
                 Abort::VerifyRead(error) => ApplyError::VerifyRead { error, undo },
             })
         }

@@ -22,15 +22,15 @@ pub struct Cli {
 /// them); a flag after the subcommand wins over the same flag before it.
 #[derive(Debug, Clone, Default, Args)]
 pub struct GlobalArgs {
+    /// More log output (repeat for more); logs go to stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     #[command(flatten)]
     pub roots: RootsArgs,
     #[command(flatten)]
     pub dirs: DirsArgs,
     #[command(flatten)]
     pub host: HostFileArg,
-    /// More log output (repeat for more); logs go to stderr.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
 }
 
 /// Where the host's filesystems are (for tests and containers).

@@ -217,11 +217,7 @@ fn hold(global: &super::Options, a: &args::DomainHoldArgs) -> Exit {
     Exit::Done
 }
 
-fn hold_pass(
-    global: &super::Options,
-    config: &Path,
-    domains: &mut Domains<LinuxIommu>,
-) -> Report {
+fn hold_pass(global: &super::Options, config: &Path, domains: &mut Domains<LinuxIommu>) -> Report {
     let mut report = Report::default();
     let access = global
         .config

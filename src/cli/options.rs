@@ -233,7 +233,15 @@ mod tests {
 
     #[test]
     fn own_flags_win_over_root_flags_then_defaults() {
-        let o = resolve(&["vfioctl", "--sysfs-root", "/a", "status", "--sysfs-root", "/b"]).unwrap();
+        let o = resolve(&[
+            "vfioctl",
+            "--sysfs-root",
+            "/a",
+            "status",
+            "--sysfs-root",
+            "/b",
+        ])
+        .unwrap();
         assert_eq!(o.roots.sysfs, PathBuf::from("/b"));
         assert_eq!(o.roots.dev, PathBuf::from("/dev"));
         let o = resolve(&["vfioctl", "--run-dir", "/r", "status"]).unwrap();

@@ -57,7 +57,11 @@ fn config_error_lines(loaded: &LoadedConfig, e: &LoadError, done: &str) -> Vec<S
 
 /// The accounts the config names: as the captured host had them (`--host FILE`), or from this
 /// machine's account database with the memlock limits its login would get.
-fn accounts_for(opts: &Options, config: &Config, snap: Option<&crate::host::Snapshot>) -> crate::plan::Accounts {
+fn accounts_for(
+    opts: &Options,
+    config: &Config,
+    snap: Option<&crate::host::Snapshot>,
+) -> crate::plan::Accounts {
     match snap {
         Some(s) => accounts::from_snapshot(config, s),
         None => accounts::with_memlock_limits(accounts::resolve(config), &opts.roots.proc),
@@ -115,7 +119,9 @@ fn preview_plan(
     config: &Config,
 ) -> Result<(Plan, crate::host::Snapshot), String> {
     if opts.host_file().is_some() {
-        let snap = opts.observe().map_err(|e| format!("vfioctl reconcile: {e}"))?;
+        let snap = opts
+            .observe()
+            .map_err(|e| format!("vfioctl reconcile: {e}"))?;
         let mut ctx = crate::plan::Context {
             accounts: accounts_for(opts, config, Some(&snap)),
             ..Default::default()
@@ -124,13 +130,18 @@ fn preview_plan(
         return Ok((crate::plan::plan_with(config, &snap, &ctx), snap));
     }
     let host = LinuxHost::new(opts.roots.clone(), Timeouts::default());
-    let prepared = apply::prepare(&host, config, &apply_options(opts, args, config), Mode::Preview)
-        .map_err(|e| match e {
-            ApplyError::Journal(e) => format!(
-                "vfioctl reconcile: cannot read the journal ({e}); a pass would stop here too"
-            ),
-            e => format!("vfioctl reconcile: {e}"),
-        })?;
+    let prepared = apply::prepare(
+        &host,
+        config,
+        &apply_options(opts, args, config),
+        Mode::Preview,
+    )
+    .map_err(|e| match e {
+        ApplyError::Journal(e) => {
+            format!("vfioctl reconcile: cannot read the journal ({e}); a pass would stop here too")
+        }
+        e => format!("vfioctl reconcile: {e}"),
+    })?;
     Ok((prepared.plan, prepared.observed))
 }
 

@@ -35,7 +35,8 @@ pub fn run(opts: &Options, args: &args::RollbackArgs) -> Exit {
         for m in out.modules.iter().rev() {
             outln!(
                 "would unload module {} (vfioctl loaded it), unless a function is still on {}",
-                m.module, m.driver
+                m.module,
+                m.driver
             );
         }
         return Exit::Done;

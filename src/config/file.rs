@@ -277,7 +277,10 @@ mod tests {
             panic!("group-writable config accepted");
         };
         let text = d.render(crate::config::Style::Plain);
-        assert!(text.contains("its group") && text.contains("refused"), "{text}");
+        assert!(
+            text.contains("its group") && text.contains("refused"),
+            "{text}"
+        );
         assert!(text.contains("--allow-insecure-config"), "{text}");
         assert!(load_with(&c, Access::Warn).is_ok());
         // A writable directory on the way counts too.
