@@ -2,11 +2,19 @@
 //! or with `--json` the snapshot itself. An observation: exits 0 even when groups are not
 //! viable or the IOMMU is off.
 
-use super::{args, Exit, Options};
+use super::{args, Exit, HostSource, Options};
 use crate::host;
 
 pub fn run(opts: &Options, args: &args::StatusArgs) -> Exit {
-    let snap = match opts.observe() {
+    // The text view shows no accounts: a live scan skips reading them (the JSON is the whole
+    // snapshot).
+    let observed = match (&opts.host, args.json) {
+        (HostSource::Live, false) => {
+            crate::host::scan::scan_without_accounts(&opts.roots).map_err(Into::into)
+        }
+        _ => opts.observe(),
+    };
+    let snap = match observed {
         Ok(s) => s,
         Err(e) => {
             eprintln!("vfioctl status: {e}");

@@ -45,17 +45,28 @@ pub enum ScanError {
 
 /// Scans the host under `roots` into a snapshot.
 pub fn scan(roots: &Roots) -> Result<Snapshot, ScanError> {
-    scan_parts(roots, None)
+    scan_parts(roots, None, true)
+}
+
+/// [`scan`] without the host's account table (`/etc/passwd`, `/etc/group` and the memlock
+/// limits under `/proc/1/root`), for views that do not show it (`vfioctl status`): read only
+/// what the command needs.
+pub fn scan_without_accounts(roots: &Roots) -> Result<Snapshot, ScanError> {
+    scan_parts(roots, None, false)
 }
 
 /// Scans only the closure of `seeds` (see [`crate::host::partial`]): the same snapshot as
 /// [`scan`] followed by [`crate::host::partial::restrict`], for a fraction of the reads. A
 /// seed that is not present contributes nothing.
 pub fn scan_closure(roots: &Roots, seeds: &[PciAddress]) -> Result<Snapshot, ScanError> {
-    scan_parts(roots, Some(seeds))
+    scan_parts(roots, Some(seeds), true)
 }
 
-fn scan_parts(roots: &Roots, seeds: Option<&[PciAddress]>) -> Result<Snapshot, ScanError> {
+fn scan_parts(
+    roots: &Roots,
+    seeds: Option<&[PciAddress]>,
+    with_accounts: bool,
+) -> Result<Snapshot, ScanError> {
     let sysfs = std::fs::canonicalize(&roots.sysfs).map_err(|source| ScanError::SysfsRoot {
         path: roots.sysfs.clone(),
         source,
@@ -169,7 +180,11 @@ fn scan_parts(roots: &Roots, seeds: Option<&[PciAddress]>) -> Result<Snapshot, S
         iommus,
         pci_drivers,
         vfio,
-        accounts: accounts::scan_accounts(&roots.proc),
+        accounts: if with_accounts {
+            accounts::scan_accounts(&roots.proc)
+        } else {
+            Default::default()
+        },
         warnings: Vec::new(),
         covers: covers.map(|c| c.functions),
     };
