@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::options::LoadedConfig;
 use super::{accounts, args, Exit, Options};
+use crate::apply::journal::JournalError;
 use crate::apply::{self, ApplyError, Mode};
 use crate::config::{Config, LoadError, Style};
 use crate::kernel::linux::{LinuxHost, Timeouts};
@@ -130,19 +131,34 @@ fn preview_plan(
         return Ok((crate::plan::plan_with(config, &snap, &ctx), snap));
     }
     let host = LinuxHost::new(opts.roots.clone(), Timeouts::default());
-    let prepared = apply::prepare(
-        &host,
-        config,
-        &apply_options(opts, args, config),
-        Mode::Preview,
-    )
-    .map_err(|e| match e {
-        ApplyError::Journal(e) => {
-            format!("vfioctl reconcile: cannot read the journal ({e}); a pass would stop here too")
+    let apply_opts = apply_options(opts, args, config);
+    match apply::prepare(&host, config, &apply_opts, Mode::Preview) {
+        Ok(prepared) => Ok((prepared.plan, prepared.observed)),
+        // A user who may not read root's journal can still see the plan; a real run is
+        // root's, and reads it.
+        Err(ApplyError::Journal(JournalError::Io { message, .. }))
+            if message == "permission denied" && !nix::unistd::geteuid().is_root() =>
+        {
+            eprintln!(
+                "vfioctl reconcile: note: the journal is root's to read; releases of devices \
+                 taken earlier are not shown"
+            );
+            let snap = opts
+                .observe()
+                .map_err(|e| format!("vfioctl reconcile: {e}"))?;
+            let ctx = crate::plan::Context {
+                accounts: apply_opts.accounts,
+                scope: opts.device,
+                ..Default::default()
+            };
+            Ok((crate::plan::plan_with(config, &snap, &ctx), snap))
         }
-        e => format!("vfioctl reconcile: {e}"),
-    })?;
-    Ok((prepared.plan, prepared.observed))
+        // A journal a pass could not read stops the pass: the dry run says so and fails too.
+        Err(ApplyError::Journal(e)) => Err(format!(
+            "vfioctl reconcile: cannot read the journal ({e}); a pass would stop here too"
+        )),
+        Err(e) => Err(format!("vfioctl reconcile: {e}")),
+    }
 }
 
 /// A dry run that could not compute a plan: the reasons on stderr, and with `--json` one JSON
