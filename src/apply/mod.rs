@@ -7,7 +7,7 @@
 //! verify (read again, plan again, ask the kernel) → commit (forget what was given back, with
 //! its early-claim record; clear the pass record).
 
-pub mod early_claims;
+pub mod early_claim;
 pub mod executor;
 pub mod journal;
 pub mod lock;
@@ -22,7 +22,7 @@ use crate::kernel::{Host, KernelError};
 use crate::pci::PciAddress;
 use crate::plan::{self, Accounts, Context, Plan, Taken};
 
-use early_claims::EarlyClaims;
+use early_claim::records::{self, Records};
 pub use executor::{ExecOptions, StepFailure, StepRecord};
 use journal::{InFlight, Journal, JournalError};
 use lock::LockError;
@@ -152,7 +152,7 @@ impl ApplyError {
 }
 
 /// The planner's view of what vfioctl took earlier, from the journal (with the early claims
-/// folded in: [`early_claims::fold`]).
+/// folded in: [`records::fold`]).
 pub fn taken(journal: &Journal) -> Vec<Taken> {
     journal
         .taken_devices()
@@ -200,8 +200,8 @@ pub fn load_context(
     observed: &crate::host::Snapshot,
 ) -> Result<(Vec<Taken>, Vec<plan::TakenVfs>), JournalError> {
     let mut journal = Journal::load(state_dir)?;
-    let early = EarlyClaims::load(run_dir)?;
-    early_claims::fold(&mut journal, &early, &early_claims::state_in(observed));
+    let early = Records::load(run_dir)?;
+    records::fold(&mut journal, &early, &records::state_in(observed));
     Ok((taken(&journal), taken_vfs(&journal)))
 }
 
@@ -226,7 +226,7 @@ pub struct Prepared {
     /// The host as it is (the scope's closure only, for a scoped pass).
     pub observed: crate::host::Snapshot,
     journal: Journal,
-    folded: early_claims::Folded,
+    folded: records::Folded,
     /// What the planner was told: the journal's taken devices, accounts, scope.
     pub context: Context,
     pub plan: Plan,
@@ -257,14 +257,14 @@ pub fn prepare(
         }
         Mode::Preview => (None, None),
     };
-    let early = EarlyClaims::load(&opts.run_dir)?;
+    let early = Records::load(&opts.run_dir)?;
     let mut journal = Journal::load(&opts.state_dir)?;
     let observed = match opts.scope {
         Some(d) => host.snapshot_of(&[d]),
         None => host.snapshot(),
     }
     .map_err(ApplyError::Read)?;
-    let folded = early_claims::fold(&mut journal, &early, &early_claims::state_in(&observed));
+    let folded = records::fold(&mut journal, &early, &records::state_in(&observed));
     if folded.changed && mode == Mode::Apply {
         journal.save(&opts.state_dir)?;
     }
@@ -356,7 +356,7 @@ fn transaction(
     host: &dyn Host,
     opts: &Options,
     journal: Journal,
-    folded: &early_claims::Folded,
+    folded: &records::Folded,
     work: impl FnOnce(&executor::Recorder) -> Result<(Vec<StepRecord>, Verification), Abort>,
 ) -> Result<(Vec<StepRecord>, Verification), ApplyError> {
     let rec = executor::Recorder::new(opts.state_dir.clone(), opts.run_dir.clone(), journal);
@@ -408,7 +408,7 @@ fn undo_pass(
     if report.complete() {
         report.modules = rollback::unload_modules(host, &inflight.modules);
         let journal = Journal::load(&opts.state_dir)?;
-        commit(host, opts, journal, &early_claims::Folded::default(), None)?;
+        commit(host, opts, journal, &records::Folded::default(), None)?;
     }
     Ok(report)
 }
@@ -450,7 +450,7 @@ fn commit(
     host: &dyn Host,
     opts: &Options,
     mut journal: Journal,
-    folded: &early_claims::Folded,
+    folded: &records::Folded,
     observed: Option<&crate::host::Snapshot>,
 ) -> Result<(), ApplyError> {
     let forgot = match observed {
@@ -460,7 +460,7 @@ fn commit(
     if forgot {
         journal.save(&opts.state_dir)?;
     }
-    early_claims::forget_released(&opts.run_dir, folded, &journal)?;
+    records::forget_released(&opts.run_dir, folded, &journal)?;
     InFlight::clear(&opts.run_dir)?;
     Ok(())
 }

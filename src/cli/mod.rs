@@ -7,7 +7,6 @@
 #[macro_use]
 pub mod output;
 
-mod accounts;
 pub mod args;
 mod domain;
 pub mod options;

@@ -153,8 +153,6 @@ fn flags_of(c: &Command) -> (Option<&RootsArgs>, Option<&DirsArgs>, Option<&Host
         Command::UdevClaim(a) => (Some(&a.roots), Some(&a.dirs), None),
         Command::Domain(D::Open(a)) => (None, Some(&a.dirs), None),
         Command::Domain(D::Hold(a)) => (Some(&a.roots), Some(&a.dirs), Some(&a.host)),
-        Command::Domain(D::BenchMap(a)) => (Some(&a.roots), Some(&a.dirs), Some(&a.host)),
-        Command::Domain(D::BenchOpen(a)) => (Some(&a.roots), Some(&a.dirs), Some(&a.host)),
     }
 }
 
@@ -216,8 +214,6 @@ pub fn command_name(c: &Command) -> &'static str {
         Command::UdevClaim(_) => "udev-claim",
         Command::Domain(D::Open(_)) => "domain open",
         Command::Domain(D::Hold(_)) => "domain hold",
-        Command::Domain(D::BenchMap(_)) => "domain bench-map",
-        Command::Domain(D::BenchOpen(_)) => "domain bench-open",
     }
 }
 

@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use super::options::LoadedConfig;
-use super::{accounts, args, Exit, Options};
+use super::{args, Exit, Options};
 use crate::apply::journal::JournalError;
 use crate::apply::{self, ApplyError, Mode};
 use crate::config::{Config, LoadError, Style};
+use crate::host::accounts;
 use crate::kernel::linux::{LinuxHost, Timeouts};
 use crate::plan::Plan;
 
@@ -63,9 +64,10 @@ fn accounts_for(
     config: &Config,
     snap: Option<&crate::host::Snapshot>,
 ) -> crate::plan::Accounts {
+    let names = crate::plan::ownership::account_names(config);
     match snap {
-        Some(s) => accounts::from_snapshot(config, s),
-        None => accounts::with_memlock_limits(accounts::resolve(config), &opts.roots.proc),
+        Some(s) => accounts::from_snapshot(&names, s),
+        None => accounts::with_memlock_limits(accounts::resolve(&names), &opts.roots.proc),
     }
 }
 

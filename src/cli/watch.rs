@@ -34,7 +34,7 @@ pub fn run(opts: &Options, args: &args::WatchArgs) -> Exit {
         access: loaded.access,
         debounce: Duration::from_millis(args.debounce_ms),
         resync: Duration::from_secs(args.resync),
-        accounts: super::accounts::resolve,
+        accounts: |c| crate::host::accounts::resolve(&crate::plan::ownership::account_names(c)),
     });
     match result {
         Ok(()) => Exit::Done,

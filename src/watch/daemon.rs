@@ -3,23 +3,22 @@
 //! [`WatchLoop`] and run until SIGTERM. The command line only resolves its options
 //! ([`Daemon`]) and reports how it ended.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::apply;
-use crate::broker::fdstore::{take_passed, FdStore};
-use crate::broker::handout::{Handout, Offer};
+use crate::broker::handout::Handout;
 use crate::broker::server::Server;
 use crate::config::{Access, Config};
 use crate::domain::adopt::adopt_passed;
+use crate::domain::fdstore::{take_passed, FdStore};
 use crate::domain::linux::LinuxIommu;
 use crate::domain::stored::StoreSync;
-use crate::domain::watch_layer::{DomainLayer, OnPass};
 use crate::domain::Domains;
 use crate::host::Roots;
 use crate::kernel::linux::{LinuxHost, Timeouts};
 use crate::plan::Accounts;
+use crate::watch::domain_layer::{DomainLayer, OnPass};
 use crate::watch::host_reconciler::ApplyReconciler;
 use crate::watch::hotplug_claim::{self, ClaimConfig};
 use crate::watch::live_source::{LiveSource, UeventSource};
@@ -84,7 +83,7 @@ pub fn run(d: Daemon) -> Result<(), WatchError> {
             .iter()
             .map(|d| d.name.clone())
             .collect();
-        let adopted = adopt_passed(&d.roots, passed, &wanted, store.as_ref());
+        let adopted = adopt_passed(domains.iommu_mut(), passed, &wanted, store.as_ref());
         for name in &adopted.foreign {
             tracing::warn!("fd store: passed fd \"{name}\" is not a vfioctl domain fd; closed");
         }
@@ -149,19 +148,7 @@ fn refresh_after_pass(
     accounts: fn(&Config) -> Accounts,
 ) -> OnPass<LinuxIommu> {
     Box::new(move |config, domains, host| {
-        let mut out = BTreeMap::new();
-        for (name, held) in domains.held() {
-            if held.containers.is_empty() {
-                continue;
-            }
-            match Offer::of(held, host) {
-                Ok(o) => {
-                    out.insert(name.clone(), o);
-                }
-                Err(e) => tracing::warn!("fd broker: domain \"{name}\" cannot be offered: {e}"),
-            }
-        }
-        offers.replace(out, config.clone(), accounts(config));
+        offers.refresh(domains, host, config.clone(), accounts(config));
         if let Some(store) = &store {
             if let Err(e) = sync.sync(domains.held(), store) {
                 tracing::warn!("fd store: {e}; held domains may be rebuilt after a restart");
