@@ -20,8 +20,9 @@ use std::path::Path;
 use super::early_claim::records::{self, Folded};
 use super::journal::{self, Commit, InFlight, Journal, JournalError, Object};
 
-/// Ends a pass. `pass` is the pass record on disk (`None` when there is none: a pass that
-/// changed nothing, a rollback); `before` is the journal as on disk, `after` as it should be
+/// Ends a pass. `pass` is the pass record to carry the commit (`None`: a fresh record, as
+/// for a pass that changed nothing or a rollback; the pass's own entries are not needed once it
+/// commits); `before` is the journal as on disk, `after` as it should be
 /// (objects that are back forgotten); `folded` names the early-claim records the pass accounted
 /// for, of which those whose function `after` no longer holds are removed.
 ///
@@ -37,10 +38,8 @@ pub fn commit(
 ) -> Result<(), JournalError> {
     let forget = decide(before, after, folded);
     if forget.is_empty() {
-        if pass.is_some() {
-            InFlight::clear(run_dir)?;
-        }
-        return Ok(());
+        // Absent is fine (a pass that changed nothing): no write then.
+        return InFlight::clear(run_dir);
     }
     let mut record = pass.cloned().unwrap_or_else(InFlight::new);
     record.commit = Some(forget.clone());
