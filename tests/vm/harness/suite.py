@@ -18,7 +18,7 @@ from .errors import SetupError
 
 VM_DIR = Path(__file__).resolve().parent.parent
 REPO = VM_DIR.parent.parent
-HOST_PACKAGES = ["qemu-system-x86", "qemu-utils", "libudev-dev", "pkg-config"]
+INSTALL_DEPS = REPO / "tests" / "install-deps"
 
 
 def log(msg: str) -> None:
@@ -37,15 +37,12 @@ def ensure_host_tools() -> None:
     if not missing:
         return
     if ci() and shutil.which("apt-get") and os.geteuid() == 0:
-        log(f"installing {' '.join(HOST_PACKAGES)} (missing: {', '.join(missing)})")
-        subprocess.run(["apt-get", "update", "-q"], check=False)
-        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends",
-                        *HOST_PACKAGES], check=False)
+        log(f"running {INSTALL_DEPS} (missing: {', '.join(missing)})")
+        subprocess.run([str(INSTALL_DEPS)], check=False)
         missing = [t for t in ("qemu-system-x86_64", "qemu-img") if shutil.which(t) is None]
         if not missing:
             return
-    raise SetupError(f"missing {', '.join(missing)}: "
-                     f"apt-get install --no-install-recommends {' '.join(HOST_PACKAGES)}")
+    raise SetupError(f"missing {', '.join(missing)}: sudo {INSTALL_DEPS}")
 
 
 def choose_accel() -> str:
