@@ -27,7 +27,7 @@ pub fn run(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
     };
     match apply(global, args, &config) {
         // Domains are held by `watch`, not by this process: hand the domain layer to it.
-        Exit::Done => super::domain::after_reconcile(global, &config),
+        Exit::Done if !args.no_domains => super::domain::after_reconcile(global, &config),
         other => other,
     }
 }
