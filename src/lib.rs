@@ -26,6 +26,7 @@ pub mod domain;
 #[doc(hidden)]
 pub mod fixtures;
 pub mod host;
+pub mod journald;
 pub mod kernel;
 pub mod pci;
 pub mod plan;

@@ -75,7 +75,8 @@ Example configs.
 /// EXAMPLES per page (the root page's key is "vfioctl").
 fn examples(page: &str) -> Option<&'static str> {
     Some(match page {
-        "vfioctl" => r#".SH EXAMPLES
+        "vfioctl" => {
+            r#".SH EXAMPLES
 Plan a config against a saved host, changing nothing:
 .PP
 .nf
@@ -90,54 +91,71 @@ Check \fI/etc/vfio.toml\fR, apply it, then keep it applied:
     vfioctl reconcile
     systemctl enable \-\-now vfioctl\-watch
 .fi
-"#,
-        "vfioctl-validate" => r#".SH EXAMPLES
+"#
+        }
+        "vfioctl-validate" => {
+            r#".SH EXAMPLES
 .nf
     vfioctl validate /etc/vfio.toml
     vfioctl validate \-\-json new.toml
 .fi
-"#,
-        "vfioctl-status" => r#".SH EXAMPLES
+"#
+        }
+        "vfioctl-status" => {
+            r#".SH EXAMPLES
 .nf
     vfioctl status
     vfioctl status \-\-json \-\-host host.json
 .fi
-"#,
-        "vfioctl-snapshot" => r#".SH EXAMPLES
+"#
+        }
+        "vfioctl-snapshot" => {
+            r#".SH EXAMPLES
 .nf
     vfioctl snapshot \-o host.json
 .fi
-"#,
-        "vfioctl-reconcile" => r#".SH EXAMPLES
+"#
+        }
+        "vfioctl-reconcile" => {
+            r#".SH EXAMPLES
 .nf
     vfioctl reconcile \-\-dry\-run
     vfioctl reconcile \-\-dry\-run \-\-check \-\-config vfio.toml \-\-host host.json
     vfioctl reconcile \-\-device 0000:01:00.0 \-\-no\-domains
 .fi
-"#,
-        "vfioctl-rollback" => r#".SH EXAMPLES
+"#
+        }
+        "vfioctl-rollback" => {
+            r#".SH EXAMPLES
 .nf
     vfioctl rollback \-\-dry\-run
     vfioctl rollback
 .fi
-"#,
-        "vfioctl-watch" => r#".SH EXAMPLES
+"#
+        }
+        "vfioctl-watch" => {
+            r#".SH EXAMPLES
 .nf
     systemctl enable \-\-now vfioctl\-watch
     systemctl reload vfioctl\-watch
     journalctl \-u vfioctl\-watch ADDRESS=0000:01:00.0
 .fi
-"#,
-        "vfioctl-domain-open" => r#".SH EXAMPLES
+"#
+        }
+        "vfioctl-domain-open" => {
+            r#".SH EXAMPLES
 .nf
     vfioctl domain open vm1 \-\- qemu\-system\-x86_64 ...
 .fi
-"#,
-        "vfioctl-schema" => r#".SH EXAMPLES
+"#
+        }
+        "vfioctl-schema" => {
+            r#".SH EXAMPLES
 .nf
     vfioctl schema > vfio.schema.json
 .fi
-"#,
+"#
+        }
         _ => return None,
     })
 }
@@ -425,7 +443,13 @@ fn man_pages_refer_only_to_pages_that_exist_and_give_every_exit_status() {
     );
     assert!(!ours.iter().any(|p| p.contains("help")), "{ours:?}");
     // Pages of other packages a vfioctl page may name.
-    let others = ["systemctl.1", "journalctl.1", "udev.7", "systemd.exec.5", "toml.5"];
+    let others = [
+        "systemctl.1",
+        "journalctl.1",
+        "udev.7",
+        "systemd.exec.5",
+        "toml.5",
+    ];
     for name in &ours {
         let page = std::fs::read_to_string(dir.join(name)).unwrap();
         for r in references(&page) {
@@ -435,19 +459,31 @@ fn man_pages_refer_only_to_pages_that_exist_and_give_every_exit_status() {
             );
         }
         if name.ends_with(".1") {
-            assert!(page.contains(".SH \"EXIT STATUS\""), "{name}: no EXIT STATUS");
+            assert!(
+                page.contains(".SH \"EXIT STATUS\""),
+                "{name}: no EXIT STATUS"
+            );
             for code in 0..=4 {
-                assert!(page.contains(&format!(".TP\n{code}\n")), "{name}: no exit {code}");
+                assert!(
+                    page.contains(&format!(".TP\n{code}\n")),
+                    "{name}: no exit {code}"
+                );
             }
         }
     }
     let root = std::fs::read_to_string(dir.join("vfioctl.1")).unwrap();
     for section in ["ENVIRONMENT", "FILES", "EXAMPLES", "\"SEE ALSO\""] {
-        assert!(root.contains(&format!(".SH {section}")), "vfioctl.1: no {section}");
+        assert!(
+            root.contains(&format!(".SH {section}")),
+            "vfioctl.1: no {section}"
+        );
     }
     let config = std::fs::read_to_string(dir.join("vfio.toml.5")).unwrap();
     for section in ["DESCRIPTION", "FILES", "EXAMPLES", "\"SEE ALSO\""] {
-        assert!(config.contains(&format!(".SH {section}")), "vfio.toml.5: no {section}");
+        assert!(
+            config.contains(&format!(".SH {section}")),
+            "vfio.toml.5: no {section}"
+        );
     }
 }
 
@@ -458,6 +494,9 @@ fn completions_leave_hidden_plumbing_out() {
         for hidden in ["udev-claim", "udev_claim", "bench-map", "bench-open"] {
             assert!(!text.contains(hidden), "{file} completes {hidden}");
         }
-        assert!(text.contains("reconcile") && text.contains("open"), "{file}");
+        assert!(
+            text.contains("reconcile") && text.contains("open"),
+            "{file}"
+        );
     }
 }

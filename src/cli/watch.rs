@@ -40,6 +40,12 @@ pub fn run(global: &args::GlobalArgs, args: &args::WatchArgs) -> Exit {
         Err(rejected) => {
             // No last good config to fall back on at start: refuse, loudly.
             eprintln!("vfioctl watch: {rejected}");
+            if !path.exists() {
+                eprintln!(
+                    "vfioctl watch: no config at {}: write one (vfio.toml(5); examples in /usr/share/doc/vfioctl/examples/), then start the service again",
+                    path.display()
+                );
+            }
             return Exit::Failed;
         }
     };
@@ -139,6 +145,20 @@ pub fn run(global: &args::GlobalArgs, args: &args::WatchArgs) -> Exit {
     .on_pass(refresh);
     if store.is_some() {
         layer = layer.hand_over_on_exit();
+    }
+    // At boot: let udevd finish the rule's claims of configured functions first (see
+    // watch::coldplug); events meanwhile wait in the uevent socket.
+    let left = crate::watch::coldplug::wait_for_udev(
+        &global.sysfs_root,
+        std::path::Path::new("/run/udev"),
+        config.current(),
+        Duration::from_secs(30),
+    );
+    if !left.is_empty() {
+        tracing::warn!(
+            "udevd has not handled {} configured function(s) after 30 s; going ahead",
+            left.len()
+        );
     }
     let mut watch = WatchLoop::new(
         source,

@@ -20,6 +20,7 @@
 //! - [`notify_systemd`]: READY / RELOADING / STATUS / STOPPING for systemd.
 
 pub mod coalesce;
+pub mod coldplug;
 pub mod early_claim;
 pub mod events;
 pub mod host_reconciler;
