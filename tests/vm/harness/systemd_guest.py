@@ -73,8 +73,9 @@ def resolve(apt: packages.Apt) -> list[str]:
     return sorted(f"{name}={version}" for name, version in found)
 
 
-def _status(debs: list[Path]) -> bytes:
-    """A dpkg status database saying these packages are installed."""
+def _dpkg_db(debs: list[Path], info: Path) -> bytes:
+    """A dpkg status database saying these packages are installed, and each one's file list in
+    `info` (`NAME[:ARCH].list`), as dpkg itself would leave them."""
     stanzas = []
     for deb in debs:
         proc = subprocess.run(["dpkg-deb", "-f", str(deb)], capture_output=True, text=True)
@@ -83,6 +84,17 @@ def _status(debs: list[Path]) -> bytes:
         lines = proc.stdout.rstrip("\n").split("\n")
         out = [lines[0], "Status: install ok installed", *lines[1:]]
         stanzas.append("\n".join(out) + "\n")
+        fields = dict(l.split(": ", 1) for l in lines if ": " in l and not l.startswith(" "))
+        name = fields.get("Package", "")
+        if fields.get("Multi-Arch") == "same":
+            name += f":{fields.get('Architecture', 'amd64')}"
+        listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True)
+        paths = []
+        for entry in listing.stdout.splitlines():
+            path = entry.split(None, 5)[-1].split(" -> ")[0]
+            path = path.removeprefix(".").rstrip("/") or "/."
+            paths.append(path)
+        (info / f"{name}.list").write_text("\n".join(paths) + "\n")
     return "\n".join(stanzas).encode()
 
 
@@ -144,7 +156,7 @@ def sysroot(cache: Path, log) -> Path:
     dpkg = root / "var" / "lib" / "dpkg"
     for d in ["info", "updates", "triggers", "alternatives"]:
         (dpkg / d).mkdir(parents=True, exist_ok=True)
-    (dpkg / "status").write_bytes(_status(debs))
+    (dpkg / "status").write_bytes(_dpkg_db(debs, dpkg / "info"))
     (dpkg / "available").write_text("")
     for d in ["root", "home/user", "tmp", "var/log", "var/tmp", "run", "proc", "sys", "dev"]:
         (root / d).mkdir(parents=True, exist_ok=True)

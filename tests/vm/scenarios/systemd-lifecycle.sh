@@ -39,6 +39,8 @@ UNIT
     return 0
 fi
 
+dump() { journalctl -b -o short-monotonic -u vfioctl-watch | tail -n 40 | sed 's/^/vmtest: watch: /'; }
+trap dump EXIT
 eg=$(group_of "$edu")
 holds() { ls -l "/proc/$1/fd" 2>/dev/null | grep -q "/dev/vfio/$eg\$"; }
 check watch-active wait_active vfioctl-watch 60
