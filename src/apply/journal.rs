@@ -9,13 +9,11 @@
 //!   every object the pass touched, in order. A pass that fails undoes it in reverse; a pass
 //!   that was killed leaves it behind, and the next run restores it first.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::files;
 use crate::kernel::{DeviceState, NodeOwner};
 use crate::pci::PciAddress;
 
@@ -116,12 +114,20 @@ pub enum JournalError {
     Format { path: PathBuf, found: u32 },
 }
 
-fn io_err(path: &Path, e: &std::io::Error) -> JournalError {
-    JournalError::Io {
-        path: path.to_path_buf(),
-        message: e.to_string(),
+impl From<files::FileError> for JournalError {
+    fn from(e: files::FileError) -> Self {
+        JournalError::Io {
+            path: e.path().to_path_buf(),
+            message: match &e {
+                files::FileError::Io { message, .. } => message.clone(),
+                other => other.to_string(),
+            },
+        }
     }
 }
+
+/// Journal and in-flight records stay far below this; a larger file is not ours.
+const STATE_FILE_LIMIT: u64 = 64 << 20;
 
 /// A kernel module vfioctl loaded (it was not loaded before), and the PCI driver it registers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,12 +258,8 @@ impl InFlight {
 
     /// Removes the record (the pass finished or was undone) and syncs the directory.
     pub fn clear(run_dir: &Path) -> Result<(), JournalError> {
-        let p = run_dir.join(INFLIGHT_FILE);
-        match fs::remove_file(&p) {
-            Ok(()) => sync_dir(run_dir),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err(&p, &e)),
-        }
+        files::remove_durable(run_dir, INFLIGHT_FILE)?;
+        Ok(())
     }
 
     /// Records the pass-start state of `object` unless already recorded. Returns whether new.
@@ -271,10 +273,10 @@ impl InFlight {
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, JournalError> {
-    let bytes = match fs::read(path) {
+    let bytes = match files::read_bounded(path, STATE_FILE_LIMIT, "vfioctl state file") {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err(path, &e)),
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
     };
     serde_json::from_slice(&bytes)
         .map(Some)
@@ -290,69 +292,15 @@ fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), Jou
         message: e.to_string(),
     })?;
     bytes.push(b'\n');
-    write_atomic(dir, name, &bytes, &mut |_| Ok(()))
-}
-
-/// The steps of an atomic write, for crash-injection tests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteStep {
-    Created,
-    HalfWritten,
-    Written,
-    Synced,
-    Renamed,
-}
-
-/// Writes `DIR/NAME` atomically: a temp file in the same directory, fsync, rename over the
-/// target, fsync of the directory. A crash at any point leaves either the old or the new
-/// content. `at` is called after each step; an `Err` there stops the write as a crash would.
-pub fn write_atomic(
-    dir: &Path,
-    name: &str,
-    bytes: &[u8],
-    at: &mut dyn FnMut(WriteStep) -> Result<(), ()>,
-) -> Result<(), JournalError> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| io_err(dir, &e))?;
-    let target = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let crashed = || JournalError::Io {
-        path: target.clone(),
-        message: "interrupted".to_string(),
-    };
-    let mut f: File = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io_err(&tmp, &e))?;
-    at(WriteStep::Created).map_err(|_| crashed())?;
-    let half = bytes.len() / 2;
-    f.write_all(&bytes[..half]).map_err(|e| io_err(&tmp, &e))?;
-    at(WriteStep::HalfWritten).map_err(|_| crashed())?;
-    f.write_all(&bytes[half..]).map_err(|e| io_err(&tmp, &e))?;
-    at(WriteStep::Written).map_err(|_| crashed())?;
-    f.sync_all().map_err(|e| io_err(&tmp, &e))?;
-    drop(f);
-    at(WriteStep::Synced).map_err(|_| crashed())?;
-    fs::rename(&tmp, &target).map_err(|e| io_err(&target, &e))?;
-    at(WriteStep::Renamed).map_err(|_| crashed())?;
-    sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), JournalError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err(dir, &e))
+    files::write_atomic_simple(dir, name, &bytes, 0o600)?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::WriteStep;
+    use std::fs;
 
     fn a(s: &str) -> PciAddress {
         s.parse().unwrap()
@@ -436,7 +384,7 @@ mod tests {
             let (o2, r2) = dev_entry("0000:02:01.0", "e1000");
             new.record(o2, r2);
             let bytes = serde_json::to_vec_pretty(&new).unwrap();
-            let r = write_atomic(dir.path(), JOURNAL_FILE, &bytes, &mut |s| {
+            let r = files::write_atomic(dir.path(), JOURNAL_FILE, &bytes, 0o600, &mut |s| {
                 if s == crash {
                     Err(())
                 } else {
