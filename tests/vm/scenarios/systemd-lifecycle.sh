@@ -42,7 +42,7 @@ fi
 dump() { journalctl -b -o short-monotonic -u vfioctl-watch | tail -n 40 | sed 's/^/vmtest: watch: /'; }
 trap dump EXIT
 eg=$(group_of "$edu")
-holds() { ls -l "/proc/$1/fd" 2>/dev/null | grep -q "/dev/vfio/$eg\$"; }
+holds() { ls -l "/proc/$1/fd" 2>/dev/null | grep -q "vfio/$eg\$"; }
 check watch-active wait_active vfioctl-watch 60
 check domain-held wait_held dma 60
 pid1=$(unit_prop vfioctl-watch MainPID)
@@ -61,7 +61,7 @@ pid2=$(unit_prop vfioctl-watch MainPID)
 journalctl -u vfioctl-watch -b -o cat | grep -qi 'watchdog timeout' && pass journal-watchdog \
     || fail journal-watchdog "$(oneline "$(journalctl -u vfioctl-watch -b -o cat | tail -n 4)")"
 check domain-held-again wait_held dma 60
-holds "$pid2" && pass group-held-again "$eg" || fail group-held-again "pid $pid2"
+holds "$pid2" && pass group-held-again "$eg" || fail group-held-again "pid $pid2: $(oneline "$(ls -l /proc/$pid2/fd | grep vfio)")"
 journalctl -u vfioctl-watch -b _PID="$pid2" -o cat | grep -qi 'adopt' && pass adopted-after-watchdog \
     || fail adopted-after-watchdog "$(oneline "$(journalctl -u vfioctl-watch -b _PID="$pid2" -o cat | head -n 4)")"
 out=$(as_user vfioctl domain open dma -- vfio-edu-client --inherited "$edu" 2>&1)
@@ -70,7 +70,7 @@ printf '%s\n' "$out" | grep -q '^ok dma-copy' && pass dma-after-watchdog || fail
 # --- stop: every group released, devices stay configured
 systemctl stop vfioctl-watch
 expect_eq stopped inactive "$(systemctl is-active vfioctl-watch)"
-held=$(ls -l /proc/[0-9]*/fd 2>/dev/null | grep -c "/dev/vfio/$eg\$")
+held=$(ls -l /proc/[0-9]*/fd 2>/dev/null | grep -c "vfio/$eg\$")
 expect_eq no-group-held 0 "$held"
 # (a domain's group node stays root's: the daemon holds it and hands it out)
 expect_eq devices-stay "vfio-pci vfio-pci 0" "$(linkname "$(pci "$edu")/driver") $(linkname "$(pci "$tdev")/driver") $(stat -c %u "/dev/vfio/$eg")"
@@ -90,5 +90,5 @@ case "$state" in "inactive not-found"|"inactive masked") pass service-gone "$sta
 [ ! -e /usr/lib/systemd/system/vfioctl-watch.service ] && pass unit-file-gone || fail unit-file-gone ""
 [ ! -e /usr/bin/vfioctl ] && [ ! -e /usr/lib/udev/rules.d/70-vfioctl.rules ] && pass files-gone || fail files-gone "$(ls /usr/bin/vfioctl /usr/lib/udev/rules.d/70-vfioctl.rules 2>&1)"
 expect_eq devices-stay-after-remove "vfio-pci vfio-pci 0" "$(linkname "$(pci "$edu")/driver") $(linkname "$(pci "$tdev")/driver") $(stat -c %u "/dev/vfio/$eg")"
-held=$(ls -l /proc/[0-9]*/fd 2>/dev/null | grep -c "/dev/vfio/$eg\$")
+held=$(ls -l /proc/[0-9]*/fd 2>/dev/null | grep -c "vfio/$eg\$")
 expect_eq no-group-held-after-remove 0 "$held"

@@ -72,7 +72,7 @@ out=$(systemd-analyze verify --man=no /usr/lib/systemd/system/vfioctl-watch.serv
 expect_eq unit-verifies "" "$out"
 eg=$(group_of "$edu")
 pid1=$(unit_prop vfioctl-watch MainPID)
-ls -l "/proc/$pid1/fd" 2>/dev/null | grep -q "/dev/vfio/$eg\$" && pass watch-holds-group "$eg" \
+ls -l "/proc/$pid1/fd" 2>/dev/null | grep -q "vfio/$eg\$" && pass watch-holds-group "$eg" \
     || fail watch-holds-group "pid $pid1 has no /dev/vfio/$eg"
 out=$(as_user vfioctl domain open dma -- vfio-edu-client --inherited "$edu" 2>&1); rc=$?
 expect_eq user-open-exit 0 "$rc"
@@ -90,8 +90,8 @@ check watch-active-after-restart wait_active vfioctl-watch 60
 pid2=$(unit_prop vfioctl-watch MainPID)
 [ -n "$pid2" ] && [ "$pid2" != "$pid1" ] && pass new-main-pid "$pid1 -> $pid2" || fail new-main-pid "$pid1 -> $pid2"
 check domain-held-after-restart wait_held dma 60
-ls -l "/proc/$pid2/fd" 2>/dev/null | grep -q "/dev/vfio/$eg\$" && pass same-group-held "$eg" \
-    || fail same-group-held "pid $pid2 has no /dev/vfio/$eg"
+ls -l "/proc/$pid2/fd" 2>/dev/null | grep -q "vfio/$eg\$" && pass same-group-held "$eg" \
+    || fail same-group-held "pid $pid2: $(oneline "$(ls -l /proc/$pid2/fd | grep vfio)")"
 journal_unit -b | grep -qi 'adopt' && pass journal-says-adopted \
     || fail journal-says-adopted "$(oneline "$(journal_unit -b | tail -n 4)")"
 expect_eq window-memory-kept VMTEST-MARK "$(as_user 'vfioctl domain open dma -- sh -c '"'"'head -c 11 /proc/self/fd/${VFIOCTL_WINDOW_FDS%%:*}'"'"'')"
