@@ -38,7 +38,7 @@ pub fn unhandled(sysfs: &Path, udev_run: &Path, config: &Config) -> Vec<PciAddre
         let Some(event) = parse_added(&message) else {
             continue;
         };
-        if relevance::claim_on_add(config, &event).is_none() {
+        if relevance::wanted(config, &event).is_none() {
             continue;
         }
         let handled = udev_run
