@@ -267,9 +267,10 @@ fn first_pass_runs_before_ready_and_idle_waits_forever() {
         vec![step(5000, vec![Event::Terminate])],
     );
     assert_eq!(r.passes, vec![full(0, 1)]);
-    assert_eq!(
-        r.sent.first().map(String::as_str),
-        Some("STATUS=converged (0 changes)")
+    assert!(
+        r.sent[0].starts_with("STATUS=converged (0 changes); no domains held; last pass"),
+        "{:?}",
+        r.sent
     );
     assert_eq!(r.sent[1], "READY");
     assert_eq!(r.sent.last().map(String::as_str), Some("STOPPING"));
@@ -328,6 +329,12 @@ fn a_configured_device_that_appears_is_claimed_at_once_in_its_own_scope() {
     // Absent at start: a waiting status, not an error.
     assert!(
         r.sent[0].contains("waiting for 1 absent device"),
+        "{:?}",
+        r.sent
+    );
+    // ... what is held and when that pass ran.
+    assert!(
+        r.sent[0].contains("; no domains held; last pass (all devices) at "),
         "{:?}",
         r.sent
     );

@@ -393,10 +393,16 @@ fn traced(host: &dyn Host, rec: &Recorder, step: &Step, opts: &ExecOptions) -> S
         .action
         .device()
         .map_or_else(|| "-".to_string(), |d| d.to_string());
+    // The IOMMU group, where the step names one (the journal's GROUP= field).
+    let group = match &step.action {
+        Action::SetNodeOwner { group: Some(g), .. } => g.to_string(),
+        _ => "-".to_string(),
+    };
     match &result {
         Ok(()) => tracing::info!(
             action = step.action.kind(),
             device = %device,
+            group = %group,
             result = "ok",
             ms = duration.as_secs_f64() * 1e3,
             "{}",
@@ -405,6 +411,7 @@ fn traced(host: &dyn Host, rec: &Recorder, step: &Step, opts: &ExecOptions) -> S
         Err(e) => tracing::error!(
             action = step.action.kind(),
             device = %device,
+            group = %group,
             result = %e,
             ms = duration.as_secs_f64() * 1e3,
             "{}",
