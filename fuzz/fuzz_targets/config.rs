@@ -1,6 +1,7 @@
-//! Fuzzes the whole config front end: TOML parsing, unknown-key recovery, the semantic pass,
-//! and both renderings of the diagnostics. No input may panic; every error must be located
-//! inside the source.
+//! Fuzzes the whole config front end from raw file bytes, as `validate`, `reconcile` and a
+//! `watch` reload read them: UTF-8 decoding, TOML parsing, unknown-key recovery, the semantic
+//! pass, and both renderings of the diagnostics. No input may panic; every error must be
+//! located inside the source.
 #![no_main]
 
 use std::path::Path;
@@ -9,6 +10,8 @@ use libfuzzer_sys::fuzz_target;
 use vfioctl::config::{check_str, Style};
 
 fuzz_target!(|data: &[u8]| {
+    // Bytes that are not UTF-8 must be refused before the parser; the parser must hold for
+    // every text that is.
     let Ok(source) = std::str::from_utf8(data) else {
         return;
     };
@@ -17,7 +20,10 @@ fuzz_target!(|data: &[u8]| {
     // A config is returned exactly when there is no error.
     assert_eq!(checked.config.is_some(), !d.has_errors());
     for item in d.items() {
-        let loc = item.location.as_ref().expect("config diagnostics are located");
+        let loc = item
+            .location
+            .as_ref()
+            .expect("config diagnostics are located");
         assert!(loc.span.start <= loc.span.end && loc.span.end <= source.len());
         assert!(loc.line >= 1 && loc.column >= 1);
     }
