@@ -168,6 +168,8 @@ fn a_uid_over_its_cap_is_refused_at_once_with_the_reason() {
     drop(hostile.pop());
     wait_clients(&server, 3);
     assert!(answered(client::open(dir.path(), "dma")));
+    drop(hostile);
+    wait_clients(&server, 0);
 }
 
 #[test]
@@ -178,11 +180,13 @@ fn the_global_cap_refuses_at_once_with_the_reason() {
         max_per_uid: 100,
         deadline: Duration::from_secs(30),
     });
-    let _hostile = silent(&server, 3);
+    let hostile = silent(&server, 3);
     match client::open(dir.path(), "dma") {
         Err(ClientError::Refused(r)) => assert!(r.contains("the broker is busy"), "{r}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
+    drop(hostile);
+    wait_clients(&server, 0);
 }
 
 #[test]
@@ -242,13 +246,16 @@ fn a_flood_of_connections_cannot_exhaust_threads_or_fds() {
     assert!(refused >= 400 - 16 - 16, "{refused} refused");
     assert_eq!(server.clients(), 16);
     let (threads_during, fds_during) = (threads(), open_fds());
+    // 16 client threads, and a little slack for a thread of an earlier test still ending:
+    // without the cap there would be hundreds.
+    const SLACK: usize = 4;
     assert!(
-        threads_during <= threads_before + 16,
+        threads_during <= threads_before + 16 + SLACK,
         "threads {threads_before} -> {threads_during}"
     );
     // Our 400 client ends, the server's 16 admitted ends, nothing more.
     assert!(
-        fds_during <= fds_before + 400 + 16,
+        fds_during <= fds_before + 400 + 16 + SLACK,
         "fds {fds_before} -> {fds_during}"
     );
     drop(flood);
