@@ -1,12 +1,13 @@
 //! Fuzzes the early-claim records (`RUN_DIR/early-claims/ADDR`, each holding the override a
 //! boot or hot-plug claim replaced) through their real loader: the input is a file name, a NUL,
-//! then the file's content. No input may panic; only files named by a PCI address are records.
+//! then the file's content. No input may panic; only files named by a PCI address are records;
+//! a record that decodes encodes back to one that decodes the same (never "unset" by accident).
 #![no_main]
 
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use vfioctl::apply::early_claims::{record_dir, EarlyClaims};
+use vfioctl::apply::early_claim::records::{decode, encode, record_dir, Records};
 
 fuzz_target!(|data: &[u8]| {
     let (name, content) = match data.iter().position(|b| *b == 0) {
@@ -24,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let dir = record_dir(&run);
     let _ = std::fs::remove_dir_all(&dir);
     common::put(&dir, name, content);
-    if let Ok(claims) = EarlyClaims::load(&run) {
+    if let Ok(claims) = Records::load(&run) {
         assert!(claims.records.len() <= 1);
         for (address, previous) in &claims.records {
             assert_eq!(address.to_string().parse().ok(), Some(*address));
@@ -32,5 +33,8 @@ fuzz_target!(|data: &[u8]| {
                 assert!(!p.trim().is_empty());
             }
         }
+    }
+    if let Ok(previous) = decode(content) {
+        assert_eq!(decode(&encode(previous.as_deref())), Ok(previous));
     }
 });
