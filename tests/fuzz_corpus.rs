@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use vfioctl::apply::early_claim::records::{self, record_dir, Records};
 use vfioctl::apply::journal::{InFlight, Journal};
 use vfioctl::broker::protocol::{parse_request, parse_response};
-use vfioctl::config::check_str;
+use vfioctl::config::file::load_bytes;
 use vfioctl::host::{load_snapshot, snapshot_json};
 use vfioctl::vfio::iommu_info::decode;
 use vfioctl::watch::hotplug_claim::parse_added;
@@ -35,10 +35,8 @@ fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
 fn config_inputs_parse_to_located_diagnostics() {
     let mut valid = 0;
     for (path, bytes) in inputs("config") {
-        let Ok(source) = std::str::from_utf8(&bytes) else {
-            continue;
-        };
-        let checked = check_str(source, Path::new("fuzz.toml"));
+        let checked = load_bytes(Path::new("fuzz.toml"), &bytes);
+        let source = String::from_utf8_lossy(&bytes);
         let d = &checked.diagnostics;
         assert_eq!(
             checked.config.is_some(),

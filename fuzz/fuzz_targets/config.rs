@@ -7,15 +7,14 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use vfioctl::config::{check_str, Style};
+use vfioctl::config::file::load_bytes;
+use vfioctl::config::Style;
 
 fuzz_target!(|data: &[u8]| {
-    // Bytes that are not UTF-8 must be refused before the parser; the parser must hold for
-    // every text that is.
-    let Ok(source) = std::str::from_utf8(data) else {
-        return;
-    };
-    let checked = check_str(source, Path::new("fuzz.toml"));
+    // The loader every command uses, from raw bytes: bytes that are not UTF-8 give a located
+    // error (in the text as shown, invalid bytes replaced), never a panic.
+    let checked = load_bytes(Path::new("fuzz.toml"), data);
+    let source = String::from_utf8_lossy(data);
     let d = &checked.diagnostics;
     // A config is returned exactly when there is no error.
     assert_eq!(checked.config.is_some(), !d.has_errors());
