@@ -115,6 +115,21 @@ pub struct StatusArgs {
     /// Print the snapshot as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Output format (`--json` is `--format json`).
+    #[arg(long, value_enum, conflicts_with = "json")]
+    pub format: Option<StatusFormat>,
+    /// With `--format openmetrics`: count functions against this config and report the drift.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// How `status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    Text,
+    Json,
+    /// Prometheus text (0.0.4), as `watch --metrics-dir` writes it.
+    Openmetrics,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -165,6 +180,13 @@ pub struct WatchArgs {
     /// Quiet period that coalesces bursts of events, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 200)]
     pub debounce_ms: u64,
+    /// After each pass, write metrics to DIR/vfioctl.prom (node_exporter's textfile collector).
+    #[arg(long, value_name = "DIR")]
+    pub metrics_dir: Option<PathBuf>,
+    /// Serve a kubelet device plugin in DIR (kubelet's: /var/lib/kubelet/device-plugins): one
+    /// resource vfioctl.io/NAME per [[device]], one unit per IOMMU group.
+    #[arg(long, value_name = "DIR")]
+    pub kubelet_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -6,6 +6,10 @@ use super::{args, Exit};
 use crate::host;
 
 pub fn run(global: &args::GlobalArgs, args: &args::StatusArgs) -> Exit {
+    if args.format == Some(args::StatusFormat::Openmetrics) {
+        return openmetrics(global, args);
+    }
+    let json = args.json || args.format == Some(args::StatusFormat::Json);
     let snap = match host::observe(&global.roots(), global.host.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -23,7 +27,7 @@ pub fn run(global: &args::GlobalArgs, args: &args::StatusArgs) -> Exit {
         (None, Some(_)) => crate::broker::ledger::read_live(&global.run_dir, &global.proc_root),
         _ => None,
     };
-    if args.json {
+    if json {
         let text = match held {
             Some(p) => crate::domain::status::with_domains_json(&snap, &p.domains),
             None => host::snapshot_json(&snap),
@@ -56,4 +60,51 @@ fn with_broker_json(text: &str, ledger: &crate::broker::ledger::Ledger) -> Strin
         );
     }
     serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+}
+
+/// `status --format openmetrics`: the host (and, with `--config`, the drift) as Prometheus text.
+fn openmetrics(global: &args::GlobalArgs, args: &args::StatusArgs) -> Exit {
+    let config = match &args.config {
+        Some(path) => match crate::config::load(path) {
+            Ok(c) => Some(c),
+            Err(crate::config::LoadError::Invalid(d)) => {
+                eprint!("{}", d.render(crate::config::Style::Plain));
+                return Exit::Failed;
+            }
+            Err(e) => {
+                eprintln!("vfioctl status: {e}");
+                return Exit::Failed;
+            }
+        },
+        None => None,
+    };
+    let snap = match host::observe(&global.roots(), global.host.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vfioctl status: {e}");
+            return Exit::Failed;
+        }
+    };
+    let held = match &global.host {
+        None => crate::domain::published::read(&global.run_dir, &global.proc_root).ok(),
+        Some(_) => None,
+    };
+    let pending = config.as_ref().map(|c| {
+        let ctx = crate::plan::Context {
+            accounts: super::accounts::resolve(c),
+            ..Default::default()
+        };
+        crate::plan::plan_with(c, &snap, &ctx)
+    });
+    print!(
+        "{}",
+        crate::metrics::render(&crate::metrics::Sample {
+            host: &snap,
+            config: config.as_ref(),
+            pending: pending.as_ref(),
+            domains: held.as_ref().map(|p| p.domains.as_slice()),
+            watch: None,
+        })
+    );
+    Exit::Done
 }

@@ -19,6 +19,7 @@ use crate::kernel::linux::{LinuxHost, Timeouts};
 use crate::watch::host_reconciler::ApplyReconciler;
 use crate::watch::hotplug_claim::{self, ClaimConfig};
 use crate::watch::live_source::{LiveSource, UeventSource};
+use crate::watch::pass_report::{self, Reported};
 use crate::watch::reload::load_from_disk;
 use crate::watch::{ConfigState, SystemdNotifier, Timing, WatchLoop};
 
@@ -140,9 +141,38 @@ pub fn run(global: &args::GlobalArgs, args: &args::WatchArgs) -> Exit {
     if store.is_some() {
         layer = layer.hand_over_on_exit();
     }
+    // What each pass tells the outside (issue 18): the metrics textfile, the kubelet plugin.
+    let observe_roots = global.roots();
+    let mut reported = Reported::new(
+        layer,
+        Box::new(move || crate::host::observe(&observe_roots, None).map_err(|e| e.to_string())),
+    );
+    if let Some(dir) = &args.metrics_dir {
+        reported = reported.sink(pass_report::metrics_sink(
+            dir.clone(),
+            super::accounts::resolve,
+            handout.clone(),
+        ));
+    }
+    let _plugin = match &args.kubelet_dir {
+        None => None,
+        Some(dir) => {
+            let opts = crate::kubelet::Options::new(dir.clone(), global.dev_root.clone());
+            match crate::kubelet::Plugin::start(opts) {
+                Ok((plugin, publisher)) => {
+                    reported = reported.sink(pass_report::kubelet_sink(publisher));
+                    Some(plugin)
+                }
+                Err(e) => {
+                    eprintln!("vfioctl watch: kubelet plugin: {e}");
+                    return Exit::Failed;
+                }
+            }
+        }
+    };
     let mut watch = WatchLoop::new(
         source,
-        layer,
+        reported,
         loader,
         SystemdNotifier::new(),
         config,

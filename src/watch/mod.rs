@@ -17,7 +17,9 @@
 //! - [`relevance`]: whether a device event names a configured device;
 //! - [`host_reconciler`]: the production reconciler, one `apply::reconcile` pass per call;
 //! - [`run_loop`]: the single loop tying them together, generic over all its collaborators;
-//! - [`notify_systemd`]: READY / RELOADING / STATUS / STOPPING for systemd.
+//! - [`notify_systemd`]: READY / RELOADING / STATUS / STOPPING for systemd;
+//! - [`pass_report`]: times each pass and reports it (with the host read after it) to the
+//!   metrics textfile and the kubelet device plugin.
 
 pub mod coalesce;
 pub mod early_claim;
@@ -26,6 +28,7 @@ pub mod host_reconciler;
 pub mod hotplug_claim;
 pub mod live_source;
 pub mod notify_systemd;
+pub mod pass_report;
 pub mod relevance;
 pub mod reload;
 pub mod run_loop;
