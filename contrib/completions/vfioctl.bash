@@ -22,6 +22,9 @@ _vfioctl() {
             vfioctl,help)
                 cmd="vfioctl__subcmd__help"
                 ;;
+            vfioctl,kubelet-probe)
+                cmd="vfioctl__subcmd__kubelet__subcmd__probe"
+                ;;
             vfioctl,reconcile)
                 cmd="vfioctl__subcmd__reconcile"
                 ;;
@@ -82,6 +85,9 @@ _vfioctl() {
             vfioctl__subcmd__help,help)
                 cmd="vfioctl__subcmd__help__subcmd__help"
                 ;;
+            vfioctl__subcmd__help,kubelet-probe)
+                cmd="vfioctl__subcmd__help__subcmd__kubelet__subcmd__probe"
+                ;;
             vfioctl__subcmd__help,reconcile)
                 cmd="vfioctl__subcmd__help__subcmd__reconcile"
                 ;;
@@ -125,7 +131,7 @@ _vfioctl() {
 
     case "${cmd}" in
         vfioctl)
-            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version validate schema status snapshot reconcile rollback watch domain udev-claim help"
+            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version validate schema status snapshot reconcile rollback watch domain udev-claim kubelet-probe help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -469,7 +475,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__help)
-            opts="validate schema status snapshot reconcile rollback watch domain udev-claim help"
+            opts="validate schema status snapshot reconcile rollback watch domain udev-claim kubelet-probe help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -553,6 +559,20 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfioctl__subcmd__help__subcmd__kubelet__subcmd__probe)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -671,6 +691,56 @@ _vfioctl() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfioctl__subcmd__kubelet__subcmd__probe)
+            opts="-v -h -V --dir --resource --timeout --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --resource)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sysfs-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dev-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proc-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -859,12 +929,24 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__status)
-            opts="-v -h -V --json --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-c -v -h -V --json --format --config --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "text json openmetrics" -- "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --sysfs-root)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -989,7 +1071,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__watch)
-            opts="-c -v -h -V --config --resync --debounce-ms --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-c -v -h -V --config --resync --debounce-ms --metrics-dir --kubelet-dir --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1008,6 +1090,14 @@ _vfioctl() {
                     return 0
                     ;;
                 --debounce-ms)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --kubelet-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

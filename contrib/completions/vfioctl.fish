@@ -42,6 +42,7 @@ complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "rollback" -d 'Retur
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "watch" -d 'Keep the host converged: re-apply on hotplug, config edits and SIGHUP; hold domains'
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "domain" -d 'Use a domain held by `vfioctl watch`'
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "udev-claim" -d 'For the udev rule: on `add`, write the configured driver to a function\'s `driver_override` before any module driver loads'
+complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "kubelet-probe" -d 'For the VM suite: play kubelet once on a device plugin directory (serve Registration, list, prefer, allocate the first Healthy unit) and print what the plugin answered'
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -s c -l config -d 'The config file (same as FILE)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -l sysfs-root -d 'Root of sysfs' -r -F
@@ -63,6 +64,10 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -l host -d 'Read
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -s V -l version -d 'Print version'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l format -d 'Output format (`--json` is `--format json`)' -r -f -a "text\t''
+json\t''
+openmetrics\t'Prometheus text (0.0.4), as `watch --metrics-dir` writes it'"
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -s c -l config -d 'With `--format openmetrics`: count functions against this config and report the drift' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l sysfs-root -d 'Root of sysfs' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l dev-root -d 'Root of /dev' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l proc-root -d 'Root of /proc' -r -F
@@ -71,7 +76,7 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l run-dir -d 'W
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l json -d 'Print the snapshot as JSON'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -s h -l help -d 'Print help'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -s V -l version -d 'Print version'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -s o -l output -d 'Write to FILE instead of standard output' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -l sysfs-root -d 'Root of sysfs' -r -F
@@ -112,6 +117,8 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -s V -l versio
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -s c -l config -d 'The config file' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l resync -d 'Periodic full resync, in seconds (0 disables)' -r
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l debounce-ms -d 'Quiet period that coalesces bursts of events, in milliseconds' -r
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l metrics-dir -d 'After each pass, write metrics to DIR/vfioctl.prom (node_exporter\'s textfile collector)' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l kubelet-dir -d 'Serve a kubelet device plugin in DIR (kubelet\'s: /var/lib/kubelet/device-plugins): one resource vfioctl.io/NAME per [[device]], one unit per IOMMU group' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l sysfs-root -d 'Root of sysfs' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l dev-root -d 'Root of /dev' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l proc-root -d 'Root of /proc' -r -F
@@ -193,16 +200,29 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l host -d '
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -s V -l version -d 'Print version'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "validate" -d 'Check a config file alone, without reading any host'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "schema" -d 'Print the JSON Schema of the config file'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "status" -d 'Show the host: IOMMU groups, their members, drivers, and viability'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "snapshot" -d 'Print a snapshot of the host as JSON (use it later with `--host`)'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "reconcile" -d 'Make the host match the config (or, with `--dry-run`, show the plan)'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "rollback" -d 'Return every device vfioctl took to its recorded original state'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "watch" -d 'Keep the host converged: re-apply on hotplug, config edits and SIGHUP; hold domains'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "domain" -d 'Use a domain held by `vfioctl watch`'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "udev-claim" -d 'For the udev rule: on `add`, write the configured driver to a function\'s `driver_override` before any module driver loads'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand kubelet-probe" -l dir -d 'The plugin directory (kubelet.sock goes here)' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand kubelet-probe" -l resource -d 'The resource to wait for (`vfioctl.io/NAME`)' -r
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand kubelet-probe" -l timeout -d 'Give up after this many seconds' -r
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand kubelet-probe" -l sysfs-root -d 'Root of sysfs' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand kubelet-probe" -l dev-root -d 'Root of /dev' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand kubelet-probe" -l proc-root -d 'Root of /proc' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand kubelet-probe" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand kubelet-probe" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand kubelet-probe" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand kubelet-probe" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand kubelet-probe" -s h -l help -d 'Print help'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand kubelet-probe" -s V -l version -d 'Print version'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim kubelet-probe help" -f -a "validate" -d 'Check a config file alone, without reading any host'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim kubelet-probe help" -f -a "schema" -d 'Print the JSON Schema of the config file'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim kubelet-probe help" -f -a "status" -d 'Show the host: IOMMU groups, their members, drivers, and viability'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim kubelet-probe help" -f -a "snapshot" -d 'Print a snapshot of the host as JSON (use it later with `--host`)'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim kubelet-probe help" -f -a "reconcile" -d 'Make the host match the config (or, with `--dry-run`, show the plan)'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim kubelet-probe help" -f -a "rollback" -d 'Return every device vfioctl took to its recorded original state'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim kubelet-probe help" -f -a "watch" -d 'Keep the host converged: re-apply on hotplug, config edits and SIGHUP; hold domains'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim kubelet-probe help" -f -a "domain" -d 'Use a domain held by `vfioctl watch`'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim kubelet-probe help" -f -a "udev-claim" -d 'For the udev rule: on `add`, write the configured driver to a function\'s `driver_override` before any module driver loads'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim kubelet-probe help" -f -a "kubelet-probe" -d 'For the VM suite: play kubelet once on a device plugin directory (serve Registration, list, prefer, allocate the first Healthy unit) and print what the plugin answered'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim kubelet-probe help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and __fish_seen_subcommand_from domain" -f -a "open" -d 'Receive a held domain\'s fds and run COMMAND with them inherited'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and __fish_seen_subcommand_from domain" -f -a "hold" -d 'Debugging: hold the config\'s domains in the foreground until SIGTERM; SIGHUP re-reads the config and reconciles again (what `watch` does for the domain layer)'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and __fish_seen_subcommand_from domain" -f -a "bench-map" -d 'Benchmark: map one window over a device\'s group through vfioctl\'s domain layer and through a minimal open/attach/MAP_DMA sequence, alternating, and print both timings'

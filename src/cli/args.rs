@@ -82,6 +82,23 @@ pub enum Command {
     /// `driver_override` before any module driver loads.
     #[command(hide = true)]
     UdevClaim(UdevClaimArgs),
+    /// For the VM suite: play kubelet once on a device plugin directory (serve Registration,
+    /// list, prefer, allocate the first Healthy unit) and print what the plugin answered.
+    #[command(hide = true)]
+    KubeletProbe(KubeletProbeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KubeletProbeArgs {
+    /// The plugin directory (kubelet.sock goes here).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The resource to wait for (`vfioctl.io/NAME`).
+    #[arg(long, value_name = "NAME")]
+    pub resource: String,
+    /// Give up after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub timeout: u64,
 }
 
 /// Where the config comes from.

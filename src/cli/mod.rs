@@ -62,5 +62,18 @@ pub fn run(cli: Cli) -> Exit {
         Command::Watch(a) => watch::run(g, a),
         Command::Domain(a) => domain::run(g, a),
         Command::UdevClaim(a) => udev_claim::run(g, a),
+        Command::KubeletProbe(a) => {
+            let timeout = std::time::Duration::from_secs(a.timeout);
+            match crate::kubelet::probe::run(&a.dir, &a.resource, timeout) {
+                Ok(p) => {
+                    println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default());
+                    Exit::Done
+                }
+                Err(e) => {
+                    eprintln!("vfioctl kubelet-probe: {e}");
+                    Exit::Failed
+                }
+            }
+        }
     }
 }

@@ -7,12 +7,14 @@
 //! - [`allocate`]: the answers to `Allocate` (CDI names, device nodes, KubeVirt's
 //!   `PCI_RESOURCE_*` variable) and `GetPreferredAllocation` (one NUMA node) (pure);
 //! - [`server`]: the sockets, registration and re-registration, on a thread of its own with a
-//!   small tokio runtime, fed after every pass by a [`server::Publisher`].
+//!   small tokio runtime, fed after every pass by a [`server::Publisher`];
+//! - [`probe`]: a one-shot kubelet stand-in for the VM suite (`vfioctl kubelet-probe`, hidden).
 //!
 //! It sits beside `broker` in the module order: it reads config, host and plan types and is
 //! driven from `watch`.
 
 pub mod allocate;
+pub mod probe;
 pub mod server;
 pub mod units;
 

@@ -63,13 +63,38 @@ type Shared = Option<Arc<Inventory>>;
 pub struct Publisher {
     tx: watch::Sender<Shared>,
     last: Inventory,
+    /// The `[[device]]` entries of the last pass, by name: what selects each resource's units.
+    entries: BTreeMap<String, EntryKey>,
+}
+
+/// What decides which functions an entry yields.
+type EntryKey = (crate::config::Selector, String, Vec<crate::pci::PciAddress>);
+
+fn entries(config: &Config) -> BTreeMap<String, EntryKey> {
+    config
+        .devices
+        .iter()
+        .map(|d| {
+            (
+                d.name.clone(),
+                (d.selector.clone(), d.driver.clone(), d.companions.clone()),
+            )
+        })
+        .collect()
 }
 
 impl Publisher {
     /// Recomputes the units from the config and the host as the pass left it, and hands them
     /// to the plugin (changes reach kubelet's ListAndWatch streams at once).
     pub fn pass(&mut self, config: &Config, host: &Snapshot) {
-        let next = carry_gone(&self.last, inventory(config, host));
+        let now = entries(config);
+        let unchanged = now
+            .iter()
+            .filter(|(name, key)| self.entries.get(*name) == Some(key))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let next = carry_gone(&self.last, inventory(config, host), &unchanged);
+        self.entries = now;
         for (name, r) in &next {
             for (id, u) in &r.units {
                 let before = self.last.get(name).and_then(|r| r.units.get(id));
@@ -116,6 +141,7 @@ impl Plugin {
             Publisher {
                 tx,
                 last: Inventory::new(),
+                entries: BTreeMap::new(),
             },
         ))
     }
@@ -160,6 +186,8 @@ impl Served {
 
 async fn manage(opts: Options, inv: watch::Receiver<Shared>, mut stop: watch::Receiver<bool>) {
     let mut served: BTreeMap<String, Served> = BTreeMap::new();
+    // The last error serving each resource, logged once rather than every check.
+    let mut failing: BTreeMap<String, String> = BTreeMap::new();
     let mut tick = tokio::time::interval(opts.check_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut changed = inv.clone();
@@ -199,13 +227,20 @@ async fn manage(opts: Options, inv: watch::Receiver<Shared>, mut stop: watch::Re
                         old.shut();
                     }
                     match serve(&opts, resource, &inv) {
-                        Ok(s) => s,
+                        Ok(s) => {
+                            failing.remove(&resource.name);
+                            s
+                        }
                         Err(e) => {
-                            tracing::warn!(
-                                "kubelet plugin: cannot serve {} in {}: {e}",
-                                resource.resource_name(),
-                                opts.dir.display()
-                            );
+                            let e = e.to_string();
+                            if failing.get(&resource.name) != Some(&e) {
+                                tracing::warn!(
+                                    "kubelet plugin: cannot serve {} in {} (retrying): {e}",
+                                    resource.resource_name(),
+                                    opts.dir.display()
+                                );
+                                failing.insert(resource.name.clone(), e);
+                            }
                             continue;
                         }
                     }

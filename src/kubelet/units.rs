@@ -138,9 +138,15 @@ fn unit(host: &Snapshot, id: PciAddress, group: u32, driver: &str) -> Unit {
 /// `next`, keeping as unhealthy the units of `previous` that vanished from a resource that is
 /// still configured (a hot-unplugged group is reported Unhealthy, not silently dropped, so
 /// kubelet stops placing pods on it and its capacity stays visible as unavailable).
-pub fn carry_gone(previous: &Inventory, mut next: Inventory) -> Inventory {
+/// Only entries in `unchanged` (same selector, driver and companions as before) carry: after an
+/// edit that selects other functions, the old units are simply removed.
+pub fn carry_gone(
+    previous: &Inventory,
+    mut next: Inventory,
+    unchanged: &std::collections::BTreeSet<String>,
+) -> Inventory {
     for (name, resource) in next.iter_mut() {
-        let Some(before) = previous.get(name) else {
+        let Some(before) = previous.get(name).filter(|_| unchanged.contains(name)) else {
             continue;
         };
         for (id, unit) in &before.units {
@@ -221,9 +227,13 @@ mod tests {
         // Unplugged: gone from the host, carried as unhealthy.
         host.devices
             .retain(|d| d.iommu_group != Some(2) || d.bridge);
-        let after = carry_gone(&inv, inventory(&c, &host));
+        let same: std::collections::BTreeSet<String> = ["gpu".to_string()].into();
+        let after = carry_gone(&inv, inventory(&c, &host), &same);
         let u = &after["gpu"].units[&addr("0000:01:00.1")];
         assert!(!u.healthy);
         assert_eq!(u.functions.len(), 2);
+        // After an edit of the entry, units it no longer yields are removed, not carried.
+        let after = carry_gone(&inv, inventory(&c, &host), &Default::default());
+        assert!(after["gpu"].units.is_empty());
     }
 }
