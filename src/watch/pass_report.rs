@@ -1,5 +1,6 @@
 //! What each pass of `watch` tells the outside: a [`Reconciler`] wrapper that times every pass,
-//! reads the host after it, and hands a [`PassReport`] to sinks (the metrics textfile, the
+//! takes the host as read after it (the domain layer's reading, or its own after a failed
+//! pass), and hands a [`PassReport`] to sinks (the metrics textfile, the
 //! kubelet device plugin's unit feed). The sinks see the same converged view the next pass
 //! starts from; they never change the host.
 
@@ -36,14 +37,20 @@ pub type Sink = Box<dyn FnMut(&PassReport)>;
 /// Reads the host.
 pub type Observe = Box<dyn FnMut() -> Result<Snapshot, String>>;
 
-/// Reconcilers that hold domains say which.
+/// Reconcilers that hold domains say which, and what host they read after their pass.
 pub trait HeldDomains {
     fn held_status(&self) -> Vec<DomainStatus>;
+    /// The host read after the latest converged pass, if the reconciler keeps it.
+    fn host_after_pass(&self) -> Option<&Snapshot>;
 }
 
 impl<R, I: Iommu> HeldDomains for DomainLayer<R, I> {
     fn held_status(&self) -> Vec<DomainStatus> {
         self.domains().status()
+    }
+
+    fn host_after_pass(&self) -> Option<&Snapshot> {
+        self.last_host()
     }
 }
 
@@ -82,19 +89,28 @@ impl<R: Reconciler + HeldDomains> Reconciler for Reported<R> {
         if self.sinks.is_empty() || outcome == Outcome::Busy {
             return outcome;
         }
-        let host = match (self.observe)() {
-            Ok(h) => Some(h),
-            Err(e) => {
-                tracing::warn!("after the pass, the host could not be read for reporting: {e}");
-                None
-            }
+        // A converged pass leaves the host it read in the domain layer; after a failed one
+        // (or without that reading) the host is read here.
+        let kept = matches!(outcome, Outcome::Converged { .. })
+            .then(|| self.inner.host_after_pass())
+            .flatten();
+        let read = match kept {
+            Some(_) => None,
+            None => match (self.observe)() {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    tracing::warn!("after the pass, the host could not be read for reporting: {e}");
+                    None
+                }
+            },
         };
+        let host = kept.or(read.as_ref());
         let domains = self.inner.held_status();
         let report = PassReport {
             config,
             scope,
             outcome: &outcome,
-            host: host.as_ref(),
+            host,
             domains: &domains,
             took,
             ended: SystemTime::now(),
