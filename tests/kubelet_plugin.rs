@@ -123,6 +123,10 @@ impl Kubelet {
 /// The fake host: the edu-like pair in group 5 (one unit of two functions), a NIC in group 6
 /// on NUMA node 1, another in group 7 on node 0; all on vfio-pci with their nodes.
 fn host_tree(dir: &Path, with_nic: bool) -> Snapshot {
+    vfioctl::host::scan(&host_roots(dir, with_nic)).unwrap()
+}
+
+fn host_roots(dir: &Path, with_nic: bool) -> vfioctl::host::Roots {
     let mut h = FakeHost::new();
     h.vfio_loaded();
     h.add(
@@ -153,8 +157,7 @@ fn host_tree(dir: &Path, with_nic: bool) -> Snapshot {
     h.group_node(5, 0o600).group_node(7, 0o600);
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
-    let roots = h.write(dir).unwrap();
-    vfioctl::host::scan(&roots).unwrap()
+    h.write(dir).unwrap()
 }
 
 fn config(text: &str) -> Config {
@@ -516,4 +519,107 @@ async fn a_restart_of_watch_keeps_the_capacity() {
         next_list(&mut stream).await,
         pair(&[("0000:06:00.0", "Healthy"), ("0000:07:00.0", "Healthy")])
     );
+}
+
+/// Stops a `vfioctl watch` child with SIGTERM (it removes its sockets), killing it if it hangs.
+struct Watch(std::process::Child);
+
+impl Watch {
+    fn start(s: &Setup, roots: &vfioctl::host::Roots) -> Watch {
+        let config = s.hostdir.parent().unwrap().join("vfio.toml");
+        std::fs::write(&config, CONFIG).unwrap();
+        let state = s.hostdir.parent().unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_vfioctl"))
+            .arg("watch")
+            .arg(format!("--sysfs-root={}", roots.sysfs.display()))
+            .arg(format!("--dev-root={}", roots.dev.display()))
+            .arg(format!("--proc-root={}", roots.proc.display()))
+            .arg(format!("--state-dir={}", state.join("state").display()))
+            .arg(format!("--run-dir={}", state.join("run").display()))
+            .arg("--config")
+            .arg(&config)
+            .arg("--kubelet-dir")
+            .arg(&s.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Watch(child)
+    }
+
+    fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_watch_process_serves_the_plugin_and_a_restart_keeps_the_capacity() {
+    let s = setup();
+    let roots = host_roots(&s.hostdir, true);
+    let mut kubelet = Kubelet::start(&s.dir);
+    for round in 0..2 {
+        let watch = Watch::start(&s, &roots);
+        let regs = kubelet
+            .registered(&["vfioctl.io/pair", "vfioctl.io/nic"])
+            .await;
+        let pair_reg = regs
+            .iter()
+            .find(|r| r.resource_name == "vfioctl.io/pair")
+            .unwrap();
+        let mut client = kubelet.plugin(pair_reg).await;
+        let mut stream = client
+            .list_and_watch(api::Empty {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            next_list(&mut stream).await,
+            pair(&[("0000:05:00.0", "Healthy")]),
+            "round {round}"
+        );
+        let resp = client
+            .allocate(api::AllocateRequest {
+                container_requests: vec![api::ContainerAllocateRequest {
+                    devices_ids: vec!["0000:05:00.0".into()],
+                }],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let nodes: Vec<&str> = resp.container_responses[0]
+            .devices
+            .iter()
+            .map(|d| d.container_path.as_str())
+            .collect();
+        assert_eq!(nodes, ["/dev/vfio/vfio", "/dev/vfio/5"]);
+        watch.stop();
+        assert!(
+            !s.dir.join("vfioctl-pair.sock").exists(),
+            "round {round}: socket left"
+        );
+    }
 }
