@@ -28,6 +28,12 @@ pub static HOTPLUG_CLAIMS_WON: Counter = Counter::new();
 /// had already bound the function (the pass then takes it over with an unbind).
 pub static HOTPLUG_CLAIMS_LOST: Counter = Counter::new();
 
+/// Whether a hot-plug claim won: the override was written and no driver other than the wanted
+/// one is bound (`bound`: the function's driver right after the write).
+pub fn claim_won(written: bool, bound: Option<&str>, wanted: &str) -> bool {
+    written && !matches!(bound, Some(b) if b != wanted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,5 +44,13 @@ mod tests {
         c.inc();
         c.inc();
         assert_eq!(c.get(), 2);
+    }
+
+    #[test]
+    fn a_claim_is_lost_when_a_host_driver_got_there_first_or_the_write_failed() {
+        assert!(claim_won(true, None, "vfio-pci"));
+        assert!(claim_won(true, Some("vfio-pci"), "vfio-pci"));
+        assert!(!claim_won(true, Some("e1000e"), "vfio-pci"));
+        assert!(!claim_won(false, None, "vfio-pci"));
     }
 }

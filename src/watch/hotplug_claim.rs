@@ -152,8 +152,7 @@ fn serve(
         claim_announced(config, [event], |device, driver| {
             let started = std::time::Instant::now();
             let result = early_claim::claim(roots, run_dir, &device, driver);
-            count_claim(roots, &device, driver, result.is_ok());
-            match result {
+            match &result {
                 Ok(Claim::Written { .. }) => tracing::info!(
                     %device,
                     driver,
@@ -166,6 +165,7 @@ fn serve(
                     tracing::warn!(%device, "claim on add failed (the pass takes it over): {e}")
                 }
             }
+            count_claim(roots, &device, driver, result.is_ok());
         });
     }
 }
@@ -173,13 +173,10 @@ fn serve(
 /// Counts a claim for the metrics: won when the write went through and no other driver is
 /// bound (the host driver did not get there first), lost otherwise.
 fn count_claim(roots: &Roots, device: &PciAddress, driver: &str, written: bool) {
-    use crate::metrics::counters::{HOTPLUG_CLAIMS_LOST, HOTPLUG_CLAIMS_WON};
-    let bound = std::fs::read_link(roots.pci_device(device).join("driver")).ok();
-    let other = bound
-        .as_ref()
-        .and_then(|l| l.file_name())
-        .is_some_and(|n| n != driver);
-    if written && !other {
+    use crate::metrics::counters::{claim_won, HOTPLUG_CLAIMS_LOST, HOTPLUG_CLAIMS_WON};
+    let link = std::fs::read_link(roots.pci_device(device).join("driver")).ok();
+    let bound = link.as_ref().and_then(|l| l.file_name()?.to_str());
+    if claim_won(written, bound, driver) {
         HOTPLUG_CLAIMS_WON.inc();
     } else {
         HOTPLUG_CLAIMS_LOST.inc();
