@@ -19,7 +19,8 @@
 //!    device plugin (`watch --kubelet-dir`).
 //!
 //! [`pci`] holds the PCI identity types every stage shares. [`cli`] only parses arguments into
-//! options and dispatches to these stages. `fixtures` (hidden) builds fake sysfs trees and
+//! options and dispatches to these stages. `fixtures` (hidden, behind the `testing` feature like
+//! the simulated kernel and IOMMU) builds fake sysfs trees and
 //! synthetic hosts for tests and benchmarks.
 
 pub mod apply;
@@ -29,6 +30,7 @@ pub mod config;
 pub mod domain;
 pub mod files;
 #[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub mod fixtures;
 pub mod host;
 pub mod kernel;

@@ -223,40 +223,6 @@ pub enum DomainCommand {
     /// the config and reconciles again (what `watch` does for the domain layer).
     #[command(hide = true)]
     Hold(DomainHoldArgs),
-    /// Benchmark: map one window over a device's group through vfioctl's domain layer and
-    /// through a minimal open/attach/MAP_DMA sequence, alternating, and print both timings.
-    #[command(hide = true)]
-    BenchMap(DomainBenchArgs),
-    /// Benchmark: time the broker's hand-over of a domain (request to fds received), or with
-    /// --direct GROUP the same user opening the container and the group and attaching
-    /// (type1v2) directly; print the median, min and max.
-    #[command(hide = true)]
-    BenchOpen(DomainBenchOpenArgs),
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct DomainBenchOpenArgs {
-    /// The domain's name in the config.
-    pub name: String,
-    /// Time a direct open of this group instead (watch must not hold it).
-    #[arg(long, value_name = "GROUP")]
-    pub direct: Option<u32>,
-    /// Rounds.
-    #[arg(long, default_value_t = 200)]
-    pub rounds: u32,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct DomainBenchArgs {
-    /// A function on vfio-pci whose group is mapped.
-    #[arg(long, value_name = "ADDRESS")]
-    pub device: String,
-    /// Window size in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 512)]
-    pub mib: u64,
-    /// Rounds of each.
-    #[arg(long, default_value_t = 5)]
-    pub rounds: u32,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -91,7 +91,7 @@ fn openmetrics(global: &args::GlobalArgs, args: &args::StatusArgs) -> Exit {
     };
     let pending = config.as_ref().map(|c| {
         let ctx = crate::plan::Context {
-            accounts: super::accounts::resolve(c),
+            accounts: crate::host::accounts::resolve(&crate::plan::ownership::account_names(c)),
             ..Default::default()
         };
         crate::plan::plan_with(c, &snap, &ctx)

@@ -11,11 +11,11 @@ use crate::broker::handout::Handout;
 use crate::config::Config;
 use crate::domain::iommu::Iommu;
 use crate::domain::status::DomainStatus;
-use crate::domain::watch_layer::DomainLayer;
 use crate::host::Snapshot;
 use crate::metrics::{self, counters, Sample, WatchStats};
 use crate::plan::{Accounts, Context};
 
+use super::domain_layer::DomainLayer;
 use super::run_loop::{Outcome, Reconciler, Scope};
 
 /// One pass, as the sinks see it.
