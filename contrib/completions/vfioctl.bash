@@ -113,7 +113,7 @@ _vfioctl() {
 
     case "${cmd}" in
         vfioctl)
-            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version validate schema status snapshot reconcile rollback watch domain udev-claim kubelet-probe help"
+            opts="-v -h -V --verbose --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --help --version validate schema status snapshot reconcile rollback watch domain udev-claim kubelet-probe help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -151,36 +151,12 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__domain)
-            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version open hold help"
+            opts="-v -h -V --verbose --help --version open hold help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --sysfs-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --dev-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --proc-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --state-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -245,7 +221,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__domain__subcmd__hold)
-            opts="-c -v -h -V --config --status-file --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-c -v -h -V --config --allow-insecure-config --status-file --host --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -263,6 +239,10 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --sysfs-root)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -280,10 +260,6 @@ _vfioctl() {
                     return 0
                     ;;
                 --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -295,33 +271,17 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__domain__subcmd__open)
-            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-v -h -V --state-dir --run-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --sysfs-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --dev-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --proc-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --state-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -529,7 +489,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__kubelet__subcmd__probe)
-            opts="-v -h -V --dir --resource --timeout --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-v -h -V --dir --resource --timeout --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -547,30 +507,6 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --sysfs-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --dev-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --proc-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --state-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -579,7 +515,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__reconcile)
-            opts="-c -v -h -V --config --dry-run --check --json --device --lock-timeout --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-c -v -h -V --config --allow-insecure-config --dry-run --check --json --device --lock-timeout --host --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -601,6 +537,10 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --sysfs-root)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -621,10 +561,6 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -633,7 +569,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__rollback)
-            opts="-v -h -V --dry-run --lock-timeout --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-v -h -V --dry-run --lock-timeout --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -663,10 +599,6 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -675,36 +607,12 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__schema)
-            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-v -h -V --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --sysfs-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --dev-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --proc-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --state-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -713,7 +621,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__snapshot)
-            opts="-o -v -h -V --output --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-o -v -h -V --output --host --sysfs-root --dev-root --proc-root --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -727,6 +635,10 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --sysfs-root)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -739,18 +651,6 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --state-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -759,7 +659,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__status)
-            opts="-c -v -h -V --json --format --config --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-c -v -h -V --json --format --config --host --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -777,6 +677,10 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --sysfs-root)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -794,10 +698,6 @@ _vfioctl() {
                     return 0
                     ;;
                 --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -809,7 +709,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__udev__subcmd__claim)
-            opts="-c -v -h -V --config --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-c -v -h -V --config --allow-insecure-config --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -840,10 +740,6 @@ _vfioctl() {
                     return 0
                     ;;
                 --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -855,7 +751,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__validate)
-            opts="-c -v -h -V --config --json --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-c -v -h -V --config --json --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -869,30 +765,6 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --sysfs-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --dev-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --proc-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --state-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -901,7 +773,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__watch)
-            opts="-c -v -h -V --config --resync --debounce-ms --metrics-dir --kubelet-dir --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-c -v -h -V --config --allow-insecure-config --resync --debounce-ms --metrics-dir --kubelet-dir --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -948,10 +820,6 @@ _vfioctl() {
                     return 0
                     ;;
                 --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -2,15 +2,23 @@
 //! or with `--json` the snapshot itself. An observation: exits 0 even when groups are not
 //! viable or the IOMMU is off.
 
-use super::{args, Exit};
+use super::{args, Exit, HostSource, Options};
 use crate::host;
 
-pub fn run(global: &args::GlobalArgs, args: &args::StatusArgs) -> Exit {
+pub fn run(opts: &Options, args: &args::StatusArgs) -> Exit {
     if args.format == Some(args::StatusFormat::Openmetrics) {
-        return openmetrics(global, args);
+        return openmetrics(opts, args);
     }
     let json = args.json || args.format == Some(args::StatusFormat::Json);
-    let snap = match host::observe(&global.roots(), global.host.as_deref()) {
+    // The text view shows no accounts: a live scan skips reading them (the JSON is the whole
+    // snapshot).
+    let observed = match (&opts.host, json) {
+        (HostSource::Live, false) => {
+            crate::host::scan::scan_without_accounts(&opts.roots).map_err(Into::into)
+        }
+        _ => opts.observe(),
+    };
+    let snap = match observed {
         Ok(s) => s,
         Err(e) => {
             eprintln!("vfioctl status: {e}");
@@ -18,14 +26,14 @@ pub fn run(global: &args::GlobalArgs, args: &args::StatusArgs) -> Exit {
         }
     };
     // Held domains live in the running `watch`; shown when one publishes them (live host only).
-    let held = match &global.host {
-        None => crate::domain::published::read(&global.run_dir, &global.proc_root).ok(),
-        Some(_) => None,
+    let held = match opts.is_live() {
+        true => crate::domain::published::read(&opts.run_dir, &opts.roots.proc).ok(),
+        false => None,
     };
     // Who holds what, from the fd broker of the same `watch`.
-    let broker = match (&global.host, &held) {
-        (None, Some(_)) => crate::broker::ledger::read_live(&global.run_dir, &global.proc_root),
-        _ => None,
+    let broker = match held {
+        Some(_) => crate::broker::ledger::read_live(&opts.run_dir, &opts.roots.proc),
+        None => None,
     };
     if json {
         let text = match held {
@@ -33,16 +41,16 @@ pub fn run(global: &args::GlobalArgs, args: &args::StatusArgs) -> Exit {
             None => host::snapshot_json(&snap),
         };
         match broker {
-            Some(l) => print!("{}", with_broker_json(&text, &l)),
-            None => print!("{text}"),
+            Some(l) => out!("{}", with_broker_json(&text, &l)),
+            None => out!("{text}"),
         }
     } else {
-        print!("{}", host::status::render(&snap));
+        out!("{}", host::status::render(&snap));
         if let Some(p) = held {
-            print!("\n{}", crate::domain::status::render_text(&p.domains));
+            out!("\n{}", crate::domain::status::render_text(&p.domains));
         }
         if let Some(l) = broker {
-            print!("{}", crate::broker::ledger::render_text(&l));
+            out!("{}", crate::broker::ledger::render_text(&l));
         }
     }
     Exit::Done
@@ -63,7 +71,7 @@ fn with_broker_json(text: &str, ledger: &crate::broker::ledger::Ledger) -> Strin
 }
 
 /// `status --format openmetrics`: the host (and, with `--config`, the drift) as Prometheus text.
-fn openmetrics(global: &args::GlobalArgs, args: &args::StatusArgs) -> Exit {
+fn openmetrics(opts: &Options, args: &args::StatusArgs) -> Exit {
     let config = match &args.config {
         Some(path) => match crate::config::load(path) {
             Ok(c) => Some(c),
@@ -78,16 +86,16 @@ fn openmetrics(global: &args::GlobalArgs, args: &args::StatusArgs) -> Exit {
         },
         None => None,
     };
-    let snap = match host::observe(&global.roots(), global.host.as_deref()) {
+    let snap = match opts.observe() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("vfioctl status: {e}");
             return Exit::Failed;
         }
     };
-    let held = match &global.host {
-        None => crate::domain::published::read(&global.run_dir, &global.proc_root).ok(),
-        Some(_) => None,
+    let held = match opts.is_live() {
+        true => crate::domain::published::read(&opts.run_dir, &opts.roots.proc).ok(),
+        false => None,
     };
     let pending = config.as_ref().map(|c| {
         let ctx = crate::plan::Context {

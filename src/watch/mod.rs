@@ -20,9 +20,11 @@
 //! - [`domain_layer`]: the domain adapter: holds the config's `[[domain]]`s around each binding
 //!   pass (releases before it, builds after it) and publishes them;
 //! - [`pass_report`]: times each pass and reports it (with the host read after it) to the
-//!   metrics textfile and the kubelet device plugin.
+//!   metrics textfile and the kubelet device plugin;
+//! - [`daemon`]: the production `watch`, all of the above wired on the real host.
 
 pub mod coalesce;
+pub mod daemon;
 pub mod domain_layer;
 pub mod events;
 pub mod host_reconciler;
