@@ -46,6 +46,15 @@ pub struct GlobalArgs {
     /// Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system.
     #[arg(long, global = true, value_name = "FILE")]
     pub host: Option<PathBuf>,
+    /// Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config
+    /// hands out; `rollback` removes it.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "/var/run/cdi"
+    )]
+    pub cdi_dir: PathBuf,
     /// More log output (repeat for more); logs go to stderr.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -75,6 +84,11 @@ pub enum Command {
     /// coalesce into one pass. An invalid config on reload is logged and ignored. Run it under
     /// systemd with contrib/systemd/vfioctl-watch.service (Type=notify).
     Watch(WatchArgs),
+    /// Print the CDI spec (Container Device Interface) of what the config hands out.
+    Cdi(super::cdi::CdiArgs),
+    /// Print what the config hands out in another tool's format.
+    #[command(subcommand)]
+    Export(super::export::ExportCommand),
     /// Use a domain held by `vfioctl watch`.
     #[command(subcommand)]
     Domain(DomainCommand),

@@ -3,7 +3,9 @@
 
 mod accounts;
 pub mod args;
+pub mod cdi;
 mod domain;
+pub mod export;
 mod reconcile;
 mod rollback;
 mod schema;
@@ -61,6 +63,8 @@ pub fn run(cli: Cli) -> Exit {
         Command::Rollback(a) => rollback::run(g, a),
         Command::Watch(a) => watch::run(g, a),
         Command::Domain(a) => domain::run(g, a),
+        Command::Cdi(a) => cdi::run(g, a),
+        Command::Export(a) => export::run(g, a),
         Command::UdevClaim(a) => udev_claim::run(g, a),
     }
 }

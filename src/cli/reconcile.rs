@@ -25,7 +25,13 @@ pub fn run(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
     let Some(config) = load_config(&args.config.config, "changed") else {
         return Exit::Failed;
     };
-    match apply(global, args, &config) {
+    let exit = super::cdi::after_reconcile(
+        global,
+        &config,
+        args.lock_timeout,
+        apply(global, args, &config),
+    );
+    match exit {
         // Domains are held by `watch`, not by this process: hand the domain layer to it.
         Exit::Done => super::domain::after_reconcile(global, &config),
         other => other,

@@ -8,6 +8,11 @@ use crate::apply::rollback;
 use crate::kernel::linux::{LinuxHost, Timeouts};
 
 pub fn run(global: &args::GlobalArgs, args: &args::RollbackArgs) -> Exit {
+    let exit = run_rollback(global, args);
+    super::cdi::after_rollback(global, args.dry_run, exit)
+}
+
+fn run_rollback(global: &args::GlobalArgs, args: &args::RollbackArgs) -> Exit {
     if global.host.is_some() {
         eprintln!("vfioctl rollback: --host FILE describes a host that cannot be changed; rollback acts on this machine");
         return Exit::Usage;

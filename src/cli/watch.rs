@@ -131,7 +131,9 @@ pub fn run(global: &args::GlobalArgs, args: &args::WatchArgs) -> Exit {
         }
     });
     let mut layer = DomainLayer::new(
-        ApplyReconciler::new(host, opts, super::accounts::resolve).with_claim_config(claims),
+        ApplyReconciler::new(host, opts, super::accounts::resolve)
+            .with_claim_config(claims)
+            .with_cdi_dir(global.cdi_dir.clone()),
         domains,
         Box::new(move || crate::host::observe(&roots, None).map_err(|e| e.to_string())),
     )

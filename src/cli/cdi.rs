@@ -1,0 +1,161 @@
+//! `vfioctl cdi`: prints (or writes with `-o`) the CDI spec of what the config hands out,
+//! computed from the plan against the host (live, or `--host FILE` as in the dry run). Also
+//! the hooks that keep `--cdi-dir`'s `vfioctl.json` after `reconcile` and `rollback`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{accounts, args, Exit};
+use crate::config::Config;
+use crate::export;
+use crate::host::Snapshot;
+use crate::plan::Plan;
+
+#[derive(Debug, Clone, Args)]
+pub struct CdiArgs {
+    #[command(flatten)]
+    pub config: args::ConfigArg,
+    /// Write the spec to FILE (atomically) instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+pub fn run(global: &args::GlobalArgs, args: &CdiArgs) -> Exit {
+    let (config, snap, plan) = match planned(global, &args.config.config, "cdi") {
+        Ok(p) => p,
+        Err(exit) => return exit,
+    };
+    let out = export::cdi::planned(&config, &snap, &plan);
+    for n in &out.notes {
+        eprintln!("vfioctl cdi: note: {n}");
+    }
+    let json = out.spec.to_json();
+    match &args.output {
+        None => {
+            print!("{json}");
+            Exit::Done
+        }
+        Some(path) => match crate::files::write_atomic_path(path, json.as_bytes(), 0o644) {
+            Ok(()) => Exit::Done,
+            Err(e) => {
+                eprintln!("vfioctl cdi: cannot write the spec: {e}");
+                Exit::Failed
+            }
+        },
+    }
+}
+
+/// The config, the host (live or `--host FILE`) and the plan against it, as the dry run makes
+/// them (the journal's releases on a live host; the snapshot's accounts for a file). Prints
+/// every reason it cannot and returns the exit status.
+pub(super) fn planned(
+    global: &args::GlobalArgs,
+    path: &std::path::Path,
+    cmd: &str,
+) -> Result<(Config, Snapshot, Plan), Exit> {
+    let config = match crate::config::load(path) {
+        Ok(c) => c,
+        Err(crate::config::LoadError::Invalid(d)) => {
+            eprint!("{}", d.render(crate::config::Style::Plain));
+            eprintln!("vfioctl {cmd}: {} is not a valid config", path.display());
+            return Err(Exit::Failed);
+        }
+        Err(e) => {
+            eprintln!("vfioctl {cmd}: {e}");
+            return Err(Exit::Failed);
+        }
+    };
+    let snap = crate::host::observe(&global.roots(), global.host.as_deref()).map_err(|e| {
+        eprintln!("vfioctl {cmd}: {e}");
+        Exit::Failed
+    })?;
+    let (taken, taken_vfs) = match global.host {
+        Some(_) => Default::default(),
+        None => crate::apply::load_context(&global.state_dir, &global.run_dir, &snap)
+            .unwrap_or_else(|e| {
+                eprintln!(
+                    "vfioctl {cmd}: note: cannot read the journal ({e}); devices taken \
+                     earlier and no longer configured are shown as they are now"
+                );
+                Default::default()
+            }),
+    };
+    let accounts = match global.host {
+        Some(_) => accounts::from_snapshot(&config, &snap),
+        None => accounts::resolve(&config),
+    };
+    let ctx = crate::plan::Context {
+        taken,
+        accounts,
+        scope: None,
+        taken_vfs,
+    };
+    let plan = crate::plan::plan_with(&config, &snap, &ctx);
+    Ok((config, snap, plan))
+}
+
+/// After a `reconcile` pass (`exit` is its status): refreshes `--cdi-dir/vfioctl.json` from
+/// the host as it is now, under the reconcile lock (so passes and their specs take turns).
+/// A usage error ran no pass and refreshes nothing. A spec that cannot be kept turns success
+/// into failure: the host converged, but runtimes would not see it.
+pub(super) fn after_reconcile(
+    global: &args::GlobalArgs,
+    config: &Config,
+    lock_timeout: u64,
+    exit: Exit,
+) -> Exit {
+    if exit == Exit::Usage || global.host.is_some() {
+        return exit;
+    }
+    let refreshed = crate::apply::lock::acquire(&global.run_dir, Duration::from_secs(lock_timeout))
+        .map_err(|e| e.to_string())
+        .and_then(|_lock| {
+            let snap = crate::host::observe(&global.roots(), None).map_err(|e| e.to_string())?;
+            export::refresh_cdi(&global.cdi_dir, config, &snap, &accounts::resolve(config))
+                .map_err(|e| e.to_string())
+        });
+    match refreshed {
+        Ok(r) => {
+            for n in &r.notes {
+                tracing::info!("cdi: {n}");
+            }
+            tracing::debug!(kept = ?r.kept, devices = r.devices, "cdi spec");
+            exit
+        }
+        Err(e) => {
+            eprintln!(
+                "vfioctl reconcile: the CDI spec in {} could not be kept: {e}",
+                global.cdi_dir.display()
+            );
+            Exit::Failed
+        }
+    }
+}
+
+/// After a completed `rollback`: nothing is handed out any more, so the spec goes. A rollback
+/// that did not complete (or did not run) leaves it to the next pass.
+pub(super) fn after_rollback(global: &args::GlobalArgs, dry_run: bool, exit: Exit) -> Exit {
+    if exit != Exit::Done {
+        return exit;
+    }
+    let path = global.cdi_dir.join(export::cdi_dir::FILE_NAME);
+    if dry_run {
+        if path.exists() {
+            println!("would remove the CDI spec {}", path.display());
+        }
+        return exit;
+    }
+    match export::cdi_dir::remove(&global.cdi_dir) {
+        Ok(true) => {
+            println!("removed the CDI spec {}", path.display());
+            exit
+        }
+        Ok(false) => exit,
+        Err(e) => {
+            eprintln!("vfioctl rollback: cannot remove the CDI spec: {e}");
+            Exit::Failed
+        }
+    }
+}
