@@ -109,13 +109,18 @@ pub(super) fn after_reconcile(
     if exit == Exit::Usage || global.host.is_some() {
         return exit;
     }
-    let refreshed = crate::apply::lock::acquire(&global.run_dir, Duration::from_secs(lock_timeout))
-        .map_err(|e| e.to_string())
-        .and_then(|_lock| {
-            let snap = crate::host::observe(&global.roots(), None).map_err(|e| e.to_string())?;
-            export::refresh_cdi(&global.cdi_dir, config, &snap, &accounts::resolve(config))
-                .map_err(|e| e.to_string())
-        });
+    let lock = match crate::apply::lock::acquire(&global.run_dir, Duration::from_secs(lock_timeout))
+    {
+        Ok(l) => l,
+        // The pass itself failed (for this very reason, or another): it said why already.
+        Err(_) if exit != Exit::Done => return exit,
+        Err(e) => {
+            eprintln!("vfioctl reconcile: the CDI spec could not be kept: {e}");
+            return Exit::Failed;
+        }
+    };
+    let refreshed = refresh(global, config);
+    drop(lock);
     match refreshed {
         Ok(r) => {
             for n in &r.notes {
@@ -132,6 +137,13 @@ pub(super) fn after_reconcile(
             Exit::Failed
         }
     }
+}
+
+/// Reads the whole host and keeps the spec of what `config` hands out on it.
+fn refresh(global: &args::GlobalArgs, config: &Config) -> Result<export::Refreshed, String> {
+    let snap = crate::host::observe(&global.roots(), None).map_err(|e| e.to_string())?;
+    export::refresh_cdi(&global.cdi_dir, config, &snap, &accounts::resolve(config))
+        .map_err(|e| e.to_string())
 }
 
 /// After a completed `rollback`: nothing is handed out any more, so the spec goes. A rollback

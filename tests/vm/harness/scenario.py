@@ -7,6 +7,8 @@ Header comments declare what the scenario needs, one `# vmtest: key=value` per l
   smp=2                     guest CPUs
   timeout=60                seconds before the boot is killed
   qemu=ARGS                 extra QEMU arguments (may repeat)
+  bundle=NAMES              extra archives appended to the base image, space-separated
+                            (`podman`: podman, crun, conmon; see podman.py)
   modules=NAMES             modules /init loads before the scenario, space-separated, or
                             `none` (default: every guest module; with `none` udev loads
                             drivers itself from modules.alias, as at a real boot)
@@ -21,7 +23,8 @@ from pathlib import Path
 
 from .errors import SetupError
 
-KEYS = {"layout", "memory", "smp", "timeout", "qemu", "modules"}
+BUNDLES = {"podman"}
+KEYS = {"layout", "memory", "smp", "timeout", "qemu", "modules", "bundle"}
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Scenario:
     timeout: float = 60.0
     qemu_args: list[str] = field(default_factory=list)
     modules: list[str] | None = None
+    bundles: list[str] = field(default_factory=list)
 
 
 def load(script: Path) -> Scenario:
@@ -60,6 +64,12 @@ def load(script: Path) -> Scenario:
                 sc.timeout = float(value)
             elif key == "qemu":
                 sc.qemu_args += shlex.split(value)
+            elif key == "bundle":
+                unknown = set(value.split()) - BUNDLES
+                if unknown:
+                    raise SetupError(f"{script}: unknown bundle {sorted(unknown)} "
+                                     f"(known: {sorted(BUNDLES)})")
+                sc.bundles += value.split()
             elif key == "modules":
                 names = value.split()
                 sc.modules = [] if names == ["none"] else names

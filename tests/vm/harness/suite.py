@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import boot, image, layouts, packages, scenario, sriov
+from . import boot, image, layouts, packages, podman, scenario, sriov
 from .errors import SetupError
 
 VM_DIR = Path(__file__).resolve().parent.parent
@@ -191,6 +191,8 @@ def main(argv: list[str]) -> int:
         img = image.ImageBuilder(cache, log, ci()).build(apt)
         vfioctl = build_vfioctl()
         client = build_client(cache)
+        bundles = {"podman": podman.build(cache, apt, log)} \
+            if any("podman" in sc.bundles for sc in chosen) else {}
         qemus = {"default": (Path(shutil.which("qemu-system-x86_64") or ""), [])}
         if any(sc.layout == "sriov" for sc in chosen):
             qemus["sriov"] = sriov.backports_qemu(cache, log)
@@ -235,7 +237,7 @@ def main(argv: list[str]) -> int:
         image.write_overlay(overlay, files, binaries, {"init"})
         initrd = run_dir / "initrd.cpio"
         with open(initrd, "wb") as out:
-            for part in (img.base, overlay):
+            for part in (img.base, *(bundles[b] for b in sc.bundles), overlay):
                 with open(part, "rb") as f:
                     shutil.copyfileobj(f, out)
         overlay.unlink()
