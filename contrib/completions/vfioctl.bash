@@ -16,8 +16,14 @@ _vfioctl() {
             ",$1")
                 cmd="vfioctl"
                 ;;
+            vfioctl,cdi)
+                cmd="vfioctl__subcmd__cdi"
+                ;;
             vfioctl,domain)
                 cmd="vfioctl__subcmd__domain"
+                ;;
+            vfioctl,export)
+                cmd="vfioctl__subcmd__export"
                 ;;
             vfioctl,help)
                 cmd="vfioctl__subcmd__help"
@@ -76,8 +82,26 @@ _vfioctl() {
             vfioctl__subcmd__domain__subcmd__help,open)
                 cmd="vfioctl__subcmd__domain__subcmd__help__subcmd__open"
                 ;;
+            vfioctl__subcmd__export,help)
+                cmd="vfioctl__subcmd__export__subcmd__help"
+                ;;
+            vfioctl__subcmd__export,libvirt)
+                cmd="vfioctl__subcmd__export__subcmd__libvirt"
+                ;;
+            vfioctl__subcmd__export__subcmd__help,help)
+                cmd="vfioctl__subcmd__export__subcmd__help__subcmd__help"
+                ;;
+            vfioctl__subcmd__export__subcmd__help,libvirt)
+                cmd="vfioctl__subcmd__export__subcmd__help__subcmd__libvirt"
+                ;;
+            vfioctl__subcmd__help,cdi)
+                cmd="vfioctl__subcmd__help__subcmd__cdi"
+                ;;
             vfioctl__subcmd__help,domain)
                 cmd="vfioctl__subcmd__help__subcmd__domain"
+                ;;
+            vfioctl__subcmd__help,export)
+                cmd="vfioctl__subcmd__help__subcmd__export"
                 ;;
             vfioctl__subcmd__help,help)
                 cmd="vfioctl__subcmd__help__subcmd__help"
@@ -118,6 +142,9 @@ _vfioctl() {
             vfioctl__subcmd__help__subcmd__domain,open)
                 cmd="vfioctl__subcmd__help__subcmd__domain__subcmd__open"
                 ;;
+            vfioctl__subcmd__help__subcmd__export,libvirt)
+                cmd="vfioctl__subcmd__help__subcmd__export__subcmd__libvirt"
+                ;;
             *)
                 ;;
         esac
@@ -125,7 +152,7 @@ _vfioctl() {
 
     case "${cmd}" in
         vfioctl)
-            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version validate schema status snapshot reconcile rollback watch domain udev-claim help"
+            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version validate schema status snapshot reconcile rollback watch cdi export domain udev-claim help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -155,6 +182,68 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --cdi-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfioctl__subcmd__cdi)
+            opts="-c -o -v -h -V --config --output --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sysfs-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dev-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proc-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cdi-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -163,7 +252,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__domain)
-            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version open hold bench-map bench-open help"
+            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version open hold bench-map bench-open help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -193,6 +282,10 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --cdi-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -201,7 +294,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__domain__subcmd__bench__subcmd__map)
-            opts="-v -h -V --device --mib --rounds --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-v -h -V --device --mib --rounds --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -243,6 +336,10 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --cdi-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -251,7 +348,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__domain__subcmd__bench__subcmd__open)
-            opts="-v -h -V --direct --rounds --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-v -h -V --direct --rounds --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -286,6 +383,10 @@ _vfioctl() {
                     return 0
                     ;;
                 --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cdi-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -381,7 +482,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__domain__subcmd__hold)
-            opts="-c -v -h -V --config --status-file --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-c -v -h -V --config --status-file --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -423,6 +524,10 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --cdi-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -431,7 +536,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__domain__subcmd__open)
-            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -461,6 +566,144 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --cdi-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfioctl__subcmd__export)
+            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version libvirt help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --sysfs-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dev-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proc-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cdi-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfioctl__subcmd__export__subcmd__help)
+            opts="libvirt help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfioctl__subcmd__export__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfioctl__subcmd__export__subcmd__help__subcmd__libvirt)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfioctl__subcmd__export__subcmd__libvirt)
+            opts="-c -v -h -V --config --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sysfs-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dev-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proc-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cdi-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -469,8 +712,22 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__help)
-            opts="validate schema status snapshot reconcile rollback watch domain udev-claim help"
+            opts="validate schema status snapshot reconcile rollback watch cdi export domain udev-claim help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfioctl__subcmd__help__subcmd__cdi)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -539,6 +796,34 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__help__subcmd__domain__subcmd__open)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfioctl__subcmd__help__subcmd__export)
+            opts="libvirt"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfioctl__subcmd__help__subcmd__export__subcmd__libvirt)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -679,7 +964,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__reconcile)
-            opts="-c -v -h -V --config --dry-run --check --json --device --lock-timeout --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-c -v -h -V --config --dry-run --check --json --device --lock-timeout --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -725,6 +1010,10 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --cdi-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -733,7 +1022,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__rollback)
-            opts="-v -h -V --dry-run --lock-timeout --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-v -h -V --dry-run --lock-timeout --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -767,6 +1056,10 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --cdi-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -775,7 +1068,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__schema)
-            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -805,6 +1098,10 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --cdi-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -813,7 +1110,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__snapshot)
-            opts="-o -v -h -V --output --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-o -v -h -V --output --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -851,6 +1148,10 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --cdi-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -859,7 +1160,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__status)
-            opts="-v -h -V --json --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-v -h -V --json --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -886,6 +1187,10 @@ _vfioctl() {
                     return 0
                     ;;
                 --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cdi-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -897,7 +1202,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__udev__subcmd__claim)
-            opts="-c -v -h -V --config --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-c -v -h -V --config --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -932,6 +1237,10 @@ _vfioctl() {
                     return 0
                     ;;
                 --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cdi-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -943,7 +1252,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__validate)
-            opts="-c -v -h -V --config --json --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-c -v -h -V --config --json --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -981,6 +1290,10 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --cdi-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -989,7 +1302,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__watch)
-            opts="-c -v -h -V --config --resync --debounce-ms --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --verbose --help --version"
+            opts="-c -v -h -V --config --resync --debounce-ms --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1032,6 +1345,10 @@ _vfioctl() {
                     return 0
                     ;;
                 --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cdi-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_vfioctl_global_optspecs
-    string join \n sysfs-root= dev-root= proc-root= state-dir= run-dir= host= v/verbose h/help V/version
+    string join \n sysfs-root= dev-root= proc-root= state-dir= run-dir= host= cdi-dir= v/verbose h/help V/version
 end
 
 function __fish_vfioctl_needs_command
@@ -30,6 +30,7 @@ complete -c vfioctl -n "__fish_vfioctl_needs_command" -l proc-root -d 'Root of /
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_needs_command" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it' -r -F
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -s V -l version -d 'Print version'
@@ -40,6 +41,8 @@ complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "snapshot" -d 'Print
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "reconcile" -d 'Make the host match the config (or, with `--dry-run`, show the plan)'
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "rollback" -d 'Return every device vfioctl took to its recorded original state'
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "watch" -d 'Keep the host converged: re-apply on hotplug, config edits and SIGHUP; hold domains'
+complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "cdi" -d 'Print the CDI spec (Container Device Interface) of what the config hands out'
+complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "export" -d 'Print what the config hands out in another tool\'s format'
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "domain" -d 'Use a domain held by `vfioctl watch`'
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "udev-claim" -d 'For the udev rule: on `add`, write the configured driver to a function\'s `driver_override` before any module driver loads'
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -50,6 +53,7 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -l proc-root -
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -l json -d 'Print diagnostics as JSON'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -s h -l help -d 'Print help'
@@ -60,6 +64,7 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -l proc-root -d 
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -s V -l version -d 'Print version'
@@ -69,6 +74,7 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l proc-root -d 
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l json -d 'Print the snapshot as JSON'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -s h -l help -d 'Print help'
@@ -80,6 +86,7 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -l proc-root -
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -s V -l version -d 'Print version'
@@ -92,6 +99,7 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l proc-root 
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l dry-run -d 'Show the plan; change nothing'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l check -d 'Exit 3 when changes are pending (implies --dry-run)'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l json -d 'Print the plan as JSON'
@@ -105,6 +113,7 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l proc-root -
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l dry-run -d 'Show what would be undone; change nothing'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -s h -l help -d 'Print help'
@@ -118,15 +127,54 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l proc-root -d '
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -s V -l version -d 'Print version'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -s c -l config -d 'The config file' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -s o -l output -d 'Write the spec to FILE (atomically) instead of standard output' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -l sysfs-root -d 'Root of sysfs' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -l dev-root -d 'Root of /dev' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -l proc-root -d 'Root of /proc' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -s h -l help -d 'Print help'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -s V -l version -d 'Print version'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and not __fish_seen_subcommand_from libvirt help" -l sysfs-root -d 'Root of sysfs' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and not __fish_seen_subcommand_from libvirt help" -l dev-root -d 'Root of /dev' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and not __fish_seen_subcommand_from libvirt help" -l proc-root -d 'Root of /proc' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and not __fish_seen_subcommand_from libvirt help" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and not __fish_seen_subcommand_from libvirt help" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and not __fish_seen_subcommand_from libvirt help" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and not __fish_seen_subcommand_from libvirt help" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and not __fish_seen_subcommand_from libvirt help" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and not __fish_seen_subcommand_from libvirt help" -s h -l help -d 'Print help'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and not __fish_seen_subcommand_from libvirt help" -s V -l version -d 'Print version'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and not __fish_seen_subcommand_from libvirt help" -f -a "libvirt" -d 'Print libvirt `<hostdev mode=\'subsystem\' type=\'pci\' managed=\'no\'>` elements for a `[[device]]` (every one without NAME), for `virsh attach-device`'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and not __fish_seen_subcommand_from libvirt help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from libvirt" -s c -l config -d 'The config file' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from libvirt" -l sysfs-root -d 'Root of sysfs' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from libvirt" -l dev-root -d 'Root of /dev' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from libvirt" -l proc-root -d 'Root of /proc' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from libvirt" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from libvirt" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from libvirt" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from libvirt" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from libvirt" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from libvirt" -s h -l help -d 'Print help'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from libvirt" -s V -l version -d 'Print version'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from help" -f -a "libvirt" -d 'Print libvirt `<hostdev mode=\'subsystem\' type=\'pci\' managed=\'no\'>` elements for a `[[device]]` (every one without NAME), for `virsh attach-device`'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -l sysfs-root -d 'Root of sysfs' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -l dev-root -d 'Root of /dev' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -l proc-root -d 'Root of /proc' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -s V -l version -d 'Print version'
@@ -141,6 +189,7 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -s V -l version -d 'Print version'
@@ -152,6 +201,7 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -s V -l version -d 'Print version'
@@ -164,6 +214,7 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-map" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-map" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-map" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-map" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-map" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-map" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-map" -s V -l version -d 'Print version'
@@ -175,6 +226,7 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-open" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-open" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-open" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-open" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-open" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-open" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-open" -s V -l version -d 'Print version'
@@ -190,19 +242,23 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l proc-root
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -s V -l version -d 'Print version'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "validate" -d 'Check a config file alone, without reading any host'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "schema" -d 'Print the JSON Schema of the config file'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "status" -d 'Show the host: IOMMU groups, their members, drivers, and viability'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "snapshot" -d 'Print a snapshot of the host as JSON (use it later with `--host`)'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "reconcile" -d 'Make the host match the config (or, with `--dry-run`, show the plan)'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "rollback" -d 'Return every device vfioctl took to its recorded original state'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "watch" -d 'Keep the host converged: re-apply on hotplug, config edits and SIGHUP; hold domains'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "domain" -d 'Use a domain held by `vfioctl watch`'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "udev-claim" -d 'For the udev rule: on `add`, write the configured driver to a function\'s `driver_override` before any module driver loads'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch cdi export domain udev-claim help" -f -a "validate" -d 'Check a config file alone, without reading any host'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch cdi export domain udev-claim help" -f -a "schema" -d 'Print the JSON Schema of the config file'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch cdi export domain udev-claim help" -f -a "status" -d 'Show the host: IOMMU groups, their members, drivers, and viability'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch cdi export domain udev-claim help" -f -a "snapshot" -d 'Print a snapshot of the host as JSON (use it later with `--host`)'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch cdi export domain udev-claim help" -f -a "reconcile" -d 'Make the host match the config (or, with `--dry-run`, show the plan)'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch cdi export domain udev-claim help" -f -a "rollback" -d 'Return every device vfioctl took to its recorded original state'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch cdi export domain udev-claim help" -f -a "watch" -d 'Keep the host converged: re-apply on hotplug, config edits and SIGHUP; hold domains'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch cdi export domain udev-claim help" -f -a "cdi" -d 'Print the CDI spec (Container Device Interface) of what the config hands out'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch cdi export domain udev-claim help" -f -a "export" -d 'Print what the config hands out in another tool\'s format'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch cdi export domain udev-claim help" -f -a "domain" -d 'Use a domain held by `vfioctl watch`'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch cdi export domain udev-claim help" -f -a "udev-claim" -d 'For the udev rule: on `add`, write the configured driver to a function\'s `driver_override` before any module driver loads'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch cdi export domain udev-claim help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and __fish_seen_subcommand_from export" -f -a "libvirt" -d 'Print libvirt `<hostdev mode=\'subsystem\' type=\'pci\' managed=\'no\'>` elements for a `[[device]]` (every one without NAME), for `virsh attach-device`'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and __fish_seen_subcommand_from domain" -f -a "open" -d 'Receive a held domain\'s fds and run COMMAND with them inherited'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and __fish_seen_subcommand_from domain" -f -a "hold" -d 'Debugging: hold the config\'s domains in the foreground until SIGTERM; SIGHUP re-reads the config and reconciles again (what `watch` does for the domain layer)'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and __fish_seen_subcommand_from domain" -f -a "bench-map" -d 'Benchmark: map one window over a device\'s group through vfioctl\'s domain layer and through a minimal open/attach/MAP_DMA sequence, alternating, and print both timings'
