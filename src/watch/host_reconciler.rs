@@ -60,7 +60,12 @@ impl<H: Host> ApplyReconciler<H> {
                 crate::export::refresh_cdi(dir, config, &snap, accounts).map_err(|e| e.to_string())
             });
         match kept {
-            Ok(r) => tracing::debug!(kept = ?r.kept, devices = r.devices, "cdi spec"),
+            Ok(r) => {
+                for n in &r.notes {
+                    tracing::debug!("cdi: {n}");
+                }
+                tracing::debug!(kept = ?r.kept, devices = r.devices, "cdi spec");
+            }
             Err(e) => tracing::warn!("cdi: the spec in {} could not be kept: {e}", dir.display()),
         }
     }
