@@ -15,7 +15,8 @@
 //!    [`broker`] hands them to the users the config names, as file descriptors.
 //!
 //! [`pci`] holds the PCI identity types every stage shares. [`cli`] only parses arguments into
-//! options and dispatches to these stages. `fixtures` (hidden) builds fake sysfs trees and
+//! options and dispatches to these stages. `fixtures` (hidden, behind the `testing` feature like
+//! the simulated kernel and IOMMU) builds fake sysfs trees and
 //! synthetic hosts for tests and benchmarks.
 
 pub mod apply;
@@ -26,6 +27,7 @@ pub mod domain;
 pub mod export;
 pub mod files;
 #[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub mod fixtures;
 pub mod host;
 pub mod kernel;

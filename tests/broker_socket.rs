@@ -10,7 +10,7 @@ use vfioctl::broker::client::{self, ClientError};
 use vfioctl::broker::handout::{Handout, Offer, Offers};
 use vfioctl::broker::protocol::{Description, GroupDesc, Request, WindowDesc, VERSION};
 use vfioctl::broker::server::Server;
-use vfioctl::plan::Accounts;
+use vfioctl::host::accounts::Accounts;
 
 fn config() -> vfioctl::config::Config {
     let text = r#"

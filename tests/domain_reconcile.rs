@@ -464,7 +464,7 @@ mod watch_layer {
     use super::*;
     use std::cell::Cell;
     use std::rc::Rc;
-    use vfioctl::domain::watch_layer::DomainLayer;
+    use vfioctl::watch::domain_layer::DomainLayer;
     use vfioctl::watch::run_loop::{Outcome, Reconciler, Scope};
 
     /// A binding pass that answers what it is told and counts its calls.
@@ -629,4 +629,141 @@ fn a_resize_whose_unmap_fails_keeps_the_old_mapping_and_retries() {
     let r = d.reconcile(&cfg, &snap);
     assert!(r.ok(), "{r}");
     assert_eq!(d.iommu().pinned(), 2 * MIB);
+}
+
+/// Adoption and hand-out run over the `Iommu` seam: a domain held on the simulated IOMMU is
+/// offered by the broker, handed to "systemd" on exit (not torn down), adopted by the next
+/// process from the fds alone, converges with no change, and is offered again.
+#[test]
+fn a_domain_on_the_simulated_iommu_is_handed_out_adopted_and_handed_out_again() {
+    use std::os::fd::AsFd;
+    use vfioctl::broker::handout::Handout;
+    use vfioctl::domain::adopt::{adopt_passed, layout_memfd, stored_names, Layout};
+    use vfioctl::domain::fdstore::Part;
+
+    let snap = host(&[("0000:00:05.0", 5), ("0000:00:06.0", 6)]);
+    let cfg = config(
+        &["0000:00:05.0", "0000:00:06.0"],
+        Placement::Shared,
+        vec![window("buf", 0x10_0000, 2 * MIB)],
+    );
+    let mut d = Domains::new(sim_with_memlock(&[(5, "dmar0"), (6, "dmar0")]));
+    let r = d.reconcile(&cfg, &snap);
+    assert!(r.ok(), "{r}");
+
+    let offer_of = |d: &Domains<SimIommu>| {
+        let handout = Handout::new();
+        handout.refresh(d, Some(&snap), cfg.clone(), Default::default());
+        let mut offers = handout.lock();
+        offers.domains.remove("dma").expect("dma is offered")
+    };
+    let first = offer_of(&d);
+    assert_eq!(first.description.containers, vec![0]);
+    let groups: Vec<(u32, usize)> = first
+        .description
+        .groups
+        .iter()
+        .map(|g| (g.group, g.container))
+        .collect();
+    assert_eq!(groups, vec![(5, 0), (6, 0)]);
+    assert_eq!(first.description.windows[0].size, 2 * MIB);
+    assert_eq!(first.description.devices.len(), 2);
+    assert_eq!(first.fds.len(), 4, "container, two groups, one window");
+
+    // Exit with a hand-over: the fds go to the store, the kernel keeps the domain.
+    let held = &d.held()["dma"];
+    let layout = Layout::of(held);
+    let record = layout_memfd(&layout).unwrap();
+    let fds = held.fds();
+    let passed: Vec<(std::os::fd::OwnedFd, String)> = stored_names("dma", &layout)
+        .into_iter()
+        .map(|n| {
+            let fd = match n.part {
+                Part::Layout => record.as_fd(),
+                Part::Container(i) => fds.containers[i],
+                Part::Group(g) => fds.groups.iter().find(|x| x.0 == g).unwrap().1,
+                Part::Window(i) => fds.windows[i].1,
+            };
+            (fd.try_clone_to_owned().unwrap(), n.encode().unwrap())
+        })
+        .collect();
+    let kernel = d.iommu().clone();
+    drop(fds);
+    drop(d);
+
+    // The next process adopts from the fds alone.
+    let mut next = Domains::new(kernel);
+    let adopted = adopt_passed(next.iommu_mut(), passed, &["dma".to_string()], None);
+    assert!(adopted.report.errors.is_empty(), "{:?}", adopted.report);
+    assert_eq!(adopted.domains.len(), 1);
+    next.adopt(adopted.domains);
+    assert!(
+        next.iommu().log.iter().any(|l| l == "adopt c0"),
+        "{:?}",
+        next.iommu().log
+    );
+    let again = next.reconcile(&cfg, &snap);
+    assert!(again.ok(), "{again}");
+    assert!(again.events.is_empty(), "nothing changes: {again}");
+    assert_eq!(next.iommu().live_containers().len(), 1);
+    assert_eq!(next.iommu().pinned(), 2 * MIB);
+
+    let second = offer_of(&next);
+    assert_eq!(second.description, first.description);
+    assert_eq!(second.fds.len(), 4);
+}
+
+/// Windows are capped against the host's memory (MemTotal): growth past three quarters of it
+/// is refused by name, with the figures, and nothing is mapped for it; what fits is mapped.
+#[test]
+fn windows_beyond_the_hosts_memory_are_refused_with_the_figures() {
+    let snap = host(&[("0000:00:05.0", 5)]);
+    let mut sim = sim_with_memlock(&[(5, "dmar0")]);
+    sim.mem_total = Some(8 * MIB);
+    let mut d = Domains::new(sim);
+    let too_big = config(
+        &["0000:00:05.0"],
+        Placement::Shared,
+        vec![window("big", 0x10_0000, 8 * MIB)],
+    );
+    let r = d.reconcile(&too_big, &snap);
+    assert_eq!(r.errors.len(), 1, "{r}");
+    let text = format!("{r}");
+    assert!(
+        text.contains("big") && text.contains("not mapped"),
+        "{text}"
+    );
+    assert!(text.contains("three quarters"), "{text}");
+    assert!(text.contains("8.0 MiB") || text.contains("8 MiB"), "{text}");
+    assert_eq!(d.iommu().pinned(), 0);
+
+    let fits = config(
+        &["0000:00:05.0"],
+        Placement::Shared,
+        vec![window("small", 0x10_0000, 4 * MIB)],
+    );
+    let r = d.reconcile(&fits, &snap);
+    assert!(r.ok(), "{r}");
+    assert_eq!(d.iommu().pinned(), 4 * MIB);
+}
+
+/// `domain hold --status-file`: each held fd is listed by container index, group id and
+/// window name (the VM suite's `domains` scenario follows them to the memfd).
+#[test]
+fn the_hold_status_names_each_fd_by_group_and_window() {
+    let snap = host(&[("0000:00:05.0", 5)]);
+    let cfg = config(
+        &["0000:00:05.0"],
+        Placement::Shared,
+        vec![window("buf", 0x10_0000, 2 * MIB)],
+    );
+    let mut d = Domains::new(sim_with_memlock(&[(5, "dmar0")]));
+    let r = d.reconcile(&cfg, &snap);
+    assert!(r.ok(), "{r}");
+    let status = vfioctl::domain::hold::status_json(1, &d, &r);
+    let fds = &status["fds"]["dma"];
+    assert!(fds["groups"]["5"].is_i64(), "{status:#}");
+    assert!(fds["windows"]["buf"].is_i64(), "{status:#}");
+    assert_eq!(fds["containers"].as_array().map(Vec::len), Some(1));
+    assert_eq!(status["pass"], 1);
 }

@@ -52,12 +52,6 @@ _vfioctl() {
             vfioctl,watch)
                 cmd="vfioctl__subcmd__watch"
                 ;;
-            vfioctl__subcmd__domain,bench-map)
-                cmd="vfioctl__subcmd__domain__subcmd__bench__subcmd__map"
-                ;;
-            vfioctl__subcmd__domain,bench-open)
-                cmd="vfioctl__subcmd__domain__subcmd__bench__subcmd__open"
-                ;;
             vfioctl__subcmd__domain,help)
                 cmd="vfioctl__subcmd__domain__subcmd__help"
                 ;;
@@ -66,12 +60,6 @@ _vfioctl() {
                 ;;
             vfioctl__subcmd__domain,open)
                 cmd="vfioctl__subcmd__domain__subcmd__open"
-                ;;
-            vfioctl__subcmd__domain__subcmd__help,bench-map)
-                cmd="vfioctl__subcmd__domain__subcmd__help__subcmd__bench__subcmd__map"
-                ;;
-            vfioctl__subcmd__domain__subcmd__help,bench-open)
-                cmd="vfioctl__subcmd__domain__subcmd__help__subcmd__bench__subcmd__open"
                 ;;
             vfioctl__subcmd__domain__subcmd__help,help)
                 cmd="vfioctl__subcmd__domain__subcmd__help__subcmd__help"
@@ -129,12 +117,6 @@ _vfioctl() {
                 ;;
             vfioctl__subcmd__help,watch)
                 cmd="vfioctl__subcmd__help__subcmd__watch"
-                ;;
-            vfioctl__subcmd__help__subcmd__domain,bench-map)
-                cmd="vfioctl__subcmd__help__subcmd__domain__subcmd__bench__subcmd__map"
-                ;;
-            vfioctl__subcmd__help__subcmd__domain,bench-open)
-                cmd="vfioctl__subcmd__help__subcmd__domain__subcmd__bench__subcmd__open"
                 ;;
             vfioctl__subcmd__help__subcmd__domain,hold)
                 cmd="vfioctl__subcmd__help__subcmd__domain__subcmd__hold"
@@ -252,7 +234,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__domain)
-            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version open hold bench-map bench-open help"
+            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version open hold help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -293,141 +275,9 @@ _vfioctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        vfioctl__subcmd__domain__subcmd__bench__subcmd__map)
-            opts="-v -h -V --device --mib --rounds --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --device)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --mib)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --rounds)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --sysfs-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --dev-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --proc-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --state-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --cdi-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        vfioctl__subcmd__domain__subcmd__bench__subcmd__open)
-            opts="-v -h -V --direct --rounds --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --direct)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --rounds)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --sysfs-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --dev-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --proc-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --state-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --cdi-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
         vfioctl__subcmd__domain__subcmd__help)
-            opts="open hold bench-map bench-open help"
+            opts="open hold help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        vfioctl__subcmd__domain__subcmd__help__subcmd__bench__subcmd__map)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        vfioctl__subcmd__domain__subcmd__help__subcmd__bench__subcmd__open)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -740,36 +590,8 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__help__subcmd__domain)
-            opts="open hold bench-map bench-open"
+            opts="open hold"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        vfioctl__subcmd__help__subcmd__domain__subcmd__bench__subcmd__map)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        vfioctl__subcmd__help__subcmd__domain__subcmd__bench__subcmd__open)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -168,21 +168,19 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from libvirt" -s V -l version -d 'Print version'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from help" -f -a "libvirt" -d 'Print libvirt `<hostdev mode=\'subsystem\' type=\'pci\' managed=\'no\'>` elements for a `[[device]]` (every one without NAME), for `virsh attach-device`'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -l sysfs-root -d 'Root of sysfs' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -l dev-root -d 'Root of /dev' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -l proc-root -d 'Root of /proc' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -s h -l help -d 'Print help'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -s V -l version -d 'Print version'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -f -a "open" -d 'Receive a held domain\'s fds and run COMMAND with them inherited'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -f -a "hold" -d 'Debugging: hold the config\'s domains in the foreground until SIGTERM; SIGHUP re-reads the config and reconciles again (what `watch` does for the domain layer)'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -f -a "bench-map" -d 'Benchmark: map one window over a device\'s group through vfioctl\'s domain layer and through a minimal open/attach/MAP_DMA sequence, alternating, and print both timings'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -f -a "bench-open" -d 'Benchmark: time the broker\'s hand-over of a domain (request to fds received), or with --direct GROUP the same user opening the container and the group and attaching (type1v2) directly; print the median, min and max'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold bench-map bench-open help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -l sysfs-root -d 'Root of sysfs' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -l dev-root -d 'Root of /dev' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -l proc-root -d 'Root of /proc' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -s h -l help -d 'Print help'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -s V -l version -d 'Print version'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -f -a "open" -d 'Receive a held domain\'s fds and run COMMAND with them inherited'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -f -a "hold" -d 'Debugging: hold the config\'s domains in the foreground until SIGTERM; SIGHUP re-reads the config and reconciles again (what `watch` does for the domain layer)'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -l sysfs-root -d 'Root of sysfs' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -l dev-root -d 'Root of /dev' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -l proc-root -d 'Root of /proc' -r -F
@@ -205,35 +203,8 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -s V -l version -d 'Print version'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-map" -l device -d 'A function on vfio-pci whose group is mapped' -r
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-map" -l mib -d 'Window size in MiB' -r
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-map" -l rounds -d 'Rounds of each' -r
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-map" -l sysfs-root -d 'Root of sysfs' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-map" -l dev-root -d 'Root of /dev' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-map" -l proc-root -d 'Root of /proc' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-map" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-map" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-map" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-map" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-map" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-map" -s h -l help -d 'Print help'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-map" -s V -l version -d 'Print version'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-open" -l direct -d 'Time a direct open of this group instead (watch must not hold it)' -r
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-open" -l rounds -d 'Rounds' -r
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-open" -l sysfs-root -d 'Root of sysfs' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-open" -l dev-root -d 'Root of /dev' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-open" -l proc-root -d 'Root of /proc' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-open" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-open" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-open" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-open" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-open" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-open" -s h -l help -d 'Print help'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from bench-open" -s V -l version -d 'Print version'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from help" -f -a "open" -d 'Receive a held domain\'s fds and run COMMAND with them inherited'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from help" -f -a "hold" -d 'Debugging: hold the config\'s domains in the foreground until SIGTERM; SIGHUP re-reads the config and reconciles again (what `watch` does for the domain layer)'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from help" -f -a "bench-map" -d 'Benchmark: map one window over a device\'s group through vfioctl\'s domain layer and through a minimal open/attach/MAP_DMA sequence, alternating, and print both timings'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from help" -f -a "bench-open" -d 'Benchmark: time the broker\'s hand-over of a domain (request to fds received), or with --direct GROUP the same user opening the container and the group and attaching (type1v2) directly; print the median, min and max'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -s c -l config -d 'The config file' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l sysfs-root -d 'Root of sysfs' -r -F
@@ -261,5 +232,3 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_see
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and __fish_seen_subcommand_from export" -f -a "libvirt" -d 'Print libvirt `<hostdev mode=\'subsystem\' type=\'pci\' managed=\'no\'>` elements for a `[[device]]` (every one without NAME), for `virsh attach-device`'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and __fish_seen_subcommand_from domain" -f -a "open" -d 'Receive a held domain\'s fds and run COMMAND with them inherited'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and __fish_seen_subcommand_from domain" -f -a "hold" -d 'Debugging: hold the config\'s domains in the foreground until SIGTERM; SIGHUP re-reads the config and reconciles again (what `watch` does for the domain layer)'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and __fish_seen_subcommand_from domain" -f -a "bench-map" -d 'Benchmark: map one window over a device\'s group through vfioctl\'s domain layer and through a minimal open/attach/MAP_DMA sequence, alternating, and print both timings'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and __fish_seen_subcommand_from domain" -f -a "bench-open" -d 'Benchmark: time the broker\'s hand-over of a domain (request to fds received), or with --direct GROUP the same user opening the container and the group and attaching (type1v2) directly; print the median, min and max'

@@ -6,7 +6,7 @@
 //! Root (uid 0) may open every domain: it could open the groups itself.
 
 use crate::config::{Config, UserRef};
-use crate::plan::Accounts;
+use crate::host::accounts::Accounts;
 
 /// The caller, as `SO_PEERCRED` and `/proc/PID/status` tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +110,7 @@ fn parse_groups(status: &str) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::Account;
+    use crate::host::accounts::Account;
 
     fn config() -> Config {
         let text = r#"

@@ -12,10 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use super::protocol::{Description, DeviceDesc, GroupDesc, WindowDesc, VERSION};
 use crate::config::Config;
-use crate::domain::held::HeldDomain;
-use crate::domain::linux::LinuxIommu;
+use crate::domain::held::DomainFds;
+use crate::domain::iommu::Iommu;
+use crate::domain::Domains;
+use crate::host::accounts::Accounts;
 use crate::host::snapshot::Snapshot;
-use crate::plan::Accounts;
 
 /// One domain ready to hand over: its description and the fds it indexes.
 #[derive(Debug)]
@@ -25,10 +26,9 @@ pub struct Offer {
 }
 
 impl Offer {
-    /// Duplicates a held domain's fds (`F_DUPFD_CLOEXEC`) and describes them; members'
-    /// addresses come from `host`.
-    pub fn of(held: &HeldDomain<LinuxIommu>, host: Option<&Snapshot>) -> std::io::Result<Offer> {
-        let f = held.fds();
+    /// Duplicates a held domain's fds (`F_DUPFD_CLOEXEC`) from the fd view `domain` gives, and
+    /// describes them; members' addresses come from `host`.
+    pub fn of(domain: &str, f: &DomainFds<'_>, host: Option<&Snapshot>) -> std::io::Result<Offer> {
         let mut fds = Vec::new();
         let mut containers = Vec::new();
         for c in &f.containers {
@@ -36,24 +36,20 @@ impl Offer {
             fds.push(c.try_clone_to_owned()?);
         }
         let mut groups = Vec::new();
-        for (ci, c) in held.containers.iter().enumerate() {
-            for g in &c.groups {
-                if let Some((_, fd)) = f.groups.iter().find(|(id, _)| *id == g.id) {
-                    groups.push(GroupDesc {
-                        group: g.id,
-                        fd: fds.len(),
-                        container: ci,
-                    });
-                    fds.push(fd.try_clone_to_owned()?);
-                }
-            }
+        for (g, fd, container) in &f.groups {
+            groups.push(GroupDesc {
+                group: *g,
+                fd: fds.len(),
+                container: *container,
+            });
+            fds.push(fd.try_clone_to_owned()?);
         }
         let mut windows = Vec::new();
-        for (w, (_, fd)) in held.windows.iter().zip(&f.windows) {
+        for (w, fd) in &f.windows {
             windows.push(WindowDesc {
-                name: w.window.name.clone(),
-                iova: w.window.iova,
-                size: w.window.size,
+                name: w.name.clone(),
+                iova: w.iova,
+                size: w.size,
                 fd: fds.len(),
             });
             fds.push(fd.try_clone_to_owned()?);
@@ -77,7 +73,7 @@ impl Offer {
         Ok(Offer {
             description: Description {
                 version: VERSION,
-                domain: held.name.clone(),
+                domain: domain.to_string(),
                 containers,
                 groups,
                 windows,
@@ -142,6 +138,30 @@ impl Handout {
         let mut o = self.lock();
         o.domains = domains;
         o.policy = Some((config, accounts));
+    }
+
+    /// Offers every held domain that has a container (after a pass), with the policy as of
+    /// that pass. A domain whose fds cannot be duplicated is left out, with a warning.
+    pub fn refresh<I: Iommu>(
+        &self,
+        domains: &Domains<I>,
+        host: Option<&Snapshot>,
+        config: Config,
+        accounts: Accounts,
+    ) {
+        let mut out = BTreeMap::new();
+        for (name, held) in domains.held() {
+            if held.containers.is_empty() {
+                continue;
+            }
+            match Offer::of(name, &held.fds(), host) {
+                Ok(o) => {
+                    out.insert(name.clone(), o);
+                }
+                Err(e) => tracing::warn!("fd broker: domain \"{name}\" cannot be offered: {e}"),
+            }
+        }
+        self.replace(out, config, accounts);
     }
 
     /// Drops every offer (closing the duplicates).

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::handout::Handed;
+use crate::domain::published::{self, Stamped};
+use crate::files::FileError;
 
 pub const FILE_NAME: &str = "broker.json";
 
@@ -26,25 +28,24 @@ pub fn path(run_dir: &Path) -> PathBuf {
     run_dir.join(FILE_NAME)
 }
 
-pub fn write(run_dir: &Path, ledger: &Ledger) -> std::io::Result<()> {
-    let file = path(run_dir);
-    let tmp = file.with_extension("json.tmp");
-    let text = serde_json::to_string_pretty(ledger).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, text + "\n")?;
-    std::fs::rename(&tmp, &file)
+impl Stamped for Ledger {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+/// Writes the ledger atomically and durably (see [`published::write_state`]).
+pub fn write(run_dir: &Path, ledger: &Ledger) -> Result<(), FileError> {
+    published::write_state(run_dir, FILE_NAME, ledger)
 }
 
 pub fn remove(run_dir: &Path) {
-    let _ = std::fs::remove_file(path(run_dir));
+    published::remove_state(run_dir, FILE_NAME)
 }
 
 /// The ledger of a live broker, with only the hand-overs whose process is alive.
 pub fn read_live(run_dir: &Path, proc_root: &Path) -> Option<Ledger> {
-    let text = std::fs::read_to_string(path(run_dir)).ok()?;
-    let mut l: Ledger = serde_json::from_str(&text).ok()?;
-    if !proc_root.join(l.pid.to_string()).exists() {
-        return None;
-    }
+    let mut l: Ledger = published::read_state(run_dir, FILE_NAME, proc_root).ok()?;
     l.handed
         .retain(|h| proc_root.join(h.pid.to_string()).exists());
     Some(l)

@@ -8,12 +8,10 @@
 //!   with the server thread through one lock;
 //! - [`server`]: the socket, `SO_PEERCRED`, per-client timeouts, on its own thread;
 //! - [`ledger`]: who holds what, published for `vfioctl status`;
-//! - [`fdstore`]: naming, storing and sorting fds in systemd's fd store (not yet adopted);
 //! - [`client`]: the library side: connect, ask, receive the fds.
 
 pub mod access;
 pub mod client;
-pub mod fdstore;
 pub mod handout;
 pub mod ledger;
 pub mod protocol;

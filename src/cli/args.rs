@@ -85,10 +85,10 @@ pub enum Command {
     /// systemd with contrib/systemd/vfioctl-watch.service (Type=notify).
     Watch(WatchArgs),
     /// Print the CDI spec (Container Device Interface) of what the config hands out.
-    Cdi(super::cdi::CdiArgs),
+    Cdi(CdiArgs),
     /// Print what the config hands out in another tool's format.
     #[command(subcommand)]
-    Export(super::export::ExportCommand),
+    Export(ExportCommand),
     /// Use a domain held by `vfioctl watch`.
     #[command(subcommand)]
     Domain(DomainCommand),
@@ -198,40 +198,6 @@ pub enum DomainCommand {
     /// the config and reconciles again (what `watch` does for the domain layer).
     #[command(hide = true)]
     Hold(DomainHoldArgs),
-    /// Benchmark: map one window over a device's group through vfioctl's domain layer and
-    /// through a minimal open/attach/MAP_DMA sequence, alternating, and print both timings.
-    #[command(hide = true)]
-    BenchMap(DomainBenchArgs),
-    /// Benchmark: time the broker's hand-over of a domain (request to fds received), or with
-    /// --direct GROUP the same user opening the container and the group and attaching
-    /// (type1v2) directly; print the median, min and max.
-    #[command(hide = true)]
-    BenchOpen(DomainBenchOpenArgs),
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct DomainBenchOpenArgs {
-    /// The domain's name in the config.
-    pub name: String,
-    /// Time a direct open of this group instead (watch must not hold it).
-    #[arg(long, value_name = "GROUP")]
-    pub direct: Option<u32>,
-    /// Rounds.
-    #[arg(long, default_value_t = 200)]
-    pub rounds: u32,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct DomainBenchArgs {
-    /// A function on vfio-pci whose group is mapped.
-    #[arg(long, value_name = "ADDRESS")]
-    pub device: String,
-    /// Window size in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 512)]
-    pub mib: u64,
-    /// Rounds of each.
-    #[arg(long, default_value_t = 5)]
-    pub rounds: u32,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -250,4 +216,29 @@ pub struct DomainOpenArgs {
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CdiArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Write the spec to FILE (atomically) instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Print libvirt `<hostdev mode='subsystem' type='pci' managed='no'>` elements for a
+    /// `[[device]]` (every one without NAME), for `virsh attach-device`.
+    Libvirt(LibvirtArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LibvirtArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The `[[device]]` name.
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
 }

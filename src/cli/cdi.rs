@@ -2,27 +2,16 @@
 //! computed from the plan against the host (live, or `--host FILE` as in the dry run). Also
 //! the hooks that keep `--cdi-dir`'s `vfioctl.json` after `reconcile` and `rollback`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
-
-use super::{accounts, args, Exit};
+use super::{args, Exit};
 use crate::config::Config;
 use crate::export;
+use crate::host::accounts;
 use crate::host::Snapshot;
 use crate::plan::Plan;
 
-#[derive(Debug, Clone, Args)]
-pub struct CdiArgs {
-    #[command(flatten)]
-    pub config: args::ConfigArg,
-    /// Write the spec to FILE (atomically) instead of standard output.
-    #[arg(long, short = 'o', value_name = "FILE")]
-    pub output: Option<PathBuf>,
-}
-
-pub fn run(global: &args::GlobalArgs, args: &CdiArgs) -> Exit {
+pub fn run(global: &args::GlobalArgs, args: &args::CdiArgs) -> Exit {
     let (config, snap, plan) = match planned(global, &args.config.config, "cdi") {
         Ok(p) => p,
         Err(exit) => return exit,
@@ -83,8 +72,8 @@ pub(super) fn planned(
             }),
     };
     let accounts = match global.host {
-        Some(_) => accounts::from_snapshot(&config, &snap),
-        None => accounts::resolve(&config),
+        Some(_) => accounts::from_snapshot(&crate::plan::ownership::account_names(&config), &snap),
+        None => accounts::resolve(&crate::plan::ownership::account_names(&config)),
     };
     let ctx = crate::plan::Context {
         taken,
@@ -142,8 +131,13 @@ pub(super) fn after_reconcile(
 /// Reads the whole host and keeps the spec of what `config` hands out on it.
 fn refresh(global: &args::GlobalArgs, config: &Config) -> Result<export::Refreshed, String> {
     let snap = crate::host::observe(&global.roots(), None).map_err(|e| e.to_string())?;
-    export::refresh_cdi(&global.cdi_dir, config, &snap, &accounts::resolve(config))
-        .map_err(|e| e.to_string())
+    export::refresh_cdi(
+        &global.cdi_dir,
+        config,
+        &snap,
+        &accounts::resolve(&crate::plan::ownership::account_names(config)),
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// After a completed `rollback`: nothing is handed out any more, so the spec goes. A rollback

@@ -1,34 +1,16 @@
 //! `vfioctl export libvirt [NAME]`: prints `<hostdev managed='no'>` elements for what a
 //! `[[device]]` (or every one) hands out, computed from the plan like `vfioctl cdi`.
 
-use clap::{Args, Subcommand};
-
 use super::{args, Exit};
 use crate::export::{self, handout, libvirt};
 
-#[derive(Debug, Subcommand)]
-pub enum ExportCommand {
-    /// Print libvirt `<hostdev mode='subsystem' type='pci' managed='no'>` elements for a
-    /// `[[device]]` (every one without NAME), for `virsh attach-device`.
-    Libvirt(LibvirtArgs),
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct LibvirtArgs {
-    #[command(flatten)]
-    pub config: args::ConfigArg,
-    /// The `[[device]]` name.
-    #[arg(value_name = "NAME")]
-    pub name: Option<String>,
-}
-
-pub fn run(global: &args::GlobalArgs, cmd: &ExportCommand) -> Exit {
+pub fn run(global: &args::GlobalArgs, cmd: &args::ExportCommand) -> Exit {
     match cmd {
-        ExportCommand::Libvirt(a) => run_libvirt(global, a),
+        args::ExportCommand::Libvirt(a) => run_libvirt(global, a),
     }
 }
 
-fn run_libvirt(global: &args::GlobalArgs, args: &LibvirtArgs) -> Exit {
+fn run_libvirt(global: &args::GlobalArgs, args: &args::LibvirtArgs) -> Exit {
     let (config, snap, plan) = match super::cdi::planned(global, &args.config.config, "export") {
         Ok(p) => p,
         Err(exit) => return exit,

@@ -1,7 +1,6 @@
 //! The command line: argument definitions (`args`), and one module per subcommand that wires
 //! options to the pipeline stages and prints results. No decisions are made here.
 
-mod accounts;
 pub mod args;
 pub mod cdi;
 mod domain;

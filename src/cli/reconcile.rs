@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use super::{accounts, args, Exit};
+use super::{args, Exit};
 use crate::apply::{self, ApplyError, Options};
+use crate::host::accounts;
 use crate::kernel::linux::{LinuxHost, Timeouts};
 
 pub fn run(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
@@ -113,9 +114,12 @@ fn dry_run(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
         }
     };
     let accounts = if global.host.is_some() {
-        accounts::from_snapshot(&config, &snap)
+        accounts::from_snapshot(&crate::plan::ownership::account_names(&config), &snap)
     } else {
-        accounts::with_memlock_limits(accounts::resolve(&config), &global.proc_root)
+        accounts::with_memlock_limits(
+            accounts::resolve(&crate::plan::ownership::account_names(&config)),
+            &global.proc_root,
+        )
     };
     let ctx = crate::plan::Context {
         taken,
@@ -198,7 +202,10 @@ fn apply(
     let host = LinuxHost::new(global.roots(), Timeouts::default());
     let mut opts = Options::new(global.state_dir.clone(), global.run_dir.clone());
     opts.lock_timeout = Duration::from_secs(args.lock_timeout);
-    opts.accounts = accounts::with_memlock_limits(accounts::resolve(config), &global.proc_root);
+    opts.accounts = accounts::with_memlock_limits(
+        accounts::resolve(&crate::plan::ownership::account_names(config)),
+        &global.proc_root,
+    );
     opts.scope = scope;
 
     let result = apply::reconcile(&host, config, &opts);

@@ -4,18 +4,16 @@
 
 use std::time::Duration;
 
-use std::collections::BTreeMap;
-
 use crate::apply;
-use crate::broker::fdstore::{take_passed, FdStore};
-use crate::broker::handout::{Handout, Offer};
+use crate::broker::handout::Handout;
 use crate::broker::server::Server;
 use crate::domain::adopt::adopt_passed;
+use crate::domain::fdstore::{take_passed, FdStore};
 use crate::domain::linux::LinuxIommu;
 use crate::domain::stored::StoreSync;
-use crate::domain::watch_layer::{DomainLayer, OnPass};
 use crate::domain::Domains;
 use crate::kernel::linux::{LinuxHost, Timeouts};
+use crate::watch::domain_layer::{DomainLayer, OnPass};
 use crate::watch::host_reconciler::ApplyReconciler;
 use crate::watch::hotplug_claim::{self, ClaimConfig};
 use crate::watch::live_source::{LiveSource, UeventSource};
@@ -58,7 +56,7 @@ pub fn run(global: &args::GlobalArgs, args: &args::WatchArgs) -> Exit {
         tracing::warn!("{e}; hot-plugged devices are taken over by the pass instead");
     }
     let host = LinuxHost::new(global.roots(), Timeouts::default());
-    // The domain layer holds `[[domain]]`s around each binding pass (see domain::watch_layer).
+    // The domain layer holds `[[domain]]`s around each binding pass (see watch::domain_layer).
     let roots = global.roots();
     let opts = apply::Options::new(global.state_dir.clone(), global.run_dir.clone());
     let timing = Timing::new(
@@ -95,7 +93,7 @@ pub fn run(global: &args::GlobalArgs, args: &args::WatchArgs) -> Exit {
             .iter()
             .map(|d| d.name.clone())
             .collect();
-        let adopted = adopt_passed(&global.roots(), passed, &wanted, store.as_ref());
+        let adopted = adopt_passed(domains.iommu_mut(), passed, &wanted, store.as_ref());
         for name in &adopted.foreign {
             tracing::warn!("fd store: passed fd \"{name}\" is not a vfioctl domain fd; closed");
         }
@@ -111,19 +109,12 @@ pub fn run(global: &args::GlobalArgs, args: &args::WatchArgs) -> Exit {
     let offers = handout.clone();
     let store_for_pass = store.clone();
     let refresh: OnPass<LinuxIommu> = Box::new(move |config, domains, host| {
-        let mut out = BTreeMap::new();
-        for (name, held) in domains.held() {
-            if held.containers.is_empty() {
-                continue;
-            }
-            match Offer::of(held, host) {
-                Ok(o) => {
-                    out.insert(name.clone(), o);
-                }
-                Err(e) => tracing::warn!("fd broker: domain \"{name}\" cannot be offered: {e}"),
-            }
-        }
-        offers.replace(out, config.clone(), super::accounts::resolve(config));
+        offers.refresh(
+            domains,
+            host,
+            config.clone(),
+            crate::host::accounts::resolve(&crate::plan::ownership::account_names(config)),
+        );
         if let Some(store) = &store_for_pass {
             if let Err(e) = sync.sync(domains.held(), store) {
                 tracing::warn!("fd store: {e}; held domains may be rebuilt after a restart");
@@ -131,9 +122,11 @@ pub fn run(global: &args::GlobalArgs, args: &args::WatchArgs) -> Exit {
         }
     });
     let mut layer = DomainLayer::new(
-        ApplyReconciler::new(host, opts, super::accounts::resolve)
-            .with_claim_config(claims)
-            .with_cdi_dir(global.cdi_dir.clone()),
+        ApplyReconciler::new(host, opts, |c| {
+            crate::host::accounts::resolve(&crate::plan::ownership::account_names(c))
+        })
+        .with_claim_config(claims)
+        .with_cdi_dir(global.cdi_dir.clone()),
         domains,
         Box::new(move || crate::host::observe(&roots, None).map_err(|e| e.to_string())),
     )

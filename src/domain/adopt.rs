@@ -1,8 +1,8 @@
 //! Rebuilding a held domain from the fds systemd's fd store hands back after a restart
 //! (issue 10). This module owns the domain's layout record (stored beside its fds, since the
 //! fds alone do not say which groups share a container, nor where each window is mapped) and
-//! turning a stored domain back into a [`HeldDomain`] on the real kernel: the container and
-//! group fds are taken as they are (their kernel mappings lived on in the container), each
+//! turning a stored domain back into a [`HeldDomain`] through the [`Iommu`] seam (the real
+//! kernel or the simulated one): the container and group fds are taken as they are (their kernel mappings lived on in the container), each
 //! window's memfd is mapped again so its memory is reachable in this process.
 //!
 //! After adoption the domain goes through the normal pass: `plan_windows` diffs the adopted
@@ -13,16 +13,13 @@ use std::os::fd::OwnedFd;
 
 use serde::{Deserialize, Serialize};
 
+use super::fdstore::{sort, FdStore, Part, Stored, StoredName};
 use super::held::{HeldContainer, HeldDomain, HeldGroup, HeldWindow};
-use super::linux::LinuxIommu;
-use super::memory::WindowMemory;
+use super::iommu::Iommu;
 use super::placement::{Refusals, Role};
 use super::windows::Window;
 use super::{placement_name, Report};
-use crate::broker::fdstore::{sort, FdStore, Part, Stored, StoredName};
 use crate::config::model::Placement;
-use crate::host::Roots;
-use crate::vfio::container::{Container, Group};
 
 /// Version of the layout record.
 pub const LAYOUT_VERSION: u32 = 1;
@@ -57,7 +54,7 @@ pub struct Layout {
 
 impl Layout {
     /// The layout of a held domain, in the order its fds are stored.
-    pub fn of<I: super::iommu::Iommu>(held: &HeldDomain<I>) -> Layout {
+    pub fn of<I: Iommu>(held: &HeldDomain<I>) -> Layout {
         Layout {
             version: LAYOUT_VERSION,
             placement: placement_name(held.placement).to_string(),
@@ -92,6 +89,8 @@ pub enum AdoptError {
     BadLayout { domain: String, why: String },
     #[error("domain \"{domain}\": the layout names {what}, which systemd did not hand back")]
     Missing { domain: String, what: String },
+    #[error("domain \"{domain}\": {why}")]
+    Handle { domain: String, why: String },
     #[error("domain \"{domain}\": window {window}: {why}")]
     Window {
         domain: String,
@@ -152,15 +151,16 @@ pub fn parse_layout(domain: &str, text: &str) -> Result<Layout, AdoptError> {
     Ok(layout)
 }
 
-/// Rebuilds a held domain from its stored fds and layout. Fds the layout does not name are
-/// closed. Errors leave nothing held (every fd taken is closed on return).
-pub fn adopt(
-    roots: &Roots,
+/// Rebuilds a held domain from its stored fds and layout, through the [`Iommu`] seam. Fds the
+/// layout does not name are closed. Errors leave nothing held (every fd taken is closed on
+/// return).
+pub fn adopt<I: Iommu>(
+    iommu: &mut I,
     domain: &str,
     layout: &Layout,
     mut stored: Stored,
     report: &mut Report,
-) -> Result<HeldDomain<LinuxIommu>, AdoptError> {
+) -> Result<HeldDomain<I>, AdoptError> {
     let missing = |what: String| AdoptError::Missing {
         domain: domain.to_string(),
         what,
@@ -178,14 +178,19 @@ pub fn adopt(
                 .groups
                 .remove(&g)
                 .ok_or_else(|| missing(format!("group {g}")))?;
-            groups.push(HeldGroup {
-                id: g,
-                handle: Group::from_fd(gfd, roots.group_node(g), g),
-            });
+            let handle = iommu.adopt_group(g, gfd).map_err(|e| AdoptError::Handle {
+                domain: domain.to_string(),
+                why: e.to_string(),
+            })?;
+            groups.push(HeldGroup { id: g, handle });
         }
+        let handle = iommu.adopt_container(fd).map_err(|e| AdoptError::Handle {
+            domain: domain.to_string(),
+            why: e.to_string(),
+        })?;
         held.containers.push(HeldContainer {
             role: lc.role,
-            handle: Container::from_fd(fd, roots.dev_vfio().join("vfio")),
+            handle,
             groups,
             info: None,
         });
@@ -201,11 +206,13 @@ pub fn adopt(
             .windows
             .remove(&i)
             .ok_or_else(|| missing(format!("window {i} ({window})")))?;
-        let memory = WindowMemory::adopt(fd, &window).map_err(|e| AdoptError::Window {
-            domain: domain.to_string(),
-            window: window.to_string(),
-            why: e.to_string(),
-        })?;
+        let memory = iommu
+            .adopt_memory(fd, &window)
+            .map_err(|e| AdoptError::Window {
+                domain: domain.to_string(),
+                window: window.to_string(),
+                why: e.to_string(),
+            })?;
         held.windows.push(HeldWindow { window, memory });
     }
     held.refusals = Refusals::default();
@@ -263,9 +270,9 @@ fn all_names(domain: &str, s: &Stored) -> Vec<StoredName> {
 }
 
 /// What a start made of the fds systemd passed back.
-#[derive(Debug, Default)]
-pub struct Adopted {
-    pub domains: Vec<HeldDomain<LinuxIommu>>,
+#[derive(Debug)]
+pub struct Adopted<I: Iommu> {
+    pub domains: Vec<HeldDomain<I>>,
     /// Fds passed that are not vfioctl domain fds (closed).
     pub foreign: Vec<String>,
     pub report: Report,
@@ -274,13 +281,17 @@ pub struct Adopted {
 /// Adopts the stored domains the config still wants (`wanted`); the others, and those that
 /// cannot be adopted, are closed and removed from the store (when given), so their groups
 /// are free and the first pass rebuilds what the config asks for.
-pub fn adopt_passed(
-    roots: &Roots,
+pub fn adopt_passed<I: Iommu>(
+    iommu: &mut I,
     passed: Vec<(OwnedFd, String)>,
     wanted: &[String],
     store: Option<&FdStore>,
-) -> Adopted {
-    let mut out = Adopted::default();
+) -> Adopted<I> {
+    let mut out = Adopted {
+        domains: Vec::new(),
+        foreign: Vec::new(),
+        report: Report::default(),
+    };
     let (domains, other) = sort(passed);
     out.foreign = other.into_iter().map(|(_, n)| n).collect();
     let (keep, unwanted) = split_wanted(domains, wanted);
@@ -299,7 +310,7 @@ pub fn adopt_passed(
             .take()
             .ok_or_else(|| AdoptError::NoLayout(name.clone()))
             .and_then(|fd| read_layout(&name, fd))
-            .and_then(|layout| adopt(roots, &name, &layout, stored, &mut out.report));
+            .and_then(|layout| adopt(iommu, &name, &layout, stored, &mut out.report));
         match result {
             Ok(held) => {
                 out.report.note(
@@ -331,7 +342,10 @@ pub fn adopt_passed(
 mod tests {
     use super::*;
     use crate::domain::iommu::Backing;
+    use crate::domain::linux::LinuxIommu;
+    use crate::domain::memory::WindowMemory;
     use crate::domain::DesiredDomain;
+    use crate::host::Roots;
     use std::path::Path;
 
     fn window(name: &str, iova: u64) -> Window {
@@ -391,7 +405,14 @@ mod tests {
         assert_eq!(read, layout);
         let mut report = Report::default();
         stored.groups.insert(9, fake_fd());
-        let held = adopt(&Roots::default(), "dma", &read, stored, &mut report).unwrap();
+        let held = adopt(
+            &mut LinuxIommu::new(Roots::default()),
+            "dma",
+            &read,
+            stored,
+            &mut report,
+        )
+        .unwrap();
         assert_eq!(held.groups(), [5, 7]);
         assert_eq!(held.containers[0].role, Role::Shared);
         assert_eq!(held.windows.len(), 2);
@@ -430,7 +451,14 @@ mod tests {
         let (layout, mut stored) = stored_domain();
         stored.groups.remove(&7);
         let mut report = Report::default();
-        let err = adopt(&Roots::default(), "dma", &layout, stored, &mut report).unwrap_err();
+        let err = adopt(
+            &mut LinuxIommu::new(Roots::default()),
+            "dma",
+            &layout,
+            stored,
+            &mut report,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("group 7"), "{err}");
         assert!(parse_layout("dma", "{").is_err());
         let other = serde_json::to_string(&Layout {

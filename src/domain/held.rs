@@ -6,6 +6,8 @@
 //!
 //! Invariant: every container of a domain maps every held window.
 
+use std::os::fd::{AsFd, BorrowedFd};
+
 use super::iommu::{AttachError, Backing, Iommu};
 use super::placement::{self, Refusals, Role, Target};
 use super::report::{Action, Report};
@@ -91,6 +93,37 @@ impl WindowPlan {
                 });
         self.accepted = keep;
         dropped
+    }
+}
+
+/// The file descriptors a held domain owns, for the fd broker and systemd's fd store:
+/// containers, group nodes, and each window's memory file.
+#[derive(Debug)]
+pub struct DomainFds<'a> {
+    pub containers: Vec<BorrowedFd<'a>>,
+    /// (group id, its `/dev/vfio/N` fd, the index of its container).
+    pub groups: Vec<(u32, BorrowedFd<'a>, usize)>,
+    /// (window, its memory's fd).
+    pub windows: Vec<(&'a Window, BorrowedFd<'a>)>,
+}
+
+impl<I: Iommu> HeldDomain<I> {
+    /// Borrows every fd the domain holds (the fd view the broker's offers are built from).
+    pub fn fds(&self) -> DomainFds<'_> {
+        DomainFds {
+            containers: self.containers.iter().map(|c| c.handle.as_fd()).collect(),
+            groups: self
+                .containers
+                .iter()
+                .enumerate()
+                .flat_map(|(i, c)| c.groups.iter().map(move |g| (g.id, g.handle.as_fd(), i)))
+                .collect(),
+            windows: self
+                .windows
+                .iter()
+                .map(|w| (&w.window, w.memory.fd()))
+                .collect(),
+        }
     }
 }
 

@@ -3,10 +3,12 @@
 //! through [`Iommu`]. [`super::linux::LinuxIommu`] is the real kernel, [`super::simulated`] the
 //! simulated one the tests drive.
 //!
-//! Handles are associated types so the real ones stay file descriptors the fd broker can pass
-//! on, while the simulated ones are plain ids.
+//! Handles are associated types; every one is a file descriptor ([`AsFd`], [`Backing::fd`]) so
+//! the fd broker and systemd's fd store work the same on both (the simulated ones are small
+//! memfds that name their id), and adoption after a restart goes through the seam too.
 
 use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 
@@ -72,6 +74,8 @@ pub trait Backing {
     fn huge(&self) -> bool;
     /// Why huge pages were asked for but not used, if so.
     fn fallback(&self) -> Option<&str>;
+    /// The memory's file (a memfd), for the fd broker and systemd's fd store.
+    fn fd(&self) -> BorrowedFd<'_>;
 }
 
 /// RLIMIT_MEMLOCK after [`Iommu::ensure_memlock`].
@@ -85,8 +89,10 @@ pub struct Memlock {
 
 /// Every kernel operation of a held domain.
 pub trait Iommu {
-    type Container: fmt::Debug;
-    type Group: fmt::Debug;
+    /// A container; its fd is what the broker hands out and the fd store keeps.
+    type Container: fmt::Debug + AsFd;
+    /// An open group node.
+    type Group: fmt::Debug + AsFd;
     type Memory: Backing + fmt::Debug;
 
     /// Opens `/dev/vfio/N` (EBUSY when another process holds it) and checks it is viable.
@@ -121,4 +127,14 @@ pub trait Iommu {
         -> Result<(), IommuError>;
     /// Raises RLIMIT_MEMLOCK so `bytes` may be pinned, as far as allowed.
     fn ensure_memlock(&mut self, bytes: u64) -> Memlock;
+    /// The host's memory in bytes (`MemTotal`), when it can be read.
+    fn host_memory(&mut self) -> Option<u64>;
+
+    /// Takes back a container fd an earlier process held (systemd's fd store): its groups and
+    /// mappings lived on in the kernel.
+    fn adopt_container(&mut self, fd: OwnedFd) -> Result<Self::Container, IommuError>;
+    /// Takes back the fd of group `group`'s node.
+    fn adopt_group(&mut self, group: u32, fd: OwnedFd) -> Result<Self::Group, IommuError>;
+    /// Takes back the memory of `window` from its file, mapping it again in this process.
+    fn adopt_memory(&mut self, fd: OwnedFd, window: &Window) -> Result<Self::Memory, IommuError>;
 }

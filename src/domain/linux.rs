@@ -2,6 +2,7 @@
 //! [`crate::vfio`], window memory from [`super::memory`]. Thin by design; every decision is made
 //! in the held state.
 
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 use nix::errno::Errno;
@@ -148,35 +149,21 @@ impl Iommu for LinuxIommu {
     fn ensure_memlock(&mut self, bytes: u64) -> Memlock {
         memory::ensure_memlock(bytes)
     }
-}
 
-/// The file descriptors a held domain owns on the real kernel, for the fd broker (issue 10)
-/// and the systemd fd store: containers, group nodes, and each window's memfd.
-#[derive(Debug)]
-pub struct DomainFds<'a> {
-    pub containers: Vec<std::os::fd::BorrowedFd<'a>>,
-    /// (group id, its `/dev/vfio/N` fd).
-    pub groups: Vec<(u32, std::os::fd::BorrowedFd<'a>)>,
-    /// (window name, its memfd).
-    pub windows: Vec<(&'a str, std::os::fd::BorrowedFd<'a>)>,
-}
+    fn host_memory(&mut self) -> Option<u64> {
+        let text = std::fs::read_to_string(self.roots.proc.join("meminfo")).ok()?;
+        memory::mem_total(&text)
+    }
 
-impl super::held::HeldDomain<LinuxIommu> {
-    /// Borrows every fd the domain holds.
-    pub fn fds(&self) -> DomainFds<'_> {
-        use std::os::fd::AsFd;
-        DomainFds {
-            containers: self.containers.iter().map(|c| c.handle.as_fd()).collect(),
-            groups: self
-                .containers
-                .iter()
-                .flat_map(|c| c.groups.iter().map(|g| (g.id, g.handle.as_fd())))
-                .collect(),
-            windows: self
-                .windows
-                .iter()
-                .map(|w| (w.window.name.as_str(), w.memory.fd()))
-                .collect(),
-        }
+    fn adopt_container(&mut self, fd: OwnedFd) -> Result<Container, IommuError> {
+        Ok(Container::from_fd(fd, self.container_node()))
+    }
+
+    fn adopt_group(&mut self, group: u32, fd: OwnedFd) -> Result<Group, IommuError> {
+        Ok(Group::from_fd(fd, self.roots.group_node(group), group))
+    }
+
+    fn adopt_memory(&mut self, fd: OwnedFd, window: &Window) -> Result<WindowMemory, IommuError> {
+        WindowMemory::adopt(fd, window)
     }
 }

@@ -20,17 +20,24 @@ use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
 use super::iommu::{Backing, IommuError, Memlock};
 use super::windows::{human_bytes, Window};
 
+/// A `/proc/meminfo` field's number (kB for sizes, a count for huge pages).
+fn meminfo_field(meminfo: &str, name: &str) -> Option<u64> {
+    meminfo.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?.strip_prefix(':')?;
+        rest.split_whitespace().next()?.parse::<u64>().ok()
+    })
+}
+
 /// Free huge pages of the default size, from `/proc/meminfo`: (free pages, page size).
 pub fn huge_pages_free(meminfo: &str) -> Option<(u64, u64)> {
-    let field = |name: &str| {
-        meminfo.lines().find_map(|l| {
-            let rest = l.strip_prefix(name)?.strip_prefix(':')?;
-            rest.split_whitespace().next()?.parse::<u64>().ok()
-        })
-    };
-    let free = field("HugePages_Free")?;
-    let size_kib = field("Hugepagesize")?;
+    let free = meminfo_field(meminfo, "HugePages_Free")?;
+    let size_kib = meminfo_field(meminfo, "Hugepagesize")?;
     Some((free, size_kib * 1024))
+}
+
+/// The host's memory in bytes (`MemTotal`), from `/proc/meminfo`.
+pub fn mem_total(meminfo: &str) -> Option<u64> {
+    meminfo_field(meminfo, "MemTotal")?.checked_mul(1024)
 }
 
 /// Whether (and why not) a window of `size` bytes can go on huge pages.
@@ -151,20 +158,24 @@ impl WindowMemory {
         })
     }
 
+    /// A memfd of `size` bytes, sealed against shrinking and growing (`F_SEAL_SHRINK`,
+    /// `F_SEAL_GROW`): a client handed the window cannot truncate it under the pinned mapping
+    /// (a SIGBUS for watch) nor grow it past what the domain accounts for.
     fn memfd(name: &str, huge: bool, size: u64) -> Result<OwnedFd, Errno> {
-        let mut flags = MFdFlags::MFD_CLOEXEC;
+        let mut flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
         if huge {
             flags |= MFdFlags::MFD_HUGETLB;
         }
         let fd = memfd_create(name, flags)?;
         let size = i64::try_from(size).map_err(|_| Errno::EINVAL)?;
         nix::unistd::ftruncate(&fd, size)?;
+        nix::fcntl::fcntl(
+            &fd,
+            nix::fcntl::FcntlArg::F_ADD_SEALS(
+                nix::fcntl::SealFlag::F_SEAL_SHRINK | nix::fcntl::SealFlag::F_SEAL_GROW,
+            ),
+        )?;
         Ok(fd)
-    }
-
-    /// The memfd, for handing the window to a client.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
     }
 
     /// The mapped bytes (for tests and the VM proof; vfioctl itself never touches them).
@@ -189,6 +200,9 @@ impl Backing for WindowMemory {
     }
     fn fallback(&self) -> Option<&str> {
         self.fallback.as_deref()
+    }
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
@@ -283,7 +297,30 @@ mod tests {
     }
 
     #[test]
-    fn meminfo_huge_pages_are_read() {
+    fn window_memory_is_sealed_against_shrinking_and_growing() {
+        let w = Window {
+            name: "sealed".into(),
+            iova: 1 << 20,
+            size: 64 << 10,
+            hugepages: false,
+        };
+        let mem = WindowMemory::allocate(&w, Path::new("/nonexistent")).unwrap();
+        let fd = mem.fd();
+        assert_eq!(nix::unistd::ftruncate(fd, 4096), Err(Errno::EPERM));
+        assert_eq!(nix::unistd::ftruncate(fd, 1 << 30), Err(Errno::EPERM));
+        let seals = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GET_SEALS).unwrap();
+        let want = nix::fcntl::SealFlag::F_SEAL_SHRINK | nix::fcntl::SealFlag::F_SEAL_GROW;
+        assert_eq!(seals & want.bits(), want.bits());
+        // The memory stays writable: a client uses it for DMA.
+        let mut f = std::fs::File::from(fd.try_clone_to_owned().unwrap());
+        std::io::Write::write_all(&mut f, b"ok").unwrap();
+        assert_eq!(mem.len(), w.size);
+    }
+
+    #[test]
+    fn meminfo_huge_pages_and_total_are_read() {
+        assert_eq!(mem_total(MEMINFO), Some(1_000_000 * 1024));
+        assert_eq!(mem_total("HugePages_Free: 3\n"), None);
         assert_eq!(huge_pages_free(MEMINFO), Some((10, 2 << 20)));
         assert_eq!(huge_pages_free("MemTotal: 1 kB\n"), None);
     }

@@ -6,13 +6,20 @@
 //! - [`held`]: the held state and its reconcile through the [`iommu::Iommu`] seam;
 //! - [`linux`] (the real kernel) and [`simulated`] (tests) implement that seam;
 //! - [`memory`]: window backing (memfd, hugetlb, mmap) and RLIMIT_MEMLOCK;
-//! - [`status`]: what `vfioctl status` shows of the held domains; [`report`]: what a pass did.
+//! - [`status`]: what `vfioctl status` shows of the held domains; [`report`]: what a pass did;
+//! - [`fdstore`], [`stored`], [`adopt`]: domain persistence across restarts in systemd's fd
+//!   store (naming and sending the fds, keeping the store in step, rebuilding on start);
+//! - [`published`]: the held domains as a state file for `vfioctl status`;
+//! - [`hold`]: `vfioctl domain hold`, the domain layer alone in the foreground.
 //!
 //! [`Domains`] ties them together: `reconcile(&Config, &Snapshot)` is what `watch` calls on
-//! each pass, after binding; `release_removed(&Config)` before it releases devices.
+//! each pass, after binding; `release_removed(&Config)` before it releases devices. The adapter
+//! that runs them around watch's binding pass is `watch::domain_layer` (domains sit below watch).
 
 pub mod adopt;
+pub mod fdstore;
 pub mod held;
+pub mod hold;
 pub mod iommu;
 pub mod linux;
 pub mod memory;
@@ -20,10 +27,10 @@ pub mod placement;
 pub mod preview;
 pub mod published;
 pub mod report;
+#[cfg(any(test, feature = "testing"))]
 pub mod simulated;
 pub mod status;
 pub mod stored;
-pub mod watch_layer;
 pub mod windows;
 
 use std::collections::BTreeMap;
@@ -219,17 +226,54 @@ impl<I: Iommu> Domains<I> {
             held.reconcile_groups(&mut self.iommu, want, &mut report);
         }
 
-        // Plan every domain's windows, then make sure the memory can be pinned before any map.
+        // Plan every domain's windows, then make sure the memory fits the host and can be
+        // pinned before any map.
         let mut plans = Vec::new();
-        let mut needed = 0u64;
         for want in &desired {
             let Some(held) = self.held.get(&want.name) else {
                 continue;
             };
-            let plan = held.plan_windows(want);
-            needed += plan.bytes_after(&held.held_windows()) * held.containers.len() as u64;
-            plans.push((want.name.clone(), plan));
+            plans.push((want.name.clone(), held.plan_windows(want)));
         }
+        // Window memory is allocated once per window, whatever the containers: what it takes
+        // of the host. Removing the held domains' other windows is not counted in.
+        let memory = |plans: &[(String, held::WindowPlan)], per_container: bool| -> u64 {
+            plans
+                .iter()
+                .filter_map(|(name, plan)| {
+                    let held = self.held.get(name)?;
+                    let n = if per_container {
+                        held.containers.len() as u64
+                    } else {
+                        1
+                    };
+                    Some(plan.bytes_after(&held.held_windows()) * n)
+                })
+                .sum()
+        };
+        let physical = memory(&plans, false);
+        if physical > 0 {
+            if let Some(total) = self.iommu.host_memory() {
+                let cap = host_memory_cap(total);
+                if physical > cap {
+                    for (name, plan) in &mut plans {
+                        for c in plan.drop_growth() {
+                            report.error(
+                                name,
+                                format!(
+                                    "{}: not mapped: the domains' windows would take {} of this host's {} of memory, more than the {} (three quarters) vfioctl holds at most; shrink the windows",
+                                    change_window(&c),
+                                    windows::human_bytes(physical),
+                                    windows::human_bytes(total),
+                                    windows::human_bytes(cap)
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let needed = memory(&plans, true);
         if needed > 0 {
             let memlock = self.iommu.ensure_memlock(needed);
             if memlock.shortfall > 0 {
@@ -270,6 +314,12 @@ impl<I: Iommu> Domains<I> {
     pub fn status(&self) -> Vec<status::DomainStatus> {
         self.held.values().map(status::DomainStatus::of).collect()
     }
+}
+
+/// The most window memory the held domains may take together: three quarters of the host's
+/// memory, so pinning never starves the host itself (the kernel cannot reclaim pinned pages).
+pub fn host_memory_cap(mem_total: u64) -> u64 {
+    mem_total / 4 * 3
 }
 
 fn change_window(c: &windows::WindowChange) -> String {

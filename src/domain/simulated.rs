@@ -4,9 +4,12 @@
 //! outside the ranges, a DMA entry limit, and locked-memory accounting per container as
 //! `vfio_iommu_type1` does it (a page mapped in two containers counts twice).
 //!
-//! It records every call (`log`) and can be told to fail one operation (`fail_next`).
+//! It records every call (`log`) and can be told to fail one operation (`fail_next`). Its
+//! handles are real fds (small memfds holding the id they stand for), so the fd broker and
+//! systemd's fd store handle them like the kernel's, and adoption reads the id back.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 
@@ -46,12 +49,33 @@ impl SimContainer {
     }
 }
 
-/// Window memory in the simulation: a made-up address and a length.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Window memory in the simulation: a made-up address and a length, and a token fd naming the
+/// address.
+#[derive(Debug)]
 pub struct SimMemory {
     pub addr: u64,
     pub len: u64,
     pub huge: bool,
+    pub fd: OwnedFd,
+}
+
+/// A memfd holding `id`: what a simulated handle's fd is.
+fn token(what: &str, id: u64) -> Result<OwnedFd, Errno> {
+    let fd = nix::sys::memfd::memfd_create(
+        format!("vfioctl-sim-{what}").as_str(),
+        nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+    )?;
+    nix::sys::uio::pwrite(&fd, &id.to_le_bytes(), 0)?;
+    Ok(fd)
+}
+
+/// The id a token fd holds.
+fn token_id(fd: &OwnedFd) -> Result<u64, Errno> {
+    let mut b = [0u8; 8];
+    match nix::sys::uio::pread(fd, &mut b, 0)? {
+        8 => Ok(u64::from_le_bytes(b)),
+        _ => Err(Errno::EBADF),
+    }
 }
 
 impl Backing for SimMemory {
@@ -66,6 +90,9 @@ impl Backing for SimMemory {
     }
     fn fallback(&self) -> Option<&str> {
         None
+    }
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
@@ -86,6 +113,8 @@ pub struct SimIommu {
     pub may_raise_hard: bool,
     /// Free huge pages of 2 MiB.
     pub free_huge_pages: u64,
+    /// The host's memory (`MemTotal`); `None`: unknown.
+    pub mem_total: Option<u64>,
     /// Every call, in order, as text (`attach 5 -> c0`, `map c0 0x0+0x200000`).
     pub log: Vec<String>,
     /// One-shot failures: operation name (`open`, `container`, `attach`, `map`, `unmap`,
@@ -105,6 +134,7 @@ impl Default for SimIommu {
             memlock_hard: 8 << 20,
             may_raise_hard: true,
             free_huge_pages: 0,
+            mem_total: Some(64 << 30),
             log: Vec::new(),
             fail_next: BTreeMap::new(),
             next_addr: 0x7f00_0000_0000,
@@ -198,13 +228,37 @@ impl SimIommu {
     }
 }
 
-/// A simulated container handle: its slot.
-#[derive(Debug, PartialEq, Eq)]
-pub struct SimContainerId(pub usize);
+/// A simulated container handle: its slot, and a token fd naming it.
+#[derive(Debug)]
+pub struct SimContainerId(pub usize, pub OwnedFd);
 
-/// A simulated group handle.
-#[derive(Debug, PartialEq, Eq)]
-pub struct SimGroupId(pub u32);
+/// A simulated group handle: the group, and a token fd naming it.
+#[derive(Debug)]
+pub struct SimGroupId(pub u32, pub OwnedFd);
+
+impl PartialEq for SimContainerId {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl PartialEq for SimGroupId {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl AsFd for SimContainerId {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.1.as_fd()
+    }
+}
+
+impl AsFd for SimGroupId {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.1.as_fd()
+    }
+}
 
 impl Iommu for SimIommu {
     type Container = SimContainerId;
@@ -228,19 +282,22 @@ impl Iommu for SimIommu {
             return Err(IommuError::new("VFIO_GROUP_GET_STATUS", Errno::EPERM)
                 .with_detail(format!("group {group} is not viable")));
         }
+        let fd = token("group", group.into()).map_err(|e| IommuError::new(what, e))?;
         self.open.insert(group);
         self.log.push(format!("open {group}"));
-        Ok(SimGroupId(group))
+        Ok(SimGroupId(group, fd))
     }
 
     fn new_container(&mut self) -> Result<SimContainerId, IommuError> {
         if let Some(e) = self.fail("container") {
             return Err(IommuError::new("open /dev/vfio/vfio", e));
         }
+        let id = self.containers.len();
+        let fd =
+            token("container", id as u64).map_err(|e| IommuError::new("open /dev/vfio/vfio", e))?;
         self.containers.push(Some(SimContainer::default()));
-        let id = self.containers.len() - 1;
         self.log.push(format!("container c{id}"));
-        Ok(SimContainerId(id))
+        Ok(SimContainerId(id, fd))
     }
 
     fn attach(
@@ -334,10 +391,12 @@ impl Iommu for SimIommu {
         if huge {
             self.free_huge_pages -= pages;
         }
+        let fd = token("window", self.next_addr).map_err(|e| IommuError::new("memfd_create", e))?;
         let m = SimMemory {
             addr: self.next_addr,
             len: window.size,
             huge,
+            fd,
         };
         self.next_addr += window.size.next_multiple_of(1 << 30);
         Ok(m)
@@ -426,5 +485,43 @@ impl Iommu for SimIommu {
             limit: self.memlock_soft,
             shortfall: bytes.saturating_sub(self.memlock_soft),
         }
+    }
+
+    fn host_memory(&mut self) -> Option<u64> {
+        self.mem_total
+    }
+
+    fn adopt_container(&mut self, fd: OwnedFd) -> Result<SimContainerId, IommuError> {
+        let what = "adopt container";
+        let id = token_id(&fd).map_err(|e| IommuError::new(what, e))? as usize;
+        if !matches!(self.containers.get(id), Some(Some(_))) {
+            return Err(
+                IommuError::new(what, Errno::EBADF).with_detail(format!("no container c{id}"))
+            );
+        }
+        self.log.push(format!("adopt c{id}"));
+        Ok(SimContainerId(id, fd))
+    }
+
+    fn adopt_group(&mut self, group: u32, fd: OwnedFd) -> Result<SimGroupId, IommuError> {
+        let what = format!("adopt group {group}");
+        let id = token_id(&fd).map_err(|e| IommuError::new(what.clone(), e))?;
+        if id != u64::from(group) || !self.open.contains(&group) {
+            return Err(IommuError::new(what, Errno::EBADF)
+                .with_detail(format!("the fd is group {id}, open: {:?}", self.open)));
+        }
+        self.log.push(format!("adopt {group}"));
+        Ok(SimGroupId(group, fd))
+    }
+
+    fn adopt_memory(&mut self, fd: OwnedFd, window: &Window) -> Result<SimMemory, IommuError> {
+        let addr = token_id(&fd).map_err(|e| IommuError::new("adopt window", e))?;
+        self.log.push(format!("adopt window {}", window.name));
+        Ok(SimMemory {
+            addr,
+            len: window.size,
+            huge: false,
+            fd,
+        })
     }
 }

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 
 use super::adopt::{layout_memfd, stored_names, Layout};
+use super::fdstore::{FdStore, Part, StoreError, StoredName};
 use super::held::HeldDomain;
-use super::linux::LinuxIommu;
-use crate::broker::fdstore::{FdStore, Part, StoreError, StoredName};
+use super::iommu::Iommu;
 
 /// What this process last stored, per domain.
 #[derive(Debug, Default)]
@@ -20,7 +20,7 @@ pub struct StoreSync {
 
 impl StoreSync {
     /// Starts from the domains adopted at start (they are in the store already).
-    pub fn adopted(held: &BTreeMap<String, HeldDomain<LinuxIommu>>) -> Self {
+    pub fn adopted<I: Iommu>(held: &BTreeMap<String, HeldDomain<I>>) -> Self {
         StoreSync {
             stored: held
                 .iter()
@@ -36,9 +36,9 @@ impl StoreSync {
 
     /// Brings the store in step; returns the domains sent. On an error the domain is
     /// forgotten, so the next call removes and stores it again.
-    pub fn sync(
+    pub fn sync<I: Iommu>(
         &mut self,
-        held: &BTreeMap<String, HeldDomain<LinuxIommu>>,
+        held: &BTreeMap<String, HeldDomain<I>>,
         store: &FdStore,
     ) -> Result<Vec<String>, StoreError> {
         let mut sent = Vec::new();
@@ -81,7 +81,11 @@ impl StoreSync {
                     .enumerate()
                     .map(|(i, f)| (part(Part::Container(i)), *f)),
             );
-            list.extend(fds.groups.iter().map(|(g, f)| (part(Part::Group(*g)), *f)));
+            list.extend(
+                fds.groups
+                    .iter()
+                    .map(|(g, f, _)| (part(Part::Group(*g)), *f)),
+            );
             list.extend(
                 fds.windows
                     .iter()

@@ -2,7 +2,7 @@
 //! read-only scanner that fills a snapshot from sysfs, `/dev` and `/proc`, and the human
 //! status view of a snapshot.
 
-pub mod limits;
+pub mod accounts;
 pub mod observe;
 pub mod partial;
 pub mod roots;

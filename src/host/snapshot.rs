@@ -63,7 +63,7 @@ pub struct HostAccounts {
     #[serde(default)]
     pub groups: BTreeMap<String, u32>,
     /// User name -> the soft locked-memory limit in bytes its logins get from the host's
-    /// limits.conf / limits.d (see [`crate::host::limits`]); users no line names are absent.
+    /// limits.conf / limits.d (see [`crate::host::accounts::limits`]); users no line names are absent.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub memlock: BTreeMap<String, u64>,
 }

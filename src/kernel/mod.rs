@@ -8,6 +8,7 @@
 //! and a recording of calls, for tests).
 
 pub mod linux;
+#[cfg(any(test, feature = "testing"))]
 pub mod simulated;
 
 use std::fmt;

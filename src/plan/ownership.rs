@@ -17,36 +17,34 @@ use super::action::{Mode, Ownership};
 use super::claims::Claim;
 use super::problem::{Problem, ProblemKind};
 
-/// One account as the caller read it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Account {
-    pub uid: u32,
-    /// Primary group.
-    pub gid: u32,
-    /// The account's locked-memory limit in bytes, when the caller could read it.
-    pub memlock_limit: Option<u64>,
-}
+use crate::host::accounts::Names;
+pub use crate::host::accounts::{Account, Accounts};
 
-/// Users and groups by name (from `/etc/passwd` and `/etc/group`, or a test's map).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Accounts {
-    pub users: BTreeMap<String, Account>,
-    pub groups: BTreeMap<String, u32>,
-}
-
-impl Accounts {
-    fn uid(&self, r: &UserRef) -> Option<(u32, Option<&Account>)> {
-        match r {
-            UserRef::Uid(u) => Some((*u, self.users.values().find(|a| a.uid == *u))),
-            UserRef::Name(n) => self.users.get(n).map(|a| (a.uid, Some(a))),
+/// The user and group names `config` mentions, for `host::accounts` to resolve.
+pub fn account_names(config: &Config) -> Names {
+    let mut out = Names::default();
+    for u in &config.users {
+        if let UserRef::Name(n) = &u.user {
+            out.users.insert(n.clone());
+        }
+        if let Some(UserRef::Name(n)) = &u.group {
+            out.groups.insert(n.clone());
         }
     }
+    out
+}
 
-    fn gid(&self, r: &UserRef) -> Option<u32> {
-        match r {
-            UserRef::Uid(g) => Some(*g),
-            UserRef::Name(n) => self.groups.get(n).copied(),
-        }
+fn uid_of<'a>(accounts: &'a Accounts, r: &UserRef) -> Option<(u32, Option<&'a Account>)> {
+    match r {
+        UserRef::Uid(u) => Some((*u, accounts.users.values().find(|a| a.uid == *u))),
+        UserRef::Name(n) => accounts.users.get(n).map(|a| (a.uid, Some(a))),
+    }
+}
+
+fn gid_of(accounts: &Accounts, r: &UserRef) -> Option<u32> {
+    match r {
+        UserRef::Uid(g) => Some(*g),
+        UserRef::Name(n) => accounts.groups.get(n).copied(),
     }
 }
 
@@ -128,7 +126,7 @@ pub fn nodes(
     let mut claimed_by: BTreeMap<NodeKey, (usize, Ownership)> = BTreeMap::new();
     let mut conflicted: BTreeSet<NodeKey> = BTreeSet::new();
     for (ui, u) in config.users.iter().enumerate() {
-        let Some((uid, account)) = accounts.uid(&u.user) else {
+        let Some((uid, account)) = uid_of(accounts, &u.user) else {
             out.problems.push(Problem::new(
                 ProblemKind::UnknownAccount,
                 format!(
@@ -141,7 +139,7 @@ pub fn nodes(
         };
         let gid = match &u.group {
             None => 0,
-            Some(g) => match accounts.gid(g) {
+            Some(g) => match gid_of(accounts, g) {
                 Some(gid) => gid,
                 None => {
                     out.problems.push(Problem::new(

@@ -19,7 +19,7 @@ use super::ioctl::{
 pub use super::ioctl::{VFIO_API_VERSION, VFIO_BASE, VFIO_TYPE};
 
 /// `VFIO_TYPE1v2_IOMMU`.
-pub const VFIO_TYPE1V2_IOMMU: i32 = 3;
+pub const VFIO_TYPE1V2_IOMMU: i32 = vfio_bindings::bindings::vfio::VFIO_TYPE1v2_IOMMU as i32;
 
 // The requests below are ours; GET_API_VERSION and GROUP_GET_STATUS come from `ioctl`.
 nix::ioctl_write_int_bad!(

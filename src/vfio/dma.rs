@@ -1,6 +1,7 @@
 //! `VFIO_IOMMU_MAP_DMA` and `VFIO_IOMMU_UNMAP_DMA` on a type1 container: one call per window.
 //!
-//! Owns the argument layouts and the errno meanings (EEXIST: overlaps a mapping; EINVAL:
+//! Owns the two calls (the argument structs are the kernel's, from `vfio-bindings`) and the
+//! errno meanings (EEXIST: overlaps a mapping; EINVAL:
 //! outside the usable IOVA ranges or misaligned; ENOMEM/EPERM: locked-memory limit; ENOSPC:
 //! no mappings left).
 
@@ -10,27 +11,10 @@ use nix::errno::Errno;
 
 use super::container::{Container, VfioCallError, VFIO_BASE, VFIO_TYPE};
 
-const DMA_MAP_FLAG_READ: u32 = 1 << 0;
-const DMA_MAP_FLAG_WRITE: u32 = 1 << 1;
-
-/// `struct vfio_iommu_type1_dma_map`.
-#[repr(C)]
-pub struct DmaMapArg {
-    pub argsz: u32,
-    pub flags: u32,
-    pub vaddr: u64,
-    pub iova: u64,
-    pub size: u64,
-}
-
-/// `struct vfio_iommu_type1_dma_unmap` (without the dirty-bitmap tail).
-#[repr(C)]
-pub struct DmaUnmapArg {
-    pub argsz: u32,
-    pub flags: u32,
-    pub iova: u64,
-    pub size: u64,
-}
+use vfio_bindings::bindings::vfio::{
+    vfio_iommu_type1_dma_map as DmaMapArg, vfio_iommu_type1_dma_unmap as DmaUnmapArg,
+    VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE,
+};
 
 nix::ioctl_write_ptr_bad!(
     vfio_iommu_map_dma,
@@ -52,7 +36,7 @@ impl Container {
     pub unsafe fn map_dma(&self, iova: u64, size: u64, vaddr: u64) -> Result<(), VfioCallError> {
         let arg = DmaMapArg {
             argsz: std::mem::size_of::<DmaMapArg>() as u32,
-            flags: DMA_MAP_FLAG_READ | DMA_MAP_FLAG_WRITE,
+            flags: VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
             vaddr,
             iova,
             size,
@@ -71,6 +55,7 @@ impl Container {
             flags: 0,
             iova,
             size,
+            ..Default::default()
         };
         // SAFETY: `arg` is a valid `struct vfio_iommu_type1_dma_unmap`; the fd is open.
         unsafe { vfio_iommu_unmap_dma(self.as_fd().as_raw_fd(), &mut arg) }

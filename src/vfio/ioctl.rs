@@ -1,26 +1,26 @@
-//! The raw VFIO ioctl definitions we use, from `<linux/vfio.h>`, declared with nix's macros.
+//! The raw VFIO ioctl definitions we use: the kernel's `<linux/vfio.h>` constants and argument
+//! structs come from `vfio-bindings` (bindgen output of the header, with layout assertions);
+//! the request codes are declared here with nix's macros (the header's `_IO` requests are not
+//! in the bindings).
 //!
 //! Owns only request codes and argument layouts; the safe wrappers live in `vfio/mod.rs`.
 
+use vfio_bindings::bindings::vfio as uapi;
+
 /// `VFIO_TYPE` (`';'`).
-pub const VFIO_TYPE: u8 = b';';
+pub const VFIO_TYPE: u8 = uapi::VFIO_TYPE;
 /// `VFIO_BASE`: all VFIO requests are `_IO(VFIO_TYPE, VFIO_BASE + n)`.
-pub const VFIO_BASE: u8 = 100;
-/// The API version every kernel since 3.6 reports.
-pub const VFIO_API_VERSION: i32 = 0;
+pub const VFIO_BASE: u32 = uapi::VFIO_BASE;
+/// The API version every kernel since 3.6 reports (the ioctl returns it as an int).
+pub const VFIO_API_VERSION: i32 = uapi::VFIO_API_VERSION as i32;
 
 /// `VFIO_GROUP_FLAGS_VIABLE`.
-pub const GROUP_FLAGS_VIABLE: u32 = 1;
+pub const GROUP_FLAGS_VIABLE: u32 = uapi::VFIO_GROUP_FLAGS_VIABLE;
 /// `VFIO_GROUP_FLAGS_CONTAINER_SET`.
-pub const GROUP_FLAGS_CONTAINER_SET: u32 = 2;
+pub const GROUP_FLAGS_CONTAINER_SET: u32 = uapi::VFIO_GROUP_FLAGS_CONTAINER_SET;
 
 /// `struct vfio_group_status`.
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-pub struct VfioGroupStatus {
-    pub argsz: u32,
-    pub flags: u32,
-}
+pub use uapi::vfio_group_status as VfioGroupStatus;
 
 // VFIO_GET_API_VERSION: _IO(VFIO_TYPE, VFIO_BASE + 0), no argument, returns the version.
 nix::ioctl_none!(vfio_get_api_version, VFIO_TYPE, VFIO_BASE);

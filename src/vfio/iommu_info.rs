@@ -11,19 +11,21 @@ use serde::{Deserialize, Serialize};
 
 use super::container::{VFIO_BASE, VFIO_TYPE};
 
+use vfio_bindings::bindings::vfio as uapi;
+
 /// `VFIO_IOMMU_INFO_PGSIZES`: `iova_pgsizes` is valid.
-const INFO_PGSIZES: u32 = 1 << 0;
+const INFO_PGSIZES: u32 = uapi::VFIO_IOMMU_INFO_PGSIZES;
 /// `VFIO_IOMMU_INFO_CAPS`: `cap_offset` is valid.
-const INFO_CAPS: u32 = 1 << 1;
+const INFO_CAPS: u32 = uapi::VFIO_IOMMU_INFO_CAPS;
 /// `VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE`.
-const CAP_IOVA_RANGE: u16 = 1;
+const CAP_IOVA_RANGE: u16 = uapi::VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE as u16;
 /// `VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION`.
-const CAP_MIGRATION: u16 = 2;
+const CAP_MIGRATION: u16 = uapi::VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION as u16;
 /// `VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL`.
-const CAP_DMA_AVAIL: u16 = 3;
+const CAP_DMA_AVAIL: u16 = uapi::VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL as u16;
 
 /// Size of `struct vfio_iommu_type1_info` (argsz, flags, iova_pgsizes, cap_offset, pad).
-const INFO_HEADER: usize = 24;
+const INFO_HEADER: usize = std::mem::size_of::<uapi::vfio_iommu_type1_info>();
 /// The largest reply we accept; the kernel's chain is a few hundred bytes.
 const INFO_MAX: usize = 64 * 1024;
 

@@ -17,9 +17,12 @@
 //! - [`relevance`]: whether a device event names a configured device;
 //! - [`host_reconciler`]: the production reconciler, one `apply::reconcile` pass per call;
 //! - [`run_loop`]: the single loop tying them together, generic over all its collaborators;
-//! - [`notify_systemd`]: READY / RELOADING / STATUS / STOPPING for systemd.
+//! - [`notify_systemd`]: READY / RELOADING / STATUS / STOPPING for systemd;
+//! - [`domain_layer`]: the domain adapter: holds the config's `[[domain]]`s around each binding
+//!   pass (releases before it, builds after it) and publishes them.
 
 pub mod coalesce;
+pub mod domain_layer;
 pub mod early_claim;
 pub mod events;
 pub mod host_reconciler;

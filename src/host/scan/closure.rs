@@ -9,7 +9,7 @@ use crate::host::partial::same_slot;
 use crate::host::Roots;
 use crate::pci::PciAddress;
 
-use super::read::{decimal, Need, Reader};
+use super::read::{Need, Reader};
 
 /// The functions and IOMMU groups to read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,12 +43,7 @@ pub fn read(r: &mut Reader, roots: &Roots, devices_dir: &Path, seeds: &[PciAddre
             }
         }
         let num_vfs = r
-            .value(
-                &dir.join("sriov_numvfs"),
-                Need::Optional,
-                "a decimal count",
-                decimal,
-            )
+            .decimal(&dir.join("sriov_numvfs"), Need::Optional, "count")
             .unwrap_or(0u32);
         functions.extend(
             super::pci::virtfns(r, &dir, num_vfs, Need::Optional)

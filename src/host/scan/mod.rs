@@ -7,7 +7,6 @@
 //! [`pci`] functions, [`groups`] IOMMU groups and units, [`vfio`] the VFIO layer, [`net`] and
 //! [`block`] what the host uses each function for.
 
-pub mod accounts;
 pub mod block;
 pub mod closure;
 pub mod groups;
@@ -87,7 +86,8 @@ fn scan_parts(roots: &Roots, seeds: Option<&[PciAddress]>) -> Result<Snapshot, S
     let mut r = Reader::default();
 
     let covers = seeds.map(|seeds| closure::read(&mut r, &roots, &pci_devices, seeds));
-    let mut devices = pci::scan_functions(&mut r, &pci_devices, covers.as_ref());
+    let mut devices =
+        pci::scan_functions(&mut r, &pci_devices, covers.as_ref().map(|c| &c.functions));
     let mut groups = groups::scan_groups(
         &mut r,
         &roots.iommu_groups(),
@@ -160,6 +160,7 @@ fn scan_parts(roots: &Roots, seeds: Option<&[PciAddress]>) -> Result<Snapshot, S
     let kernel = r.text(&roots.proc.join("sys/kernel/osrelease"), Need::Optional);
     let cmdline = r.text(&roots.proc.join("cmdline"), Need::Optional);
 
+    let accounts = crate::host::accounts::files::scan_accounts(&roots.proc, &mut r);
     let mut snap = Snapshot {
         format: SNAPSHOT_FORMAT,
         kernel,
@@ -169,7 +170,7 @@ fn scan_parts(roots: &Roots, seeds: Option<&[PciAddress]>) -> Result<Snapshot, S
         iommus,
         pci_drivers,
         vfio,
-        accounts: accounts::scan_accounts(&roots.proc),
+        accounts,
         warnings: Vec::new(),
         covers: covers.map(|c| c.functions),
     };

@@ -6,19 +6,19 @@ use std::path::Path;
 use crate::host::snapshot::{PciDevice, Sriov, Usage};
 use crate::pci::{PciAddress, PciClass, PciId};
 
-use super::read::{decimal, hex_u32, Need, Reader};
+use super::read::{hex_u32, Need, Reader};
 
 /// Scans every function under `devices_dir` (`/sys/bus/pci/devices`), or only those of
-/// `only`, sorted by address.
+/// `only` (a scoped scan's closure), sorted by address.
 pub fn scan_functions(
     r: &mut Reader,
     devices_dir: &Path,
-    only: Option<&super::closure::Closure>,
+    only: Option<&std::collections::BTreeSet<PciAddress>>,
 ) -> Vec<PciDevice> {
     let mut out = Vec::new();
     let names = match only {
         None => r.list(devices_dir, Need::Required),
-        Some(c) => c.functions.iter().map(|a| a.to_string().into()).collect(),
+        Some(functions) => functions.iter().map(|a| a.to_string().into()).collect(),
     };
     for name in names {
         let name_s = name.to_string_lossy();
@@ -86,12 +86,7 @@ fn read_function(r: &mut Reader, address: PciAddress, dir: &Path) -> Option<PciD
             g
         });
     let iommu = r.link_name(&dir.join("iommu"), Need::Optional);
-    let numa_node = r.value(
-        &dir.join("numa_node"),
-        Need::Optional,
-        "a decimal node",
-        decimal,
-    );
+    let numa_node = r.decimal(&dir.join("numa_node"), Need::Optional, "node");
     let reset_method = r
         .text(&dir.join("reset_method"), Need::Optional)
         .filter(|s| !s.is_empty());
@@ -147,35 +142,15 @@ fn read_function(r: &mut Reader, address: PciAddress, dir: &Path) -> Option<PciD
 
 /// SR-IOV state of a PF; `None` when the function has no `sriov_totalvfs`.
 fn read_sriov(r: &mut Reader, dir: &Path) -> Option<Sriov> {
-    let total_vfs = r.value(
-        &dir.join("sriov_totalvfs"),
-        Need::Optional,
-        "a decimal count",
-        decimal,
-    )?;
+    let total_vfs = r.decimal(&dir.join("sriov_totalvfs"), Need::Optional, "count")?;
     let num_vfs: u32 = r
-        .value(
-            &dir.join("sriov_numvfs"),
-            Need::Required,
-            "a decimal count",
-            decimal,
-        )
+        .decimal(&dir.join("sriov_numvfs"), Need::Required, "count")
         .unwrap_or(0);
     let offset = r
-        .value(
-            &dir.join("sriov_offset"),
-            Need::Optional,
-            "a decimal offset",
-            decimal,
-        )
+        .decimal(&dir.join("sriov_offset"), Need::Optional, "offset")
         .unwrap_or(0);
     let stride = r
-        .value(
-            &dir.join("sriov_stride"),
-            Need::Optional,
-            "a decimal stride",
-            decimal,
-        )
+        .decimal(&dir.join("sriov_stride"), Need::Optional, "stride")
         .unwrap_or(0);
     let vf_device = r.value(
         &dir.join("sriov_vf_device"),

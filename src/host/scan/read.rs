@@ -77,6 +77,17 @@ impl Reader {
         v
     }
 
+    /// A decimal attribute (`sriov_numvfs`, `numa_node`, a module parameter); `what` names it
+    /// in the warning an unexpected value gets ("count", "node").
+    pub fn decimal<T: std::str::FromStr>(
+        &mut self,
+        path: &Path,
+        need: Need,
+        what: &str,
+    ) -> Option<T> {
+        self.value(path, need, &format!("a decimal {what}"), decimal)
+    }
+
     /// The target of a symlink, as stored.
     pub fn link(&mut self, path: &Path, need: Need) -> Option<PathBuf> {
         match fs::read_link(path) {
@@ -166,6 +177,20 @@ pub fn hex_u32(s: &str) -> Option<u32> {
     u32::from_str_radix(t, 16).ok()
 }
 
+/// The account files are read like any other optional file: absence is normal, any other
+/// failure is a warning in the snapshot.
+impl crate::host::accounts::FileSource for Reader {
+    fn text(&mut self, path: &Path) -> Option<String> {
+        Reader::text(self, path, Need::Optional)
+    }
+    fn list(&mut self, dir: &Path) -> Vec<PathBuf> {
+        Reader::list(self, dir, Need::Optional)
+            .into_iter()
+            .map(|n| dir.join(n))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +235,29 @@ mod tests {
             "{:?}",
             r.warnings[2]
         );
+    }
+
+    #[test]
+    fn account_files_that_exist_but_cannot_be_read_are_warnings_not_silence() {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("1/root/etc");
+        // A directory where /etc/passwd should be: it exists, and reading it fails.
+        std::fs::create_dir_all(etc.join("passwd")).unwrap();
+        std::fs::write(etc.join("group"), "kvm:x:994:\n").unwrap();
+        let mut r = Reader::default();
+        let a = crate::host::accounts::files::scan_accounts(dir.path(), &mut r);
+        assert_eq!(a.groups.get("kvm"), Some(&994));
+        assert!(a.users.is_empty());
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(
+            r.warnings[0].path.ends_with("etc/passwd"),
+            "{:?}",
+            r.warnings
+        );
+        // Absent files (no limits.conf, no limits.d) stay silent.
+        let mut quiet = Reader::default();
+        let empty = tempfile::tempdir().unwrap();
+        crate::host::accounts::files::scan_accounts(empty.path(), &mut quiet);
+        assert!(quiet.warnings.is_empty(), "{:?}", quiet.warnings);
     }
 }

@@ -10,7 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use crate::host::snapshot::{NodeInfo, VfioState};
 use crate::host::Roots;
 
-use super::read::{decimal, Need, Reader};
+use super::read::{Need, Reader};
 
 /// The VFIO state and the group nodes found in `/dev/vfio`, by group id.
 pub fn scan_vfio(r: &mut Reader, roots: &Roots) -> (VfioState, BTreeMap<u32, NodeInfo>) {
@@ -22,11 +22,10 @@ pub fn scan_vfio(r: &mut Reader, roots: &Roots) -> (VfioState, BTreeMap<u32, Nod
         .filter(|n| n.contains("vfio"))
         .collect();
     modules.sort();
-    let dma_entry_limit = r.value(
+    let dma_entry_limit = r.decimal(
         &module_dir.join("vfio_iommu_type1/parameters/dma_entry_limit"),
         Need::Optional,
-        "a decimal count",
-        decimal,
+        "count",
     );
     let unsafe_noiommu = r
         .text(

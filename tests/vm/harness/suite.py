@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -77,6 +78,30 @@ def build_vfioctl() -> Path:
         raise SetupError("cargo build failed")
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
     return target / ("debug" if profile == "dev" else profile) / "vfioctl"
+
+
+def build_bench() -> Path:
+    """benches/domain.rs (`vfioctl-bench-domain` in the guest): the domain benchmarks, which
+    need a real VFIO device. Bench binaries are named by hash, so cargo says where it is."""
+    given = os.environ.get("VFIOCTL_BENCH_BIN")
+    if given:
+        return Path(given).resolve()
+    profile = os.environ.get("VFIOCTL_VM_PROFILE", "dev")
+    cmd = ["cargo", "build", "--quiet", "--bench", "domain", "--profile", profile,
+           "--message-format=json"]
+    log(" ".join(cmd))
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SetupError(f"cargo build --bench domain failed:\n{proc.stderr}")
+    for line in proc.stdout.splitlines():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if msg.get("reason") == "compiler-artifact" and msg.get("executable") \
+                and msg.get("target", {}).get("name") == "domain":
+            return Path(msg["executable"])
+    raise SetupError("cargo build --bench domain named no executable")
 
 
 def build_client(cache: Path) -> Path:
@@ -190,6 +215,7 @@ def main(argv: list[str]) -> int:
         ensure_apt_lists(apt)
         img = image.ImageBuilder(cache, log, ci()).build(apt)
         vfioctl = build_vfioctl()
+        bench = build_bench()
         client = build_client(cache)
         bundles = {"podman": podman.build(cache, apt, log)} \
             if any("podman" in sc.bundles for sc in chosen) else {}
@@ -210,8 +236,11 @@ def main(argv: list[str]) -> int:
     # debug info makes the binary ~10x bigger; the guest needs none of it
     guest_vfioctl = logs / "vfioctl"
     shutil.copy2(vfioctl, guest_vfioctl)
+    guest_bench = logs / "vfioctl-bench-domain"
+    shutil.copy2(bench, guest_bench)
     if shutil.which("strip"):
-        subprocess.run(["strip", "--strip-debug", str(guest_vfioctl)], check=False)
+        for binary in (guest_vfioctl, guest_bench):
+            subprocess.run(["strip", "--strip-debug", str(binary)], check=False)
 
     outcomes: list[Outcome] = []
     for sc in chosen:
@@ -233,7 +262,8 @@ def main(argv: list[str]) -> int:
         for ex in sorted((REPO / "examples").glob("*")) if (REPO / "examples").is_dir() else []:
             if ex.is_file():
                 files[f"vmtest/examples/{ex.name}"] = ex
-        binaries = {"usr/bin/vfioctl": guest_vfioctl, "usr/bin/vfio-edu-client": client}
+        binaries = {"usr/bin/vfioctl": guest_vfioctl, "usr/bin/vfio-edu-client": client,
+                    "usr/bin/vfioctl-bench-domain": guest_bench}
         image.write_overlay(overlay, files, binaries, {"init"})
         initrd = run_dir / "initrd.cpio"
         with open(initrd, "wb") as out:

@@ -130,14 +130,14 @@ expect_eq reconnect-after-client-closed 0 "$rc"
 
 # Hand-over latency (figures for docs/broker.md): the broker, then, once watch let go of the
 # group, the same user opening and attaching it directly.
-out=$(as_user vfioctl domain bench-open --run-dir /tmp/run dma --rounds 200 2>&1) \
+out=$(as_user vfioctl-bench-domain open dma --run-dir /tmp/run --rounds 200 2>&1) \
     && pass bench-broker "$out" || fail bench-broker "$(oneline "$out")"
 
 kill -TERM "$pid"
 wait "$pid"
 expect_eq watch-exit 0 "$?"
 chown 1000:1000 "/dev/vfio/$g"
-out=$(as_user vfioctl domain bench-open dma --direct "$g" --rounds 200 2>&1) \
+out=$(as_user vfioctl-bench-domain open dma --direct "$g" --rounds 200 2>&1) \
     && pass bench-direct "$out" || fail bench-direct "$(oneline "$out")"
 [ -e /tmp/run/broker.sock ] && fail socket-removed-on-exit "still there" || pass socket-removed-on-exit
 sed 's/^/vmtest: watch: /' /tmp/watch.log | grep -E 'broker|error|warn' | tail -20

@@ -6,7 +6,7 @@
 edu=0000:00:05.0
 check bind-edu bind_vfio "$edu"
 check bind-testdev bind_vfio 0000:00:05.1
-out=$(vfioctl domain bench-map --device "$edu" --mib 512 --rounds 5 2>&1)
+out=$(vfioctl-bench-domain map --device "$edu" --mib 512 --rounds 5 2>&1)
 printf '%s\n' "$out" | sed 's/^/vmtest: /'
 ratio=$(printf '%s\n' "$out" | sed -n 's/.*ratio \([0-9.]*\)$/\1/p')
 [ -n "$ratio" ] && pass bench-ran "ratio $ratio" || fail bench-ran "$(oneline "$out")"

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-use vfioctl::broker::fdstore::{sort, FdStore, Part, StoredName};
+use vfioctl::domain::fdstore::{sort, FdStore, Part, StoredName};
 
 /// systemd's side: name -> fds.
 struct StandIn {
@@ -199,7 +199,7 @@ fn a_restart_adopts_wanted_domains_and_drops_the_rest_from_the_store() {
 
     let wanted = ["dma".to_string(), "broken".to_string()];
     let adopted = adopt_passed(
-        &vfioctl::host::Roots::default(),
+        &mut vfioctl::domain::linux::LinuxIommu::new(vfioctl::host::Roots::default()),
         systemd.hand_back(),
         &wanted,
         Some(&store),
@@ -234,8 +234,8 @@ fn a_restart_adopts_wanted_domains_and_drops_the_rest_from_the_store() {
 
 #[test]
 fn only_changed_domains_are_stored_again_and_released_ones_are_removed() {
-    use vfioctl::broker::fdstore::Stored;
     use vfioctl::domain::adopt::{adopt, Layout, LayoutContainer, LayoutWindow, LAYOUT_VERSION};
+    use vfioctl::domain::fdstore::Stored;
     use vfioctl::domain::memory::WindowMemory;
     use vfioctl::domain::placement::Role;
     use vfioctl::domain::stored::StoreSync;
@@ -273,12 +273,15 @@ fn only_changed_domains_are_stored_again_and_released_ones_are_removed() {
     let mut parts = Stored::default();
     parts.containers.insert(0, file("c").into());
     parts.groups.insert(5, file("g").into());
-    parts
-        .windows
-        .insert(0, mem.fd().try_clone_to_owned().unwrap());
+    parts.windows.insert(
+        0,
+        vfioctl::domain::iommu::Backing::fd(&mem)
+            .try_clone_to_owned()
+            .unwrap(),
+    );
     let mut report = Report::default();
     let held = adopt(
-        &vfioctl::host::Roots::default(),
+        &mut vfioctl::domain::linux::LinuxIommu::new(vfioctl::host::Roots::default()),
         "dma",
         &layout,
         parts,

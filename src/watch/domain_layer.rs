@@ -4,15 +4,15 @@
 //! driver while its group is held), and domains are built and converged *after* it (once the
 //! members are on vfio-pci and `/dev/vfio/N` exists).
 
+use super::run_loop::{Outcome, Reconciler, Scope};
 use crate::config::model::Config;
 use crate::host::snapshot::Snapshot;
-use crate::watch::run_loop::{Outcome, Reconciler, Scope};
 
 use std::path::PathBuf;
 
-use super::iommu::Iommu;
-use super::published;
-use super::{Domains, Report};
+use crate::domain::iommu::Iommu;
+use crate::domain::published;
+use crate::domain::{Domains, Report};
 
 /// Reads the host after the binding pass.
 pub type Observe = Box<dyn FnMut() -> Result<Snapshot, String>>;

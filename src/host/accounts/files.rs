@@ -2,17 +2,21 @@
 //! read through `PROC/1/root` so `--proc-root` covers it. Captured so a snapshot carries the
 //! users and groups a config may name, and each user's login memlock limit from the host's
 //! limits files (groups from the primary gid and `/etc/group` member lists); absent files give
-//! an empty table, not a warning.
+//! an empty table, not a warning. Files are read through a [`FileSource`]: the scanner's reader
+//! records a warning, in the snapshot, for a file that exists but cannot be read, so a snapshot
+//! never silently lacks accounts it could not read.
 
 use std::path::Path;
 
+use super::FileSource;
+
 use crate::host::HostAccounts;
 
-/// Reads the account files under `proc/1/root/etc`; missing or unreadable files are skipped.
-pub fn scan_accounts(proc_root: &Path) -> HostAccounts {
+/// Reads the account files under `proc/1/root/etc` through `src`.
+pub fn scan_accounts(proc_root: &Path, src: &mut dyn FileSource) -> HostAccounts {
     let etc = proc_root.join("1/root/etc");
     let mut out = HostAccounts::default();
-    if let Ok(text) = std::fs::read_to_string(etc.join("passwd")) {
+    if let Some(text) = src.text(&etc.join("passwd")) {
         for (name, fields) in entries(&text) {
             // name:password:uid:gid:gecos:home:shell
             if let (Some(uid), Some(gid)) = (number(fields.get(1)), number(fields.get(2))) {
@@ -22,7 +26,7 @@ pub fn scan_accounts(proc_root: &Path) -> HostAccounts {
     }
     // Supplementary members: group name -> user names.
     let mut members: Vec<(String, u32, Vec<String>)> = Vec::new();
-    if let Ok(text) = std::fs::read_to_string(etc.join("group")) {
+    if let Some(text) = src.text(&etc.join("group")) {
         for (name, fields) in entries(&text) {
             // name:password:gid:members
             if let Some(gid) = number(fields.get(1)) {
@@ -40,7 +44,7 @@ pub fn scan_accounts(proc_root: &Path) -> HostAccounts {
             }
         }
     }
-    let limits = crate::host::limits::read_files(proc_root);
+    let limits = super::limits::read_files(proc_root, src);
     if !limits.is_empty() {
         for (user, &(uid, gid)) in &out.users {
             let mine: Vec<&(String, u32, Vec<String>)> = members
@@ -49,13 +53,13 @@ pub fn scan_accounts(proc_root: &Path) -> HostAccounts {
                 .collect();
             let gids: Vec<u32> = mine.iter().map(|(_, g, _)| *g).collect();
             let groups: Vec<&str> = mine.iter().map(|(n, _, _)| n.as_str()).collect();
-            let who = crate::host::limits::Who {
+            let who = super::limits::Who {
                 name: user,
                 uid,
                 gids: &gids,
                 groups: &groups,
             };
-            if let Some(soft) = crate::host::limits::memlock_of(&limits, &who).soft {
+            if let Some(soft) = super::limits::memlock_of(&limits, &who).soft {
                 out.memlock.insert(user.clone(), soft);
             }
         }
@@ -92,7 +96,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(etc.join("group"), "root:x:0:\nkvm:x:994:qemu\n").unwrap();
-        let a = scan_accounts(dir.path());
+        let a = scan_accounts(dir.path(), &mut super::super::Quiet);
         assert_eq!(a.users.get("qemu"), Some(&(64055, 994)));
         assert_eq!(a.users.get("root"), Some(&(0, 0)));
         assert!(!a.users.contains_key("bad") && !a.users.contains_key("broken"));
@@ -102,7 +106,7 @@ mod tests {
     #[test]
     fn missing_files_give_an_empty_table() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(scan_accounts(dir.path()).is_empty());
+        assert!(scan_accounts(dir.path(), &mut super::super::Quiet).is_empty());
     }
 
     #[test]
@@ -125,7 +129,7 @@ mod tests {
             "@kvm soft memlock 1024\n@libvirt soft memlock unlimited\n",
         )
         .unwrap();
-        let a = scan_accounts(dir.path());
+        let a = scan_accounts(dir.path(), &mut super::super::Quiet);
         assert_eq!(
             a.memlock.get("qemu"),
             Some(&(1024 * 1024)),

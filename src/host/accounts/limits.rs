@@ -130,19 +130,19 @@ pub fn memlock_of(files: &[String], who: &Who) -> Memlock {
 
 /// The limits files of the host under `proc_root`, in pam_limits' order; missing ones are
 /// skipped.
-pub fn read_files(proc_root: &Path) -> Vec<String> {
+pub fn read_files(proc_root: &Path, src: &mut dyn super::FileSource) -> Vec<String> {
     let security = proc_root.join("1/root/etc/security");
-    let mut out: Vec<String> = std::fs::read_to_string(security.join("limits.conf"))
+    let mut out: Vec<String> = src
+        .text(&security.join("limits.conf"))
         .into_iter()
         .collect();
-    let mut extra: Vec<std::path::PathBuf> = std::fs::read_dir(security.join("limits.d"))
+    let mut extra: Vec<std::path::PathBuf> = src
+        .list(&security.join("limits.d"))
         .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "conf"))
         .collect();
     extra.sort();
-    out.extend(extra.iter().filter_map(|p| std::fs::read_to_string(p).ok()));
+    out.extend(extra.iter().filter_map(|p| src.text(p)));
     out
 }
 
@@ -212,9 +212,9 @@ mod tests {
         std::fs::write(sec.join("limits.d/20-b.conf"), "* soft memlock 3\n").unwrap();
         std::fs::write(sec.join("limits.d/10-a.conf"), "* soft memlock 2\n").unwrap();
         std::fs::write(sec.join("limits.d/30-c.disabled"), "* soft memlock 9\n").unwrap();
-        let f = read_files(dir.path());
+        let f = read_files(dir.path(), &mut super::super::Quiet);
         assert_eq!(f.len(), 3);
         assert_eq!(memlock_of(&f, &QEMU).soft, Some(3 * 1024));
-        assert!(read_files(&dir.path().join("nowhere")).is_empty());
+        assert!(read_files(&dir.path().join("nowhere"), &mut super::super::Quiet).is_empty());
     }
 }
