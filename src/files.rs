@@ -8,6 +8,8 @@
 //!   exclusively and without following links in the same directory, written, fsynced, renamed over
 //!   the target, then the directory fsynced. A crash at any point leaves the old content or the new,
 //!   never a mix, and the rename is durable before the function returns.
+//! - [`create_atomic`] does the same for a file whose first version must win (early-claim
+//!   records): it never replaces an existing one.
 //! - [`remove_durable`] removes such a file and fsyncs its directory.
 //!
 //! It sits at the bottom of the module order: it knows nothing of vfioctl's types.
@@ -196,6 +198,24 @@ pub fn write_atomic_simple(
 pub fn write_atomic_path(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
     let (dir, name) = split(path)?;
     write_atomic_simple(dir, name, bytes, mode)
+}
+
+/// Creates `DIR/NAME` atomically and durably unless it exists: the first writer wins. The bytes
+/// go to a temp file (as [`write_atomic`] writes one), which is then hard-linked to the target
+/// (the link fails when the target exists, so a second writer never replaces the first) and
+/// removed. A crash leaves no target or the whole one. Returns whether it was created.
+pub fn create_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<bool, FileError> {
+    let staged = format!(".{name}.new.{}", std::process::id());
+    write_atomic_simple(dir, &staged, bytes, mode)?;
+    let staged = dir.join(staged);
+    let target = dir.join(name);
+    let linked = fs::hard_link(&staged, &target);
+    let _ = fs::remove_file(&staged);
+    match linked {
+        Ok(()) => sync_dir(dir).map(|()| true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(io_err(&target, &e)),
+    }
 }
 
 /// Removes `DIR/NAME` (absent is fine) and fsyncs the directory. Returns whether it existed.

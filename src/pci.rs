@@ -171,6 +171,13 @@ impl<'de> Deserialize<'de> for PciId {
     }
 }
 
+/// A function's `driver_override` as sysfs shows it: the driver name, or `None` when unset
+/// (the kernel reads back `(null)`; a clearing write leaves it empty). The one parser of it.
+pub fn parse_driver_override(text: &str) -> Option<String> {
+    let t = text.trim();
+    (!t.is_empty() && t != "(null)").then(|| t.to_string())
+}
+
 /// The ids a function shows in sysfs, as far as a config selector looks at them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionIds {
@@ -209,6 +216,11 @@ impl PciClass {
     }
 
     /// A display controller of VGA class (0x0300).
+    /// A mass storage controller (class 0x01: NVMe, SATA, SCSI, virtio-blk).
+    pub fn is_storage(&self) -> bool {
+        self.0 >> 16 == 0x01
+    }
+
     pub fn is_vga(&self) -> bool {
         self.base_sub() == 0x0300
     }
@@ -284,6 +296,16 @@ impl<'de> Deserialize<'de> for PciClass {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn driver_override_reads_null_and_empty_as_unset() {
+        assert_eq!(parse_driver_override("(null)\n"), None);
+        assert_eq!(parse_driver_override("\n"), None);
+        assert_eq!(
+            parse_driver_override("vfio-pci\n").as_deref(),
+            Some("vfio-pci")
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use vfioctl::apply::early_claims::{self, EarlyClaims};
+use vfioctl::apply::early_claim::records::{self, Records};
 use vfioctl::apply::journal::{Journal, Object, Recorded};
 use vfioctl::apply::{self, rollback, ApplyError, Options};
 use vfioctl::config::model::{Config, DeviceSpec, Origin, Selector};
@@ -61,7 +61,7 @@ fn st(driver: Option<&str>, over: Option<&str>) -> DeviceState {
 /// NIC; with vfio-pci loaded (`bound`) the kernel binds it straight from the override.
 fn claimed_early(k: &SimKernel, o: &Options, bound: bool) {
     k.unbind(a(NIC)).unwrap();
-    early_claims::remember(&o.run_dir, &a(NIC), None).unwrap();
+    records::remember(&o.run_dir, &a(NIC), None).unwrap();
     k.set_driver_override(a(NIC), Some("vfio-pci")).unwrap();
     if bound {
         assert_eq!(k.probe(a(NIC)).unwrap().as_deref(), Some("vfio-pci"));
@@ -69,7 +69,7 @@ fn claimed_early(k: &SimKernel, o: &Options, bound: bool) {
 }
 
 fn records(o: &Options) -> Vec<PciAddress> {
-    EarlyClaims::load(&o.run_dir)
+    Records::load(&o.run_dir)
         .unwrap()
         .records
         .into_keys()
@@ -265,7 +265,7 @@ fn a_claim_after_the_kernels_probe_keeps_the_probed_driver_as_the_original() {
     let dir = tempfile::tempdir().unwrap();
     let o = opts(dir.path());
     let k = SimKernel::from_snapshot(&vm_layout());
-    early_claims::remember(&o.run_dir, &a(NIC), None).unwrap();
+    records::remember(&o.run_dir, &a(NIC), None).unwrap();
     k.set_driver_override(a(NIC), Some("vfio-pci")).unwrap();
     apply::reconcile(&k, &config(true), &o).unwrap();
     assert_eq!(state(&k), st(Some("vfio-pci"), Some("vfio-pci")));

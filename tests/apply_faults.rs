@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use vfioctl::apply::{self, early_claims, journal::Journal, rollback, Options};
+use vfioctl::apply::{self, early_claim::records, journal::Journal, rollback, Options};
 use vfioctl::config::model::{Config, DeviceSpec, Origin, Selector, SriovSpec, UserRef, UserSpec};
 use vfioctl::host::Snapshot;
 use vfioctl::kernel::simulated::{fixtures::vm_layout, Fault, SimKernel};
@@ -158,7 +158,7 @@ fn prepared(first: &Config, early: bool) -> (SimKernel, tempfile::TempDir) {
     if early {
         let nic = a("0000:00:01.0");
         k.unbind(nic).unwrap();
-        early_claims::remember(&opts(dir.path()).run_dir, &nic, None).unwrap();
+        records::remember(&opts(dir.path()).run_dir, &nic, None).unwrap();
         k.set_driver_override(nic, Some("vfio-pci")).unwrap();
         k.probe(nic).unwrap();
     }

@@ -7,7 +7,7 @@
 //! verify (read again, plan again, ask the kernel) → commit (forget what was given back, with
 //! its early-claim record; clear the pass record).
 
-pub mod early_claims;
+pub mod early_claim;
 pub mod executor;
 pub mod journal;
 pub mod lock;
@@ -22,7 +22,7 @@ use crate::kernel::{Host, KernelError};
 use crate::pci::PciAddress;
 use crate::plan::{self, Accounts, Context, Plan, Taken};
 
-use early_claims::EarlyClaims;
+use early_claim::records::{self, Records};
 pub use executor::{ExecOptions, StepFailure, StepRecord};
 use journal::{InFlight, Journal, JournalError};
 use lock::LockError;
@@ -152,7 +152,7 @@ impl ApplyError {
 }
 
 /// The planner's view of what vfioctl took earlier, from the journal (with the early claims
-/// folded in: [`early_claims::fold`]).
+/// folded in: [`records::fold`]).
 pub fn taken(journal: &Journal) -> Vec<Taken> {
     journal
         .taken_devices()
@@ -200,8 +200,8 @@ pub fn load_context(
     observed: &crate::host::Snapshot,
 ) -> Result<(Vec<Taken>, Vec<plan::TakenVfs>), JournalError> {
     let mut journal = Journal::load(state_dir)?;
-    let early = EarlyClaims::load(run_dir)?;
-    early_claims::fold(&mut journal, &early, &early_claims::state_in(observed));
+    let early = Records::load(run_dir)?;
+    records::fold(&mut journal, &early, &records::state_in(observed));
     Ok((taken(&journal), taken_vfs(&journal)))
 }
 
@@ -228,7 +228,7 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
             });
         }
     }
-    let early = EarlyClaims::load(&opts.run_dir)?;
+    let early = Records::load(&opts.run_dir)?;
     let mut journal = Journal::load(&opts.state_dir)?;
     let observed = match opts.scope {
         // Only the function's closure: all a scoped plan looks at.
@@ -236,7 +236,7 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
         None => host.snapshot(),
     }
     .map_err(ApplyError::Read)?;
-    let folded = early_claims::fold(&mut journal, &early, &early_claims::state_in(&observed));
+    let folded = records::fold(&mut journal, &early, &records::state_in(&observed));
     if folded.changed {
         journal.save(&opts.state_dir)?;
     }
@@ -256,7 +256,7 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
         if rollback::forget_restored(host, &mut journal).map_err(ApplyError::Read)? {
             journal.save(&opts.state_dir)?;
         }
-        early_claims::forget_released(&opts.run_dir, &folded, &journal)?;
+        records::forget_released(&opts.run_dir, &folded, &journal)?;
         return Ok(Outcome {
             recovered,
             plan,
@@ -295,7 +295,7 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
             if rollback::forget_restored_in(host, &v.observed, &mut journal) {
                 journal.save(&opts.state_dir)?;
             }
-            early_claims::forget_released(&opts.run_dir, &folded, &journal)?;
+            records::forget_released(&opts.run_dir, &folded, &journal)?;
             InFlight::clear(&opts.run_dir)?;
             clock.lap("commit");
             Ok(Outcome {

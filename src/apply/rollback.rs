@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::early_claims::{self, EarlyClaims};
+use super::early_claim::records::{self, Records};
 use super::journal::{
     Abandoned, Entry, InFlight, Journal, JournalError, LoadedModule, Object, Recorded,
 };
@@ -456,7 +456,7 @@ pub struct RollbackOutcome {
 }
 
 /// `vfioctl rollback`: returns every object in the journal (with the early claims folded in:
-/// [`early_claims::fold`]) to its recorded original state, newest first, and forgets the ones
+/// [`records::fold`]) to its recorded original state, newest first, and forgets the ones
 /// that are back, with their early-claim records. With `dry_run`, only lists them.
 pub fn rollback(
     host: &dyn Host,
@@ -466,9 +466,9 @@ pub fn rollback(
     dry_run: bool,
 ) -> Result<(RollbackOutcome, Vec<Entry>), RollbackError> {
     let _lock = lock::acquire(run_dir, lock_timeout)?;
-    let early = EarlyClaims::load(run_dir)?;
+    let early = Records::load(run_dir)?;
     let mut journal = Journal::load(state_dir)?;
-    early_claims::fold(&mut journal, &early, &early_claims::state_on(host));
+    records::fold(&mut journal, &early, &records::state_on(host));
     if dry_run {
         let outcome = RollbackOutcome {
             modules: journal.modules,
@@ -478,7 +478,7 @@ pub fn rollback(
     }
     let recovered = recover(host, state_dir, run_dir)?;
     let mut journal = Journal::load(state_dir)?;
-    let folded = early_claims::fold(&mut journal, &early, &early_claims::state_on(host));
+    let folded = records::fold(&mut journal, &early, &records::state_on(host));
     let entries = journal.entries.clone();
     let mut report = restore_all(host, &entries);
     if report.complete() {
@@ -487,7 +487,7 @@ pub fn rollback(
     if forget_restored(host, &mut journal)? || folded.changed {
         journal.save(state_dir)?;
     }
-    early_claims::forget_released(run_dir, &folded, &journal)?;
+    records::forget_released(run_dir, &folded, &journal)?;
     let modules = report.modules.iter().map(|m| m.module.clone()).collect();
     Ok((
         RollbackOutcome {

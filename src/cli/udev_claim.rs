@@ -1,9 +1,12 @@
-//! `vfioctl udev-claim ADDRESS` (hidden): the udev rule's boot-time claim. Prints
-//! `VFIOCTL_CLAIM=DRIVER` for `IMPORT{program}` when the config wants the function, so the
-//! rule can go on to run `vfioctl reconcile --device`; prints nothing otherwise.
+//! `vfioctl udev-claim ADDRESS` (hidden): the udev rule's boot-time claim. Parses, loads the
+//! config and runs [`crate::apply::early_claim`] on the live host. Prints
+//! `VFIOCTL_CLAIM=DRIVER` for `IMPORT{program}` when the function is claimed (or already was),
+//! so the rule can go on to run `vfioctl reconcile --device`; prints nothing otherwise (not
+//! named, or refused: the reasons are in the log and under the run directory).
 
+use crate::apply::early_claim::{early_claim, EarlyClaim};
+use crate::kernel::linux::{LinuxHost, Timeouts};
 use crate::pci::PciAddress;
-use crate::watch::early_claim::{self, Claim};
 use crate::watch::reload::load_from_disk;
 
 use super::{args, Exit};
@@ -23,25 +26,28 @@ pub fn run(global: &args::GlobalArgs, args: &args::UdevClaimArgs) -> Exit {
             return Exit::Failed;
         }
     };
-    let roots = global.roots();
-    let ids = match early_claim::read_ids(&roots, &address) {
-        Ok(ids) => ids,
-        Err(e) => {
-            eprintln!("vfioctl udev-claim: {address}: {e}");
-            return Exit::Failed;
-        }
-    };
-    let Some(driver) = early_claim::wanted_driver(&config, &address, Some(&ids)) else {
-        return Exit::Done;
-    };
-    match early_claim::claim(&roots, &global.run_dir, &address, driver) {
-        Ok(claim) => {
-            if let Claim::Written { previous } = &claim {
-                tracing::info!(device = %address, driver, ?previous, "driver_override written");
-            }
+    let host = LinuxHost::new(global.roots(), Timeouts::default());
+    match early_claim(&host, &config, &global.run_dir, address, None) {
+        Ok(EarlyClaim::Written {
+            driver, previous, ..
+        }) => {
+            tracing::info!(device = %address, driver, ?previous, "driver_override written");
             println!("VFIOCTL_CLAIM={driver}");
             Exit::Done
         }
+        Ok(EarlyClaim::AlreadySet { driver }) => {
+            println!("VFIOCTL_CLAIM={driver}");
+            Exit::Done
+        }
+        Ok(EarlyClaim::Refused { entry, reasons, .. }) => {
+            eprintln!(
+                "vfioctl udev-claim: {address}: not claimed for [[device]] `{entry}`: {}; set \
+                 force = true in the entry to take it anyway",
+                reasons.join("; ")
+            );
+            Exit::Done
+        }
+        Ok(EarlyClaim::NotWanted) => Exit::Done,
         Err(e) => {
             eprintln!("vfioctl udev-claim: {address}: {e}");
             Exit::Failed

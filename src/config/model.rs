@@ -163,8 +163,77 @@ impl WindowSpec {
     }
 }
 
+impl DeviceSpec {
+    /// The driver the entry's companions go to: always [`DEFAULT_DRIVER`] (the user consents
+    /// to them being taken so the group is viable, not to a variant driver on them).
+    pub fn companion_driver(&self) -> &'static str {
+        DEFAULT_DRIVER
+    }
+}
+
+/// How the config names a function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Named {
+    /// Its `[[device]]` selector picks it.
+    Selected,
+    /// It is in the entry's `companions`.
+    Companion,
+}
+
+/// A function the config wants on a driver, and the entry that asks for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wanted<'c> {
+    /// Index of the `[[device]]` entry.
+    pub entry: usize,
+    pub spec: &'c DeviceSpec,
+    pub named: Named,
+}
+
+impl<'c> Wanted<'c> {
+    /// The driver the config wants the function on.
+    pub fn driver(&self) -> &'c str {
+        match self.named {
+            Named::Selected => &self.spec.driver,
+            Named::Companion => self.spec.companion_driver(),
+        }
+    }
+}
+
 impl Config {
     pub fn device(&self, name: &str) -> Option<&DeviceSpec> {
         self.devices.iter().find(|d| d.name == name)
+    }
+
+    /// Which entry wants the function at `address` with `ids`, and for which driver: the first
+    /// entry whose selector picks it, else the first that names it as a companion (the
+    /// planner's order: a declared claim wins over a companion one). Without `ids` (a uevent
+    /// that carried none) only addresses can match. The one answer to "does the config want
+    /// this function": the early claim, `watch`'s relevance and the planner all ask here.
+    pub fn wanted(&self, address: PciAddress, ids: Option<&FunctionIds>) -> Option<Wanted<'_>> {
+        let selected = self.devices.iter().enumerate().find(|(_, spec)| match ids {
+            Some(ids) => spec.selector.matches(address, ids),
+            None => spec.selector == Selector::Address(address),
+        });
+        if let Some((entry, spec)) = selected {
+            return Some(Wanted {
+                entry,
+                spec,
+                named: Named::Selected,
+            });
+        }
+        self.devices
+            .iter()
+            .enumerate()
+            .find(|(_, spec)| spec.companions.contains(&address))
+            .map(|(entry, spec)| Wanted {
+                entry,
+                spec,
+                named: Named::Companion,
+            })
+    }
+
+    /// The driver the config wants on the function, if it names it (see [`Config::wanted`]).
+    pub fn wanted_driver(&self, address: PciAddress, ids: Option<&FunctionIds>) -> Option<&str> {
+        self.wanted(address, ids).map(|w| w.driver())
     }
 }

@@ -4,7 +4,8 @@
 //! - [`windows`]: the pure window diff and the checks against the live container;
 //! - [`placement`]: the pure decision of which container each group goes into;
 //! - [`held`]: the held state and its reconcile through the [`iommu::Iommu`] seam;
-//! - [`linux`] (the real kernel) and [`simulated`] (tests) implement that seam;
+//! - [`linux`] (the real kernel) and `simulated` (tests and benches only: the `testing`
+//!   feature) implement that seam;
 //! - [`memory`]: window backing (memfd, hugetlb, mmap) and RLIMIT_MEMLOCK;
 //! - [`status`]: what `vfioctl status` shows of the held domains; [`report`]: what a pass did;
 //! - [`fdstore`], [`stored`], [`adopt`]: domain persistence across restarts in systemd's fd

@@ -172,9 +172,18 @@ pub struct Usage {
     pub interfaces: Vec<NetInterface>,
     #[serde(default)]
     pub block_devices: Vec<BlockDevice>,
-    /// The function drives the boot console (`boot_vga` = 1 and bound).
+    /// The function drives the boot console: `boot_vga` = 1 and not on a vfio driver (unbound,
+    /// the firmware's framebuffer console still uses it).
     #[serde(default)]
     pub boot_console: bool,
+    /// The kernel command line's `root=` names a block device on this function (the `root=`
+    /// argument as written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_device: Option<String>,
+    /// Evidence of use that could not be read (unreadable `/proc` files, a `root=` that cannot
+    /// be traced): the function may be in use, so it counts as in use ("cannot tell").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown: Vec<String>,
 }
 
 impl Usage {
@@ -215,6 +224,14 @@ impl Usage {
         }
         if self.boot_console {
             out.push("it drives the boot console".to_string());
+        }
+        if let Some(root) = &self.root_device {
+            out.push(format!(
+                "it holds the root filesystem (kernel command line {root})"
+            ));
+        }
+        for why in &self.unknown {
+            out.push(format!("cannot tell whether the host uses it: {why}"));
         }
         out
     }

@@ -24,7 +24,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{fork, pipe, ForkResult};
 
 use super::{DeviceState, Host, KernelError, NodeOwner};
-use crate::host::{Roots, Snapshot};
+use crate::host::{PciDevice, Roots, Snapshot};
 use crate::pci::PciAddress;
 use crate::vfio::{self, GroupStatus, VfioError};
 
@@ -257,12 +257,6 @@ fn write_direct(what: &str, path: &Path, data: &[u8]) -> Result<(), KernelError>
     fs::write(path, data).map_err(|e| KernelError::io(what, path.display(), &e))
 }
 
-/// `driver_override` reads `(null)` when unset.
-fn parse_override(s: &str) -> Option<String> {
-    let t = s.trim();
-    (!t.is_empty() && t != "(null)").then(|| t.to_string())
-}
-
 impl Host for LinuxHost {
     fn snapshot(&self) -> Result<Snapshot, KernelError> {
         crate::host::scan(&self.roots).map_err(|e| KernelError::Scan(e.to_string()))
@@ -277,7 +271,7 @@ impl Host for LinuxHost {
         let driver = self.driver_link(dev)?;
         let p = self.dev_path(dev, "driver_override");
         let driver_override = match fs::read_to_string(&p) {
-            Ok(s) => parse_override(&s),
+            Ok(s) => crate::pci::parse_driver_override(&s),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(KernelError::io("read driver_override", p.display(), &e)),
         };
@@ -285,6 +279,18 @@ impl Host for LinuxHost {
             driver,
             driver_override,
         })
+    }
+
+    fn function(&self, dev: PciAddress) -> Result<PciDevice, KernelError> {
+        self.not_stuck(dev)?;
+        match crate::host::scan::scan_function(&self.roots, dev) {
+            Some(d) => Ok(d),
+            None if !self.roots.pci_device(&dev).exists() => Err(KernelError::NoSuchDevice(dev)),
+            None => Err(KernelError::Scan(format!(
+                "{}: the function's vendor, device or class cannot be read",
+                self.roots.pci_device(&dev).display()
+            ))),
+        }
     }
 
     fn num_vfs(&self, pf: PciAddress) -> Result<u32, KernelError> {
@@ -711,11 +717,5 @@ mod tests {
         assert!(!host.writer_blocked(12));
         assert!(!host.writer_blocked(13));
         assert!(!host.writer_blocked(14));
-    }
-
-    #[test]
-    fn override_reads_null_as_unset() {
-        assert_eq!(parse_override("(null)\n"), None);
-        assert_eq!(parse_override("vfio-pci\n").as_deref(), Some("vfio-pci"));
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::Snapshot;
+use crate::host::{PciDevice, Snapshot};
 use crate::pci::PciAddress;
 use crate::vfio::GroupStatus;
 
@@ -129,6 +129,10 @@ pub trait Host: Send + Sync {
     }
     /// One function's driver and override.
     fn device_state(&self, dev: PciAddress) -> Result<DeviceState, KernelError>;
+    /// One function as a scan sees it: identity, driver, override, and what the host uses it
+    /// for (interfaces, disks, boot console, root device, and what cannot be told), read for
+    /// it alone. What a decision about one function ahead of a pass needs (the early claim).
+    fn function(&self, dev: PciAddress) -> Result<PciDevice, KernelError>;
     /// A physical function's current `sriov_numvfs`.
     fn num_vfs(&self, pf: PciAddress) -> Result<u32, KernelError>;
     /// The owner of `/dev/vfio/GROUP`, `None` when the node does not exist.

@@ -74,6 +74,9 @@ pub enum Fault {
     Crash,
     /// Like `Crash`, but the call itself takes effect first.
     CrashAfterEffect,
+    /// The function the call writes to is surprise-removed just before it (the call then
+    /// finds no such device), as a hot-unplug between a decision and its write.
+    Unplug,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +120,8 @@ struct Inner {
     stuck: BTreeMap<PciAddress, bool>,
     calls: Vec<Call>,
     faults: BTreeMap<usize, Fault>,
+    /// Functions whose reads fail (an EIO on their sysfs attributes).
+    unreadable: BTreeSet<PciAddress>,
     crashed: bool,
 }
 
@@ -210,6 +215,7 @@ impl SimKernel {
                 stuck: BTreeMap::new(),
                 calls: Vec::new(),
                 faults: BTreeMap::new(),
+                unreadable: BTreeSet::new(),
                 crashed: false,
             }),
         }
@@ -245,10 +251,26 @@ impl SimKernel {
         self.lock().faults.insert(n, fault);
     }
 
+    /// Makes every read of `dev`'s attributes fail with EIO (`false`: readable again).
+    pub fn fail_reads(&self, dev: PciAddress, failing: bool) {
+        let mut g = self.lock();
+        if failing {
+            g.unreadable.insert(dev);
+        } else {
+            g.unreadable.remove(&dev);
+        }
+    }
+
+    /// Surprise-removes a function (and its VFs' link to it stays as the kernel leaves it).
+    pub fn unplug(&self, dev: PciAddress) {
+        self.lock().state.devices.remove(&dev);
+    }
+
     /// Clears injected faults and a simulated crash: the "next run" after a crash.
     pub fn revive(&self) {
         let mut g = self.lock();
         g.faults.clear();
+        g.unreadable.clear();
         g.crashed = false;
         // Hung writes finished (without effect) in the meantime.
         g.stuck.retain(|_, unbind| *unbind);
@@ -352,6 +374,12 @@ impl SimKernel {
                 g.crashed = true;
                 Err(KernelError::Crashed { what })
             }
+            Some(Fault::Unplug) => {
+                if let Some(d) = device {
+                    g.state.devices.remove(&d);
+                }
+                f(&mut g.state)
+            }
         };
         // An unbind blocked on a held group keeps the device lock until the group is let go.
         if let (Err(KernelError::Timeout { .. }), Some(d), true) = (&r, device, unbind) {
@@ -376,12 +404,21 @@ impl SimKernel {
         dev: PciAddress,
         f: impl FnOnce(&State) -> Result<T, KernelError>,
     ) -> Result<T, KernelError> {
-        if self.lock().stuck.contains_key(&dev) {
+        let g = self.lock();
+        if g.stuck.contains_key(&dev) {
             return Err(KernelError::Stuck {
                 device: dev,
                 what: "an earlier write".to_string(),
             });
         }
+        if g.unreadable.contains(&dev) {
+            return Err(errno(
+                "read",
+                format!("/sys/bus/pci/devices/{dev}"),
+                Errno::EIO,
+            ));
+        }
+        drop(g);
         self.read(f)
     }
 }
@@ -627,6 +664,10 @@ impl Host for SimKernel {
                 driver_override: d.driver_override.clone(),
             })
         })
+    }
+
+    fn function(&self, dev: PciAddress) -> Result<PciDevice, KernelError> {
+        self.read_dev(dev, |s| s.dev(dev).cloned())
     }
 
     fn num_vfs(&self, pf: PciAddress) -> Result<u32, KernelError> {

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::{Config, DEFAULT_DRIVER};
+use crate::config::Config;
 use crate::host::{driver_keeps_group_viable, is_vfio_driver, PciDevice, Snapshot};
 use crate::pci::PciAddress;
 
@@ -48,7 +48,7 @@ pub fn add_companions(config: &Config, snap: &Snapshot, claims: &mut Claims) -> 
                 continue;
             }
             claims.claims.entry(*c).or_insert(Claim {
-                driver: DEFAULT_DRIVER.to_string(),
+                driver: spec.companion_driver().to_string(),
                 entry: i,
                 role: Role::Companion,
                 pending: false,

@@ -83,6 +83,8 @@ pub struct Plan {
     pub problems: Vec<Problem>,
     /// Things worth knowing that do not stop the plan (forced takes, ignored companions).
     pub notes: Vec<String>,
+    /// What the scan of the host could not read (from the snapshot the plan was made on).
+    pub warnings: Vec<crate::host::ScanWarning>,
 }
 
 impl Plan {
@@ -374,6 +376,7 @@ pub fn plan_with(config: &Config, snap: &Snapshot, ctx: &Context) -> Plan {
         actions,
         problems,
         notes,
+        warnings: snap.warnings.clone(),
     };
     match ctx.scope {
         Some(dev) => scope(plan, snap, &res, dev),
@@ -665,5 +668,6 @@ fn scope(plan: Plan, snap: &Snapshot, res: &resolve::Resolution, dev: PciAddress
         actions,
         problems,
         notes: plan.notes,
+        warnings: plan.warnings,
     }
 }

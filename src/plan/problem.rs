@@ -51,6 +51,15 @@ pub struct Problem {
     /// The IOMMU groups it names.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<u32>,
+    /// For an in-use refusal: the evidence that could not be read, per function
+    /// (`ADDR: reason`). Such a function cannot be proven free, so it counts as in use.
+    /// (A boxed slice: a problem stays small enough to return by value.)
+    #[serde(skip_serializing_if = "no_reasons")]
+    pub cannot_tell: Box<[String]>,
+}
+
+fn no_reasons(r: &[String]) -> bool {
+    r.is_empty()
 }
 
 impl Problem {
@@ -61,6 +70,7 @@ impl Problem {
             entry: None,
             devices: Vec::new(),
             groups: Vec::new(),
+            cannot_tell: Box::default(),
         }
     }
 

@@ -81,10 +81,13 @@ fn owner(o: &Ownership) -> String {
     format!("{}:{} {}", o.uid, o.gid, o.mode)
 }
 
-/// The plan as text: problems first (each with its whole reason), then the changes by batch,
+/// The plan as text: what the scan could not read, then problems first (each with its whole reason), then the changes by batch,
 /// then notes. A converged host reads "nothing to do".
 pub fn text(plan: &Plan) -> String {
     let mut out = String::new();
+    for w in &plan.warnings {
+        let _ = writeln!(out, "warning: {}: {}", w.path, w.message);
+    }
     for p in &plan.problems {
         let _ = writeln!(out, "error: {}", p.message);
     }
@@ -156,18 +159,21 @@ struct JsonPlan<'a> {
     actions: &'a [Step],
     problems: &'a [super::Problem],
     notes: &'a [String],
+    warnings: &'a [crate::host::ScanWarning],
     batches: usize,
     realisable: bool,
 }
 
 /// The plan as pretty JSON: `actions` (each with `action`, `device`, `driver` where it hands a
-/// device to one, `from`/`to`, `batch`, `unit`, `reason`), `problems`, `notes`, `batches`,
-/// `realisable`.
+/// device to one, `from`/`to`, `batch`, `unit`, `reason`), `problems` (an in-use refusal
+/// lists what could not be read in `cannot_tell`), `notes`, `warnings` (what the scan could
+/// not read: `path`, `message`), `batches`, `realisable`.
 pub fn json(plan: &Plan) -> String {
     let doc = JsonPlan {
         actions: &plan.actions,
         problems: &plan.problems,
         notes: &plan.notes,
+        warnings: &plan.warnings,
         batches: plan.batches(),
         realisable: plan.is_realisable(),
     };

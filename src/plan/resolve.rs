@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{Config, DeviceSpec, Selector};
 use crate::host::{PciDevice, Snapshot};
-use crate::pci::{PciAddress, PciClass, PciId};
+use crate::pci::{FunctionIds, PciAddress, PciClass, PciId};
 
 use super::problem::{Problem, ProblemKind};
 
@@ -86,12 +86,8 @@ pub fn resolve(config: &Config, snap: &Snapshot, released: &[super::TakenVfs]) -
             .iter()
             .copied()
             .filter(|vf| {
-                snap.device(*vf).is_some_and(|d| {
-                    let ids = d.ids();
-                    config.devices.iter().any(|spec| {
-                        spec.selector.matches(*vf, &ids) || spec.companions.contains(vf)
-                    })
-                })
+                snap.device(*vf)
+                    .is_some_and(|d| config.wanted(*vf, Some(&d.ids())).is_some())
             })
             .collect();
         if !wanted.is_empty() {
@@ -138,6 +134,19 @@ pub fn resolve(config: &Config, snap: &Snapshot, released: &[super::TakenVfs]) -
         r.entries.push(found);
     }
     r
+}
+
+impl FutureIds {
+    /// What a selector can compare of a function that does not exist yet.
+    pub fn ids(&self) -> FunctionIds {
+        FunctionIds {
+            vendor: self.vendor,
+            device: self.device,
+            subsystem_vendor: None,
+            subsystem_device: None,
+            class: Some(self.class),
+        }
+    }
 }
 
 fn future_ids(pf: &PciDevice) -> FutureIds {
@@ -250,13 +259,7 @@ fn select(
                 Vec::new()
             }
         }
-        Selector::Ids {
-            vendor,
-            device,
-            subsystem_vendor,
-            subsystem_device,
-            class,
-        } => {
+        Selector::Ids { .. } => {
             let mut out: Vec<PciAddress> = snap
                 .devices
                 .iter()
@@ -264,19 +267,14 @@ fn select(
                 .filter(|d| spec.selector.matches(d.address, &d.ids()))
                 .map(|d| d.address)
                 .collect();
-            // A VF that does not exist yet has no subsystem ids to compare.
-            if subsystem_vendor.is_none() && subsystem_device.is_none() {
-                out.extend(
-                    future
-                        .iter()
-                        .filter(|(_, f)| {
-                            f.vendor == *vendor
-                                && f.device == *device
-                                && class.map_or(true, |c| f.class == c)
-                        })
-                        .map(|(a, _)| *a),
-                );
-            }
+            // A VF that does not exist yet has no subsystem ids: an entry that names them
+            // does not match it.
+            out.extend(
+                future
+                    .iter()
+                    .filter(|(a, f)| spec.selector.matches(*a, &f.ids()))
+                    .map(|(a, _)| *a),
+            );
             out.sort();
             out.dedup();
             out

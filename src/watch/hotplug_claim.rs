@@ -1,6 +1,7 @@
 //! The hot-plug claimer: a thread of `watch` that does one thing, at once: when the kernel
-//! announces a function the config names, write its `driver_override` before the kernel probes
-//! it.
+//! announces a PCI function, make its early claim ([`crate::apply::early_claim`]: the config's
+//! driver into its `driver_override`, if the config names it and it may be taken) before the
+//! kernel probes it. This module owns only the uevent socket and the thread.
 //!
 //! On hot-plug the kernel sends the `add` uevent, assigns the function's resources, then probes
 //! drivers (`pci_bus_add_device`), a few milliseconds later (~7 ms in the VM suite). A host
@@ -15,22 +16,22 @@
 //! (`NETLINK_KOBJECT_UEVENT`, read and parsed here: a few hundred bytes of `KEY=VALUE` text,
 //! no library between the kernel and the write), so a claim never waits behind a pass. It
 //! blocks in `recv` with no timeout: no CPU when idle. It follows the config of the latest pass
-//! ([`ClaimConfig::set`]); the decision is [`relevance::claim_on_add`], made from the uevent
-//! alone, and the write is [`early_claim::claim`] (which records the override it replaces,
-//! for the release). The loop's own udev monitor still sees the same `add` and runs the
+//! ([`ClaimConfig::set`]). The loop's own udev monitor still sees the same `add` and runs the
 //! scoped pass that binds the function (if the kernel did not already) and owns its node.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
+use crate::apply::early_claim::{self, EarlyClaim, EarlyClaimError};
 use crate::config::Config;
 use crate::host::Roots;
+use crate::kernel::linux::{LinuxHost, Timeouts};
+use crate::kernel::Host;
 use crate::pci::PciAddress;
 
-use super::early_claim::{self, Claim};
 use super::events::{uevent_ids, DeviceAction, DeviceEvent};
-use super::relevance;
 use super::WatchError;
 
 /// The config the claimer decides by, shared with whoever runs the passes.
@@ -58,18 +59,41 @@ impl ClaimConfig {
     }
 }
 
-/// Claims the functions `events` announce that `config` names, through `claim(function,
-/// driver)`. The claimer thread's whole decision, apart from the socket it reads.
+/// Makes the early claim of every function `events` announce (`add` only), by the config as
+/// it is now, and logs each outcome. What the thread does with each uevent, apart from
+/// reading it; returns the outcomes for tests.
 pub fn claim_announced(
+    host: &dyn Host,
+    run_dir: &Path,
     config: &ClaimConfig,
     events: impl IntoIterator<Item = DeviceEvent>,
-    mut claim: impl FnMut(PciAddress, &str),
-) {
+) -> Vec<(PciAddress, Result<EarlyClaim, EarlyClaimError>)> {
+    let mut out = Vec::new();
     for event in events {
-        let config = config.get();
-        if let Some(driver) = relevance::claim_on_add(&config, &event) {
-            claim(event.address, driver);
+        if event.action != DeviceAction::Add {
+            continue;
         }
+        let received = Instant::now();
+        let config = config.get();
+        let r = early_claim::early_claim(host, &config, run_dir, event.address, event.ids.as_ref());
+        log_outcome(event.address, &r, received);
+        out.push((event.address, r));
+    }
+    out
+}
+
+fn log_outcome(device: PciAddress, r: &Result<EarlyClaim, EarlyClaimError>, received: Instant) {
+    match r {
+        Ok(EarlyClaim::Written { driver, .. }) => tracing::info!(
+            %device,
+            driver = driver.as_str(),
+            claim_us = received.elapsed().as_micros() as u64,
+            "claimed on add: driver_override written"
+        ),
+        // Logged by the early claim itself, with its reasons.
+        Ok(EarlyClaim::Refused { .. }) => {}
+        Ok(EarlyClaim::NotWanted | EarlyClaim::AlreadySet { .. }) => {}
+        Err(e) => tracing::warn!(%device, "claim on add failed (the pass takes it over): {e}"),
     }
 }
 
@@ -78,12 +102,13 @@ pub fn claim_announced(
 pub fn spawn(roots: Roots, run_dir: PathBuf, config: ClaimConfig) -> Result<(), WatchError> {
     let socket = open_socket()?;
     // Created now, not on the first claim: that one must be quick.
-    let _ = std::fs::create_dir_all(crate::apply::early_claims::record_dir(&run_dir));
+    let _ = std::fs::create_dir_all(early_claim::records::record_dir(&run_dir));
+    let host = LinuxHost::new(roots, Timeouts::default());
     std::thread::Builder::new()
         .name("hotplug-claim".into())
         .spawn(move || {
             raise_priority();
-            if let Err(e) = serve(&socket, &roots, &run_dir, &config) {
+            if let Err(e) = serve(&socket, &host, &run_dir, &config) {
                 tracing::warn!("hot-plug claimer stopped (passes still take devices over): {e}");
             }
         })
@@ -126,8 +151,8 @@ fn raise_priority() {
 
 fn serve(
     socket: &OwnedFd,
-    roots: &Roots,
-    run_dir: &std::path::Path,
+    host: &dyn Host,
+    run_dir: &Path,
     config: &ClaimConfig,
 ) -> Result<(), WatchError> {
     let mut buf = vec![0u8; 8192];
@@ -145,26 +170,9 @@ fn serve(
             Err(nix::errno::Errno::ENOBUFS) => continue,
             Err(e) => return Err(WatchError::source("reading kernel uevents", e.into())),
         };
-        let received = std::time::Instant::now();
-        let Some(event) = parse_added(&buf[..n]) else {
-            continue;
-        };
-        claim_announced(config, [event], |device, driver| {
-            let started = std::time::Instant::now();
-            match early_claim::claim(roots, run_dir, &device, driver) {
-                Ok(Claim::Written { .. }) => tracing::info!(
-                    %device,
-                    driver,
-                    decide_us = (started - received).as_micros() as u64,
-                    write_us = started.elapsed().as_micros() as u64,
-                    "claimed on add: driver_override written"
-                ),
-                Ok(Claim::AlreadySet) => {}
-                Err(e) => {
-                    tracing::warn!(%device, "claim on add failed (the pass takes it over): {e}")
-                }
-            }
-        });
+        if let Some(event) = parse_added(&buf[..n]) {
+            claim_announced(host, run_dir, config, [event]);
+        }
     }
 }
 
@@ -206,6 +214,7 @@ pub fn parse_added(message: &[u8]) -> Option<DeviceEvent> {
 mod tests {
     use super::*;
     use crate::config::{DeviceSpec, Origin, Selector};
+    use crate::kernel::simulated::{fixtures, Call, SimKernel};
 
     fn addr(s: &str) -> PciAddress {
         s.parse().unwrap()
@@ -235,41 +244,64 @@ mod tests {
         }
     }
 
-    /// What the claimer claims, with `shared` as it is, of the adds of 03:00.0 and 04:00.0.
-    fn claims_of_two_adds(shared: &ClaimConfig) -> Vec<(PciAddress, String)> {
-        let mut claimed = Vec::new();
-        claim_announced(
+    /// Two fresh driverless NICs at 03:00.0 and 04:00.0.
+    fn host() -> SimKernel {
+        SimKernel::from_snapshot(&fixtures::snapshot(
+            vec![
+                fixtures::device("0000:03:00.0", 0x8086, 0x10d3, 0x020000, None, 3),
+                fixtures::device("0000:04:00.0", 0x8086, 0x10d3, 0x020000, None, 4),
+            ],
+            &[],
+        ))
+    }
+
+    /// What the claimer wrote, on `host`, for the adds of 03:00.0 and 04:00.0.
+    fn claims_of_two_adds(host: &SimKernel, run: &Path, shared: &ClaimConfig) -> Vec<Call> {
+        let before = host.call_count();
+        for (_, r) in claim_announced(
+            host,
+            run,
             shared,
             [add("0000:03:00.0"), add("0000:04:00.0")],
-            |a, d| claimed.push((a, d.to_string())),
-        );
-        claimed
+        ) {
+            r.unwrap();
+        }
+        host.calls()[before..].to_vec()
     }
 
     #[test]
     fn claims_only_what_the_current_config_names() {
+        let run = tempfile::tempdir().unwrap();
+        let host = host();
         let shared = ClaimConfig::new(&config_naming("0000:03:00.0"));
         assert_eq!(
-            claims_of_two_adds(&shared),
-            vec![(addr("0000:03:00.0"), "vfio-pci".to_string())]
+            claims_of_two_adds(&host, run.path(), &shared),
+            vec![Call::SetOverride(
+                addr("0000:03:00.0"),
+                Some("vfio-pci".into())
+            )]
         );
         // A pass with an edited config moves the claimer along with it.
         shared.set(&config_naming("0000:04:00.0"));
         assert_eq!(
-            claims_of_two_adds(&shared),
-            vec![(addr("0000:04:00.0"), "vfio-pci".to_string())]
+            claims_of_two_adds(&host, run.path(), &shared),
+            vec![Call::SetOverride(
+                addr("0000:04:00.0"),
+                Some("vfio-pci".into())
+            )]
         );
     }
 
     #[test]
     fn a_bind_is_never_claimed() {
+        let run = tempfile::tempdir().unwrap();
+        let host = host();
         let shared = ClaimConfig::new(&config_naming("0000:03:00.0"));
         let mut bind = add("0000:03:00.0");
         bind.action = DeviceAction::Bind;
         bind.driver = Some("e1000e".into());
-        let mut claimed = 0;
-        claim_announced(&shared, [bind], |_, _| claimed += 1);
-        assert_eq!(claimed, 0);
+        assert!(claim_announced(&host, run.path(), &shared, [bind]).is_empty());
+        assert!(host.calls().is_empty());
     }
 
     #[test]

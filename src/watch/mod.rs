@@ -10,10 +10,9 @@
 //! - [`coalesce`]: debounce, urgent per-device passes, resync and retry deadlines (pure, timed
 //!   by the caller's clock);
 //! - [`reload`]: re-reading the config, keeping the last good one when a new one is invalid;
-//! - [`early_claim`]: the `driver_override` write ahead of any driver, run by the udev rule at
-//!   boot and by [`hotplug_claim`];
-//! - [`hotplug_claim`]: a thread that makes that write the moment the kernel announces a
-//!   hot-plugged function, inside the few milliseconds before it probes drivers;
+//! - [`hotplug_claim`]: a thread that makes the early claim ([`crate::apply::early_claim`]: the
+//!   `driver_override` write ahead of any driver) the moment the kernel announces a hot-plugged
+//!   function, inside the few milliseconds before it probes drivers;
 //! - [`relevance`]: whether a device event names a configured device;
 //! - [`host_reconciler`]: the production reconciler, one `apply::reconcile` pass per call;
 //! - [`run_loop`]: the single loop tying them together, generic over all its collaborators;
@@ -23,7 +22,6 @@
 
 pub mod coalesce;
 pub mod domain_layer;
-pub mod early_claim;
 pub mod events;
 pub mod host_reconciler;
 pub mod hotplug_claim;

@@ -3,28 +3,18 @@
 //! other than the one the config names.
 //!
 //! The match uses only what the uevent carries (address, and the ids from `PCI_ID`,
-//! `PCI_SUBSYS_ID`, `PCI_CLASS`), the same rule `udev-claim` applies: a `[[device]]` selector,
-//! or a companion address. Deciding from the uevent, with no sysfs read, is what lets `watch`
+//! `PCI_SUBSYS_ID`, `PCI_CLASS`), by the config's one rule ([`Config::wanted`], which the early
+//! claim and the planner use too): a `[[device]]` selector, or a companion address. Deciding from the uevent, with no sysfs read, is what lets `watch`
 //! write the override of a hot-plugged function within the few milliseconds between the
 //! kernel's `add` uevent and its first probe.
 
 use crate::config::Config;
 
-use super::early_claim::wanted_driver;
 use super::events::{DeviceAction, DeviceEvent};
 
 /// The driver the config wants on the event's function, if the config names it.
 pub fn wanted<'c>(config: &'c Config, event: &DeviceEvent) -> Option<&'c str> {
-    wanted_driver(config, &event.address, event.ids.as_ref())
-}
-
-/// For an `add` of a function the config names: the driver to write to its `driver_override`
-/// at once, before the kernel probes it.
-pub fn claim_on_add<'c>(config: &'c Config, event: &DeviceEvent) -> Option<&'c str> {
-    match event.action {
-        DeviceAction::Add => wanted(config, event),
-        _ => None,
-    }
+    config.wanted_driver(event.address, event.ids.as_ref())
 }
 
 /// Whether this event should trigger an immediate pass scoped to its function.
@@ -181,34 +171,20 @@ mod tests {
     }
 
     #[test]
-    fn companions_are_claimed_on_add_with_or_without_ids() {
+    fn companions_are_wanted_with_or_without_ids() {
         let c = config();
         let bare = event(DeviceAction::Add, "0000:03:00.1", None, None);
-        assert_eq!(claim_on_add(&c, &bare), Some("vfio-pci"));
+        assert_eq!(wanted(&c, &bare), Some("vfio-pci"));
         let with_ids = event(
             DeviceAction::Add,
             "0000:03:00.1",
             Some((0x8086, 0x1234)),
             None,
         );
-        assert_eq!(claim_on_add(&c, &with_ids), Some("vfio-pci"));
+        assert_eq!(wanted(&c, &with_ids), Some("vfio-pci"));
         assert_eq!(
-            claim_on_add(&c, &event(DeviceAction::Add, "0000:03:00.2", None, None)),
+            wanted(&c, &event(DeviceAction::Add, "0000:03:00.2", None, None)),
             None
         );
-    }
-
-    #[test]
-    fn only_an_add_is_claimed_ahead_of_the_pass() {
-        let c = config();
-        for action in [
-            DeviceAction::Bind,
-            DeviceAction::Remove,
-            DeviceAction::Unbind,
-            DeviceAction::Change,
-        ] {
-            let e = event(action, "0000:03:00.0", None, Some("e1000e"));
-            assert_eq!(claim_on_add(&c, &e), None);
-        }
     }
 }

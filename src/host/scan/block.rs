@@ -19,8 +19,12 @@ use super::usage::function_above;
 /// Mount points by `major:minor` and by source device path.
 #[derive(Debug, Default)]
 pub struct Mounts {
+    /// What is mounted on `/`: (`major:minor`, source), from mountinfo or mounts.
+    root: Vec<(Option<String>, Option<String>)>,
     by_devno: BTreeMap<String, Vec<String>>,
     by_source: BTreeMap<String, Vec<String>>,
+    /// Neither `mountinfo` nor `mounts` could be read: which disks are mounted is not known.
+    pub unreadable: Option<String>,
 }
 
 impl Mounts {
@@ -74,6 +78,10 @@ pub fn read_mounts(r: &mut Reader, proc: &Path) -> Mounts {
                 continue;
             };
             let target = unescape(f[4]);
+            if target == "/" {
+                m.root
+                    .push((Some(f[2].to_string()), f.get(sep + 2).map(|s| unescape(s))));
+            }
             m.by_devno
                 .entry(f[2].to_string())
                 .or_default()
@@ -87,6 +95,9 @@ pub fn read_mounts(r: &mut Reader, proc: &Path) -> Mounts {
     if let Some(text) = r.text(&proc.join("mounts"), Need::Optional) {
         for line in text.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() >= 2 && unescape(f[1]) == "/" {
+                m.root.push((None, Some(unescape(f[0]))));
+            }
             if f.len() >= 2 {
                 m.by_source
                     .entry(unescape(f[0]))
@@ -94,8 +105,29 @@ pub fn read_mounts(r: &mut Reader, proc: &Path) -> Mounts {
                     .push(unescape(f[1]));
             }
         }
+        return m;
     }
+    m.unreadable = Some(format!(
+        "neither {} nor {} can be read, so whether its disks are mounted is not known",
+        info.display(),
+        proc.join("mounts").display()
+    ));
     m
+}
+
+impl Mounts {
+    /// What is mounted on `/`: (`major:minor`, source device), newest last.
+    pub fn root_sources(&self) -> Vec<(Option<&str>, Option<&str>)> {
+        self.root
+            .iter()
+            .map(|(d, s)| {
+                (
+                    d.as_deref(),
+                    s.as_deref().filter(|s| s.starts_with("/dev/")),
+                )
+            })
+            .collect()
+    }
 }
 
 /// Every disk backed by a PCI function, partitions folded in: (function, disk).

@@ -16,11 +16,11 @@ pub mod read;
 pub mod usage;
 pub mod vfio;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::PathBuf;
 
-use crate::host::snapshot::{Snapshot, SNAPSHOT_FORMAT};
+use crate::host::snapshot::{PciDevice, Snapshot, SNAPSHOT_FORMAT};
 use crate::host::Roots;
 use crate::pci::PciAddress;
 
@@ -52,6 +52,139 @@ pub fn scan(roots: &Roots) -> Result<Snapshot, ScanError> {
 /// seed that is not present contributes nothing.
 pub fn scan_closure(roots: &Roots, seeds: &[PciAddress]) -> Result<Snapshot, ScanError> {
     scan_parts(roots, Some(seeds))
+}
+
+/// Reads one function as a scan would see it, with what the host uses it for (interfaces,
+/// disks and their mounts, the boot console, the root device), for a decision about that
+/// function alone ahead of a pass (the early claim). Cheap: a function without a driver has no
+/// interfaces or disks, so only its own directory and the command line's root device are read.
+/// `None` when the function is not present or its identity cannot be read.
+pub fn scan_function(roots: &Roots, address: PciAddress) -> Option<PciDevice> {
+    // Links resolve against a canonical sysfs, as in a whole scan.
+    let roots = &Roots {
+        sysfs: std::fs::canonicalize(&roots.sysfs).ok()?,
+        ..roots.clone()
+    };
+    let mut r = Reader::default();
+    let dir = r.resolve(&roots.pci_device(&address), Need::Optional)?;
+    let mut device = pci::read_function(&mut r, address, &dir)?;
+    let cmdline = r.text(&roots.proc.join("cmdline"), Need::Optional);
+    let only: BTreeSet<PciAddress> = [address].into();
+    if device.driver.is_some() {
+        fill_usage(
+            &mut r,
+            roots,
+            std::slice::from_mut(&mut device),
+            Some(&only),
+            cmdline.as_deref(),
+        );
+    } else {
+        root_usage(
+            &mut r,
+            roots,
+            std::slice::from_mut(&mut device),
+            cmdline.as_deref(),
+        );
+    }
+    Some(device)
+}
+
+/// Fills every device's [`Usage`](crate::host::Usage) (of those in `only`): interfaces and
+/// their addresses and routes, disks and their mounts and holders, the root device; and what
+/// could not be read, as "cannot tell" ([`crate::host::Usage::unknown`]).
+fn fill_usage(
+    r: &mut Reader,
+    roots: &Roots,
+    devices: &mut [PciDevice],
+    only: Option<&BTreeSet<PciAddress>>,
+    cmdline: Option<&str>,
+) {
+    let index: BTreeMap<PciAddress, usize> = devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.address, i))
+        .collect();
+    let proc_net = net::read_proc_net(r, &roots.proc);
+    for (f, iface) in net::scan_interfaces(r, &roots.sysfs.join("class/net"), &proc_net, only) {
+        if let Some(&i) = index.get(&f) {
+            devices[i].usage.interfaces.push(iface);
+        }
+    }
+    let mounts = block::read_mounts(r, &roots.proc);
+    for (f, disk) in block::scan_block(r, &roots.sysfs.join("class/block"), &mounts, only) {
+        if let Some(&i) = index.get(&f) {
+            devices[i].usage.block_devices.push(disk);
+        }
+    }
+    for d in devices.iter_mut() {
+        let up: Vec<&str> = d
+            .usage
+            .interfaces
+            .iter()
+            .filter(|i| i.up)
+            .map(|i| i.name.as_str())
+            .collect();
+        if !up.is_empty() && !proc_net.unreadable.is_empty() {
+            let why = format!(
+                "{} cannot be read, so whether {} {} addresses or routes is not known",
+                proc_net.unreadable.join(" and "),
+                up.join(", "),
+                if up.len() == 1 { "has" } else { "have" }
+            );
+            d.usage.unknown.push(why);
+        }
+        if let (Some(why), false) = (&mounts.unreadable, d.usage.block_devices.is_empty()) {
+            d.usage.unknown.push(why.clone());
+        }
+    }
+    root_usage(r, roots, devices, cmdline);
+}
+
+/// Marks the functions holding the root device `cmdline`'s `root=` names; when it cannot be
+/// traced and no disk is mounted on `/`, every storage controller counts as "cannot tell".
+fn root_usage(r: &mut Reader, roots: &Roots, devices: &mut [PciDevice], cmdline: Option<&str>) {
+    let Some(arg) = cmdline.and_then(usage::root_arg) else {
+        return;
+    };
+    match usage::trace_root(r, &roots.dev, &roots.sysfs.join("class/block"), arg) {
+        usage::RootTrace::Functions(fs) => {
+            for d in devices.iter_mut().filter(|d| fs.contains(&d.address)) {
+                d.usage.root_device = Some(arg.to_string());
+            }
+        }
+        usage::RootTrace::Untraced(why) => {
+            // A root filesystem already mounted from a PCI-backed disk is traced by its mount
+            // (then an unbound storage controller is not the one holding it).
+            let mounts = block::read_mounts(r, &roots.proc);
+            let by_mount = mounts.root_sources().into_iter().any(|(devno, source)| {
+                let by_devno = devno.is_some_and(|n| {
+                    usage::block_has_function(r, &roots.sysfs.join("dev/block").join(n))
+                });
+                by_devno
+                    || source.is_some_and(|s| {
+                        let arg = format!("root={s}");
+                        matches!(
+                            usage::trace_root(
+                                r,
+                                &roots.dev,
+                                &roots.sysfs.join("class/block"),
+                                &arg
+                            ),
+                            usage::RootTrace::Functions(_)
+                        )
+                    })
+            });
+            if by_mount {
+                return;
+            }
+            for d in devices.iter_mut().filter(|d| d.class.is_storage()) {
+                d.usage.unknown.push(format!(
+                    "the kernel command line's {arg} cannot be traced to a PCI function ({why}), \
+                     and this storage controller may hold the root filesystem"
+                ));
+            }
+        }
+    }
 }
 
 fn scan_parts(roots: &Roots, seeds: Option<&[PciAddress]>) -> Result<Snapshot, ScanError> {
@@ -128,28 +261,14 @@ fn scan_parts(roots: &Roots, seeds: Option<&[PciAddress]>) -> Result<Snapshot, S
         }
     }
 
-    let proc_net = net::read_proc_net(&mut r, &roots.proc);
-    for (f, iface) in net::scan_interfaces(
+    let cmdline = r.text(&roots.proc.join("cmdline"), Need::Optional);
+    fill_usage(
         &mut r,
-        &roots.sysfs.join("class/net"),
-        &proc_net,
+        &roots,
+        &mut devices,
         covers.as_ref().map(|c| &c.functions),
-    ) {
-        if let Some(&i) = index.get(&f) {
-            devices[i].usage.interfaces.push(iface);
-        }
-    }
-    let mounts = block::read_mounts(&mut r, &roots.proc);
-    for (f, disk) in block::scan_block(
-        &mut r,
-        &roots.sysfs.join("class/block"),
-        &mounts,
-        covers.as_ref().map(|c| &c.functions),
-    ) {
-        if let Some(&i) = index.get(&f) {
-            devices[i].usage.block_devices.push(disk);
-        }
-    }
+        cmdline.as_deref(),
+    );
 
     let mut pci_drivers: Vec<String> = r
         .list(&roots.pci_drivers(), Need::Optional)
@@ -158,7 +277,6 @@ fn scan_parts(roots: &Roots, seeds: Option<&[PciAddress]>) -> Result<Snapshot, S
         .collect();
     pci_drivers.sort();
     let kernel = r.text(&roots.proc.join("sys/kernel/osrelease"), Need::Optional);
-    let cmdline = r.text(&roots.proc.join("cmdline"), Need::Optional);
 
     let accounts = crate::host::accounts::files::scan_accounts(&roots.proc, &mut r);
     let mut snap = Snapshot {

@@ -37,6 +37,9 @@ const RTF6_LOCAL: u32 = 0x8000_0000;
 pub struct ProcNet {
     pub addresses: BTreeMap<String, Vec<String>>,
     pub routes: BTreeMap<String, u32>,
+    /// The files that could not be read (an up interface's addresses or routes are then not
+    /// known). The IPv6 files count only when they exist (a kernel without IPv6 has none).
+    pub unreadable: Vec<String>,
 }
 
 /// A connected IPv4 route: (interface, network, mask).
@@ -50,7 +53,15 @@ struct Connected {
 pub fn read_proc_net(r: &mut Reader, proc: &Path) -> ProcNet {
     let mut out = ProcNet::default();
     let mut connected = Vec::new();
-    if let Some(text) = r.text(&proc.join("net/route"), Need::Optional) {
+    let read = |r: &mut Reader, out: &mut ProcNet, rel: &str, always: bool| {
+        let path = proc.join(rel);
+        let text = r.text(&path, Need::Optional);
+        if text.is_none() && (always || path.symlink_metadata().is_ok()) {
+            out.unreadable.push(path.display().to_string());
+        }
+        text
+    };
+    if let Some(text) = read(r, &mut out, "net/route", true) {
         for line in text.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() < 8 || f[0] == "Iface" {
@@ -75,7 +86,7 @@ pub fn read_proc_net(r: &mut Reader, proc: &Path) -> ProcNet {
             }
         }
     }
-    if let Some(text) = r.text(&proc.join("net/fib_trie"), Need::Optional) {
+    if let Some(text) = read(r, &mut out, "net/fib_trie", true) {
         for addr in local_ipv4(&text) {
             let a = u32::from(addr);
             if addr.is_loopback() {
@@ -93,7 +104,7 @@ pub fn read_proc_net(r: &mut Reader, proc: &Path) -> ProcNet {
             }
         }
     }
-    if let Some(text) = r.text(&proc.join("net/if_inet6"), Need::Optional) {
+    if let Some(text) = read(r, &mut out, "net/if_inet6", false) {
         for line in text.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() < 6 {
@@ -119,7 +130,7 @@ pub fn read_proc_net(r: &mut Reader, proc: &Path) -> ProcNet {
                 .push(format!("{addr}/{plen}"));
         }
     }
-    if let Some(text) = r.text(&proc.join("net/ipv6_route"), Need::Optional) {
+    if let Some(text) = read(r, &mut out, "net/ipv6_route", false) {
         for line in text.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() < 10 {

@@ -48,7 +48,7 @@ fn id(r: &mut Reader, dir: &Path, file: &str, need: Need) -> Option<PciId> {
 }
 
 /// Reads one function; `None` only when its identity (vendor, device, class) is unreadable.
-fn read_function(r: &mut Reader, address: PciAddress, dir: &Path) -> Option<PciDevice> {
+pub fn read_function(r: &mut Reader, address: PciAddress, dir: &Path) -> Option<PciDevice> {
     let vendor = id(r, dir, "vendor", Need::Required);
     let device = id(r, dir, "device", Need::Required);
     let class = r.value(
@@ -72,7 +72,7 @@ fn read_function(r: &mut Reader, address: PciAddress, dir: &Path) -> Option<PciD
     let driver = r.link_name(&dir.join("driver"), Need::Optional);
     let driver_override = r
         .text(&dir.join("driver_override"), Need::Optional)
-        .filter(|s| !s.is_empty() && s != "(null)");
+        .and_then(|s| crate::pci::parse_driver_override(&s));
     let iommu_group = r
         .link_name(&dir.join("iommu_group"), Need::Optional)
         .and_then(|n| {
@@ -114,7 +114,8 @@ fn read_function(r: &mut Reader, address: PciAddress, dir: &Path) -> Option<PciD
         .link_name(&dir.join("physfn"), Need::Optional)
         .and_then(|n| n.parse::<PciAddress>().ok());
     let usage = Usage {
-        boot_console: boot_vga == Some(true) && driver.is_some(),
+        boot_console: boot_vga == Some(true)
+            && !driver.as_deref().is_some_and(crate::host::is_vfio_driver),
         ..Usage::default()
     };
     Some(PciDevice {

@@ -1,6 +1,7 @@
 //! The early-claim records: `RUN_DIR/early-claims/ADDR`, one per function whose
-//! `driver_override` vfioctl wrote before any driver probed it (the udev rule's boot claim,
-//! `watch` on a hot-plug `add`). A record holds the override it replaced (empty: unset).
+//! `driver_override` vfioctl wrote before any driver probed it ([`super::early_claim`]: the
+//! udev rule's boot claim, `watch` on a hot-plug `add`). A record holds the override the claim
+//! replaced, as a small JSON document (`{"format":1,"driver_override":null}`).
 //!
 //! Owns writing, reading and forgetting the records, and what they mean for the journal:
 //! [`fold`] makes every early-claimed function part of what vfioctl took, with its true
@@ -9,19 +10,33 @@
 //! entry that recorded our own early override as the original (a pass that took the function
 //! before the record was folded) is corrected from the record. A record lives until its
 //! function is no longer taken (given back, or gone from the host): [`forget_released`].
+//!
+//! Records are created with [`crate::files::create_atomic`] (the first one holds the true
+//! original, and a crash leaves none or a whole one) and removed with
+//! [`crate::files::remove_durable`]. A record that does not parse (empty, truncated, or
+//! written by something else) is never read as "the override was unset": loading fails and
+//! says which file and how to settle it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
 
-use super::journal::{Journal, JournalError, Object, Recorded};
+use serde::{Deserialize, Serialize};
+
+use crate::apply::journal::{Journal, JournalError, Object, Recorded};
+use crate::files;
 use crate::host::{is_vfio_driver, Snapshot};
 use crate::kernel::{DeviceState, Host, KernelError};
 use crate::pci::PciAddress;
 
 const DIR: &str = "early-claims";
+
+/// The record format this build writes and reads.
+pub const RECORD_FORMAT: u32 = 1;
+
+/// A record is a few dozen bytes; anything larger is not one.
+const RECORD_LIMIT: u64 = 4096;
 
 /// The directory of the records: `RUN_DIR/early-claims`.
 pub fn record_dir(run_dir: &Path) -> PathBuf {
@@ -40,64 +55,84 @@ fn io_err(path: &Path, e: &io::Error) -> JournalError {
     }
 }
 
+/// One record's content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordFile {
+    format: u32,
+    /// The override the claim replaced; `null`: unset.
+    driver_override: Option<String>,
+}
+
+/// The bytes of a record of `previous`.
+pub fn encode(previous: Option<&str>) -> Vec<u8> {
+    let record = RecordFile {
+        format: RECORD_FORMAT,
+        driver_override: previous.map(str::to_string),
+    };
+    let mut bytes = serde_json::to_vec(&record).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+/// The override a record's bytes say the claim replaced (`Ok(None)`: it was unset). Anything
+/// but a whole record of this format is an error saying what is wrong: an empty or cut file
+/// never means "unset".
+pub fn decode(bytes: &[u8]) -> Result<Option<String>, String> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err("the record is empty (cut short, e.g. by a crash)".to_string());
+    }
+    let record: RecordFile = serde_json::from_slice(bytes).map_err(|e| {
+        format!("the record does not parse ({e}): cut short or not written by vfioctl")
+    })?;
+    if record.format != RECORD_FORMAT {
+        return Err(format!(
+            "the record has format {}; this vfioctl reads format {RECORD_FORMAT}",
+            record.format
+        ));
+    }
+    match record.driver_override {
+        Some(o) if crate::pci::parse_driver_override(&o).as_deref() != Some(o.as_str()) => Err(
+            format!("the record names the override {o:?}, which is not a driver name"),
+        ),
+        o => Ok(o),
+    }
+}
+
 /// Records that an early claim replaced `previous` (`None`: unset) on `address`, unless a
 /// record exists already: the first one holds the true original. Made before the claim's own
-/// write, and quick (it races the kernel's probe of a hot-plugged function): one exclusive
-/// create and one small write on the run directory's tmpfs, which a crash clears anyway.
-/// Returns whether it was new.
+/// write, and quick (it races the kernel's probe of a hot-plugged function): a few small
+/// writes on the run directory's tmpfs. Returns whether it was new.
 pub fn remember(
     run_dir: &Path,
     address: &PciAddress,
     previous: Option<&str>,
 ) -> Result<bool, JournalError> {
-    let path = record_path(run_dir, address);
-    let create = || {
-        fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-    };
-    let mut file = match create() {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let dir = record_dir(run_dir);
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .map_err(|e| io_err(&dir, &e))?;
-            match create() {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
-                Err(e) => return Err(io_err(&path, &e)),
-            }
-        }
-        Err(e) => return Err(io_err(&path, &e)),
-    };
-    if let Err(e) = file.write_all(previous.unwrap_or("").as_bytes()) {
-        // No half record: without one, the claim is not made either.
-        let _ = fs::remove_file(&path);
-        return Err(io_err(&path, &e));
-    }
-    Ok(true)
+    let name = address.to_string();
+    Ok(files::create_atomic(
+        &record_dir(run_dir),
+        &name,
+        &encode(previous),
+        0o600,
+    )?)
 }
 
 /// Every early-claim record: function → the override the claim replaced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EarlyClaims {
+pub struct Records {
     pub records: BTreeMap<PciAddress, Option<String>>,
 }
 
-impl EarlyClaims {
+impl Records {
     /// Reads `RUN_DIR/early-claims/`; a missing directory holds no records. Files that are not
-    /// named by a PCI address are not records and are skipped.
-    pub fn load(run_dir: &Path) -> Result<EarlyClaims, JournalError> {
+    /// named by a PCI address (temp files of a write in progress or cut by a crash) are not
+    /// records and are skipped. A damaged record fails the load: the override it replaced is
+    /// not known, and guessing "unset" could leave a function on the wrong driver for good.
+    pub fn load(run_dir: &Path) -> Result<Records, JournalError> {
         let dir = record_dir(run_dir);
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(EarlyClaims::default()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Records::default()),
             Err(e) => return Err(io_err(&dir, &e)),
         };
         let mut records = BTreeMap::new();
@@ -111,14 +146,20 @@ impl EarlyClaims {
                 continue;
             };
             let path = entry.path();
-            let text = fs::read_to_string(&path).map_err(|e| io_err(&path, &e))?;
-            let previous = text.trim();
-            records.insert(
-                address,
-                (!previous.is_empty() && previous != "(null)").then(|| previous.to_string()),
-            );
+            let bytes = files::read_bounded(&path, RECORD_LIMIT, "early-claim record")?;
+            let previous = decode(&bytes).map_err(|why| JournalError::Io {
+                path: path.clone(),
+                message: format!(
+                    "damaged early-claim record: {why}. The driver_override the early claim \
+                     replaced on {address} is not known. If it had none (the usual case), \
+                     replace the file with `{}`; else put the override's name in \
+                     \"driver_override\"",
+                    String::from_utf8_lossy(&encode(None)).trim_end()
+                ),
+            })?;
+            records.insert(address, previous);
         }
-        Ok(EarlyClaims { records })
+        Ok(Records { records })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -160,11 +201,7 @@ pub struct Folded {
 ///   found driverless, or on the driver our override named, had no driver of its own yet.
 ///
 /// Idempotent.
-pub fn fold(
-    journal: &mut Journal,
-    claims: &EarlyClaims,
-    now: &dyn Fn(PciAddress) -> Now,
-) -> Folded {
+pub fn fold(journal: &mut Journal, claims: &Records, now: &dyn Fn(PciAddress) -> Now) -> Folded {
     let mut out = Folded::default();
     for (address, previous) in &claims.records {
         let object = Object::Device { device: *address };
@@ -260,12 +297,7 @@ pub fn forget_released(
         {
             continue;
         }
-        let path = record_path(run_dir, address);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(&path, &e)),
-        }
+        files::remove_durable(&record_dir(run_dir), &address.to_string())?;
     }
     Ok(())
 }
@@ -285,8 +317,8 @@ mod tests {
         })
     }
 
-    fn claims(list: &[(&str, Option<&str>)]) -> EarlyClaims {
-        EarlyClaims {
+    fn claims(list: &[(&str, Option<&str>)]) -> Records {
+        Records {
             records: list
                 .iter()
                 .map(|(x, p)| (a(x), p.map(str::to_string)))
@@ -298,19 +330,65 @@ mod tests {
     fn records_round_trip_and_the_first_one_wins() {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path();
-        assert!(EarlyClaims::load(run).unwrap().is_empty());
+        assert!(Records::load(run).unwrap().is_empty());
         assert!(remember(run, &a("0000:00:01.0"), None).unwrap());
         assert!(remember(run, &a("0000:02:01.0"), Some("e1000")).unwrap());
         assert!(!remember(run, &a("0000:00:01.0"), Some("vfio-pci")).unwrap());
         fs::write(record_dir(run).join("README"), "x").unwrap();
         assert_eq!(
-            EarlyClaims::load(run).unwrap(),
+            Records::load(run).unwrap(),
             claims(&[("0000:00:01.0", None), ("0000:02:01.0", Some("e1000"))])
         );
         assert_eq!(
             fs::read_to_string(record_path(run, &a("0000:00:01.0"))).unwrap(),
-            ""
+            "{\"format\":1,\"driver_override\":null}\n"
         );
+        // No temp file is left beside the records.
+        let names: Vec<String> = fs::read_dir(record_dir(run))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+    }
+
+    /// Issue 15: a record cut short by a crash (or empty, or from something else) must never
+    /// read as "the override was unset".
+    #[test]
+    fn a_damaged_record_fails_the_load_and_never_reads_as_unset() {
+        let whole = String::from_utf8(encode(Some("pci-stub"))).unwrap();
+        for damaged in [
+            "",
+            "\n",
+            &whole[..whole.len() / 2],
+            "(null)",
+            "pci-stub",
+            "{\"format\":2,\"driver_override\":null}",
+            "{\"format\":1,\"driver_override\":\"(null)\"}",
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let run = dir.path();
+            fs::create_dir_all(record_dir(run)).unwrap();
+            let path = record_path(run, &a("0000:00:01.0"));
+            fs::write(&path, damaged).unwrap();
+            let err = Records::load(run).unwrap_err().to_string();
+            assert!(
+                err.contains("damaged early-claim record"),
+                "{damaged:?}: {err}"
+            );
+            assert!(err.contains("0000:00:01.0"), "{err}");
+        }
+        assert_eq!(decode(whole.as_bytes()), Ok(Some("pci-stub".into())));
+        assert_eq!(decode(&encode(None)), Ok(None));
+    }
+
+    #[test]
+    fn a_temp_file_left_by_a_crash_is_not_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path();
+        fs::create_dir_all(record_dir(run)).unwrap();
+        fs::write(record_dir(run).join(".0000:00:01.0.new.42"), "").unwrap();
+        fs::write(record_dir(run).join(".0000:00:01.0.new.42.tmp.42"), "{").unwrap();
+        assert!(Records::load(run).unwrap().is_empty());
     }
 
     /// Every function on vfio-pci under our override, as after an early claim.
@@ -458,11 +536,7 @@ mod tests {
             accounted: [a("0000:00:01.0"), a("0000:02:01.0")].into(),
         };
         forget_released(run, &folded, &j).unwrap();
-        let left: Vec<PciAddress> = EarlyClaims::load(run)
-            .unwrap()
-            .records
-            .into_keys()
-            .collect();
+        let left: Vec<PciAddress> = Records::load(run).unwrap().records.into_keys().collect();
         assert_eq!(left, vec![a("0000:02:01.0"), a("0000:02:02.0")]);
     }
 }
