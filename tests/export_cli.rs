@@ -57,6 +57,30 @@ fn setup(config: &str) -> (tempfile::TempDir, String, String) {
 }
 
 #[test]
+fn cdi_and_export_on_a_full_stdout_fail_with_a_message() {
+    let (_dir, cfg, host) = setup(EDU);
+    for args in [
+        vec!["cdi", "-c", &cfg, "--host", &host],
+        vec!["export", "libvirt", "-c", &cfg, "--host", &host],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_vfioctl"))
+            .args(&args)
+            .stdout(
+                std::fs::File::options()
+                    .write(true)
+                    .open("/dev/full")
+                    .expect("/dev/full"),
+            )
+            .output()
+            .expect("vfioctl runs");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("cannot write the output"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn cdi_prints_the_spec_for_a_snapshot_with_the_snapshots_accounts() {
     let (dir, cfg, host) = setup(EDU);
     let o = vfioctl(dir.path(), &["cdi", "-c", &cfg, "--host", &host]);

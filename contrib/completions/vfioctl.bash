@@ -134,7 +134,7 @@ _vfioctl() {
 
     case "${cmd}" in
         vfioctl)
-            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version validate schema status snapshot reconcile rollback watch cdi export domain udev-claim help"
+            opts="-v -h -V --verbose --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --help --version validate schema status snapshot reconcile rollback watch cdi export domain udev-claim help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -176,7 +176,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__cdi)
-            opts="-c -o -v -h -V --config --output --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
+            opts="-c -o -v -h -V --config --allow-insecure-config --output --host --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -198,6 +198,10 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --sysfs-root)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -215,14 +219,6 @@ _vfioctl() {
                     return 0
                     ;;
                 --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --cdi-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -234,40 +230,12 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__domain)
-            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version open hold help"
+            opts="-v -h -V --verbose --help --version open hold help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --sysfs-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --dev-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --proc-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --state-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --cdi-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -332,7 +300,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__domain__subcmd__hold)
-            opts="-c -v -h -V --config --status-file --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
+            opts="-c -v -h -V --config --allow-insecure-config --status-file --host --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -350,6 +318,10 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --sysfs-root)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -367,14 +339,6 @@ _vfioctl() {
                     return 0
                     ;;
                 --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --cdi-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -386,37 +350,17 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__domain__subcmd__open)
-            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
+            opts="-v -h -V --state-dir --run-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --sysfs-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --dev-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --proc-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --state-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --cdi-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -428,40 +372,12 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__export)
-            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version libvirt help"
+            opts="-v -h -V --verbose --help --version libvirt help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --sysfs-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --dev-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --proc-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --state-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --cdi-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -512,7 +428,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__export__subcmd__libvirt)
-            opts="-c -v -h -V --config --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
+            opts="-c -v -h -V --config --allow-insecure-config --host --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -523,6 +439,10 @@ _vfioctl() {
                     return 0
                     ;;
                 -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -543,14 +463,6 @@ _vfioctl() {
                     return 0
                     ;;
                 --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --cdi-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -786,7 +698,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__reconcile)
-            opts="-c -v -h -V --config --dry-run --check --json --device --lock-timeout --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
+            opts="-c -v -h -V --config --allow-insecure-config --dry-run --check --json --device --lock-timeout --host --sysfs-root --dev-root --proc-root --state-dir --run-dir --cdi-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -808,6 +720,10 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --sysfs-root)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -828,10 +744,6 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --cdi-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -844,7 +756,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__rollback)
-            opts="-v -h -V --dry-run --lock-timeout --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
+            opts="-v -h -V --dry-run --lock-timeout --sysfs-root --dev-root --proc-root --state-dir --run-dir --cdi-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -874,10 +786,6 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --cdi-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -890,40 +798,12 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__schema)
-            opts="-v -h -V --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
+            opts="-v -h -V --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --sysfs-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --dev-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --proc-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --state-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --cdi-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -932,7 +812,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__snapshot)
-            opts="-o -v -h -V --output --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
+            opts="-o -v -h -V --output --host --sysfs-root --dev-root --proc-root --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -946,6 +826,10 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --sysfs-root)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -955,22 +839,6 @@ _vfioctl() {
                     return 0
                     ;;
                 --proc-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --state-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --cdi-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -982,12 +850,16 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__status)
-            opts="-v -h -V --json --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
+            opts="-v -h -V --json --host --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --sysfs-root)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1005,14 +877,6 @@ _vfioctl() {
                     return 0
                     ;;
                 --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --cdi-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1024,7 +888,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__udev__subcmd__claim)
-            opts="-c -v -h -V --config --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
+            opts="-c -v -h -V --config --allow-insecure-config --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1055,14 +919,6 @@ _vfioctl() {
                     return 0
                     ;;
                 --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --cdi-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1074,7 +930,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__validate)
-            opts="-c -v -h -V --config --json --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
+            opts="-c -v -h -V --config --json --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1088,34 +944,6 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --sysfs-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --dev-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --proc-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --state-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --cdi-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1124,7 +952,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__watch)
-            opts="-c -v -h -V --config --resync --debounce-ms --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --verbose --help --version"
+            opts="-c -v -h -V --config --allow-insecure-config --resync --debounce-ms --sysfs-root --dev-root --proc-root --state-dir --run-dir --cdi-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1163,10 +991,6 @@ _vfioctl() {
                     return 0
                     ;;
                 --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -4,26 +4,27 @@
 
 use std::time::Duration;
 
-use super::{args, Exit};
+use super::options::LoadedConfig;
+use super::{args, Exit, Options};
 use crate::config::Config;
 use crate::export;
 use crate::host::accounts;
 use crate::host::Snapshot;
 use crate::plan::Plan;
 
-pub fn run(global: &args::GlobalArgs, args: &args::CdiArgs) -> Exit {
-    let (config, snap, plan) = match planned(global, &args.config.config, "cdi") {
+pub fn run(opts: &Options, args: &args::CdiArgs) -> Exit {
+    let (config, snap, plan) = match planned(opts, "cdi") {
         Ok(p) => p,
         Err(exit) => return exit,
     };
-    let out = export::cdi::planned(&config, &snap, &plan);
+    let out = export::cdi::planned(config, &snap, &plan);
     for n in &out.notes {
         eprintln!("vfioctl cdi: note: {n}");
     }
     let json = out.spec.to_json();
     match &args.output {
         None => {
-            print!("{json}");
+            out!("{json}");
             Exit::Done
         }
         Some(path) => match crate::files::write_atomic_path(path, json.as_bytes(), 0o644) {
@@ -36,15 +37,17 @@ pub fn run(global: &args::GlobalArgs, args: &args::CdiArgs) -> Exit {
     }
 }
 
-/// The config, the host (live or `--host FILE`) and the plan against it, as the dry run makes
-/// them (the journal's releases on a live host; the snapshot's accounts for a file). Prints
-/// every reason it cannot and returns the exit status.
-pub(super) fn planned(
-    global: &args::GlobalArgs,
-    path: &std::path::Path,
+/// The config (loaded once by [`Options::resolve`]), the host (live or `--host FILE`) and the
+/// plan against it, as the dry run makes them (the journal's releases on a live host; the
+/// snapshot's accounts for a file). Prints every reason it cannot and returns the exit status.
+pub(super) fn planned<'a>(
+    opts: &'a Options,
     cmd: &str,
-) -> Result<(Config, Snapshot, Plan), Exit> {
-    let config = match crate::config::load(path) {
+) -> Result<(&'a Config, Snapshot, Plan), Exit> {
+    let Some(LoadedConfig { path, loaded, .. }) = &opts.config else {
+        return Err(Exit::Failed);
+    };
+    let config = match loaded {
         Ok(c) => c,
         Err(crate::config::LoadError::Invalid(d)) => {
             eprint!("{}", d.render(crate::config::Style::Plain));
@@ -56,24 +59,25 @@ pub(super) fn planned(
             return Err(Exit::Failed);
         }
     };
-    let snap = crate::host::observe(&global.roots(), global.host.as_deref()).map_err(|e| {
+    let snap = opts.observe().map_err(|e| {
         eprintln!("vfioctl {cmd}: {e}");
         Exit::Failed
     })?;
-    let (taken, taken_vfs) = match global.host {
+    let (taken, taken_vfs) = match opts.host_file() {
         Some(_) => Default::default(),
-        None => crate::apply::load_context(&global.state_dir, &global.run_dir, &snap)
-            .unwrap_or_else(|e| {
+        None => {
+            crate::apply::load_context(&opts.state_dir, &opts.run_dir, &snap).unwrap_or_else(|e| {
                 eprintln!(
                     "vfioctl {cmd}: note: cannot read the journal ({e}); devices taken \
                      earlier and no longer configured are shown as they are now"
                 );
                 Default::default()
-            }),
+            })
+        }
     };
-    let accounts = match global.host {
-        Some(_) => accounts::from_snapshot(&crate::plan::ownership::account_names(&config), &snap),
-        None => accounts::resolve(&crate::plan::ownership::account_names(&config)),
+    let accounts = match opts.host_file() {
+        Some(_) => accounts::from_snapshot(&crate::plan::ownership::account_names(config), &snap),
+        None => accounts::resolve(&crate::plan::ownership::account_names(config)),
     };
     let ctx = crate::plan::Context {
         taken,
@@ -81,7 +85,7 @@ pub(super) fn planned(
         scope: None,
         taken_vfs,
     };
-    let plan = crate::plan::plan_with(&config, &snap, &ctx);
+    let plan = crate::plan::plan_with(config, &snap, &ctx);
     Ok((config, snap, plan))
 }
 
@@ -90,16 +94,15 @@ pub(super) fn planned(
 /// A usage error ran no pass and refreshes nothing. A spec that cannot be kept turns success
 /// into failure: the host converged, but runtimes would not see it.
 pub(super) fn after_reconcile(
-    global: &args::GlobalArgs,
+    opts: &Options,
     config: &Config,
     lock_timeout: u64,
     exit: Exit,
 ) -> Exit {
-    if exit == Exit::Usage || global.host.is_some() {
+    if exit == Exit::Usage || !opts.is_live() {
         return exit;
     }
-    let lock = match crate::apply::lock::acquire(&global.run_dir, Duration::from_secs(lock_timeout))
-    {
+    let lock = match crate::apply::lock::acquire(&opts.run_dir, Duration::from_secs(lock_timeout)) {
         Ok(l) => l,
         // The pass itself failed (for this very reason, or another): it said why already.
         Err(_) if exit != Exit::Done => return exit,
@@ -108,7 +111,7 @@ pub(super) fn after_reconcile(
             return Exit::Failed;
         }
     };
-    let refreshed = refresh(global, config);
+    let refreshed = refresh(opts, config);
     drop(lock);
     match refreshed {
         Ok(r) => {
@@ -121,7 +124,7 @@ pub(super) fn after_reconcile(
         Err(e) => {
             eprintln!(
                 "vfioctl reconcile: the CDI spec in {} could not be kept: {e}",
-                global.cdi_dir.display()
+                opts.cdi_dir.display()
             );
             Exit::Failed
         }
@@ -129,10 +132,10 @@ pub(super) fn after_reconcile(
 }
 
 /// Reads the whole host and keeps the spec of what `config` hands out on it.
-fn refresh(global: &args::GlobalArgs, config: &Config) -> Result<export::Refreshed, String> {
-    let snap = crate::host::observe(&global.roots(), None).map_err(|e| e.to_string())?;
+fn refresh(opts: &Options, config: &Config) -> Result<export::Refreshed, String> {
+    let snap = crate::host::observe(&opts.roots, None).map_err(|e| e.to_string())?;
     export::refresh_cdi(
-        &global.cdi_dir,
+        &opts.cdi_dir,
         config,
         &snap,
         &accounts::resolve(&crate::plan::ownership::account_names(config)),
@@ -142,20 +145,20 @@ fn refresh(global: &args::GlobalArgs, config: &Config) -> Result<export::Refresh
 
 /// After a completed `rollback`: nothing is handed out any more, so the spec goes. A rollback
 /// that did not complete (or did not run) leaves it to the next pass.
-pub(super) fn after_rollback(global: &args::GlobalArgs, dry_run: bool, exit: Exit) -> Exit {
+pub(super) fn after_rollback(opts: &Options, dry_run: bool, exit: Exit) -> Exit {
     if exit != Exit::Done {
         return exit;
     }
-    let path = global.cdi_dir.join(export::cdi_dir::FILE_NAME);
+    let path = opts.cdi_dir.join(export::cdi_dir::FILE_NAME);
     if dry_run {
         if path.exists() {
-            println!("would remove the CDI spec {}", path.display());
+            outln!("would remove the CDI spec {}", path.display());
         }
         return exit;
     }
-    match export::cdi_dir::remove(&global.cdi_dir) {
+    match export::cdi_dir::remove(&opts.cdi_dir) {
         Ok(true) => {
-            println!("removed the CDI spec {}", path.display());
+            outln!("removed the CDI spec {}", path.display());
             exit
         }
         Ok(false) => exit,

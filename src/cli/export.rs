@@ -1,17 +1,17 @@
 //! `vfioctl export libvirt [NAME]`: prints `<hostdev managed='no'>` elements for what a
 //! `[[device]]` (or every one) hands out, computed from the plan like `vfioctl cdi`.
 
-use super::{args, Exit};
+use super::{args, Exit, Options};
 use crate::export::{self, handout, libvirt};
 
-pub fn run(global: &args::GlobalArgs, cmd: &args::ExportCommand) -> Exit {
+pub fn run(opts: &Options, cmd: &args::ExportCommand) -> Exit {
     match cmd {
-        args::ExportCommand::Libvirt(a) => run_libvirt(global, a),
+        args::ExportCommand::Libvirt(a) => run_libvirt(opts, a),
     }
 }
 
-fn run_libvirt(global: &args::GlobalArgs, args: &args::LibvirtArgs) -> Exit {
-    let (config, snap, plan) = match super::cdi::planned(global, &args.config.config, "export") {
+fn run_libvirt(opts: &Options, args: &args::LibvirtArgs) -> Exit {
+    let (config, snap, plan) = match super::cdi::planned(opts, "export") {
         Ok(p) => p,
         Err(exit) => return exit,
     };
@@ -30,7 +30,7 @@ fn run_libvirt(global: &args::GlobalArgs, args: &args::LibvirtArgs) -> Exit {
             return Exit::Failed;
         }
     }
-    let h = handout::handout(&config, &export::outcome(&snap, &plan), &plan.problems);
+    let h = handout::handout(config, &export::outcome(&snap, &plan), &plan.problems);
     let wanted: Vec<&handout::Entry> = match &args.name {
         Some(n) => h.entry(n).into_iter().collect(),
         None => h.entries.iter().collect(),
@@ -55,9 +55,9 @@ fn run_libvirt(global: &args::GlobalArgs, args: &args::LibvirtArgs) -> Exit {
     }
     for (i, e) in wanted.iter().enumerate() {
         if i > 0 {
-            println!();
+            outln!();
         }
-        print!("{}", libvirt::hostdevs(e));
+        out!("{}", libvirt::hostdevs(e));
     }
     Exit::Done
 }
