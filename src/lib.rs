@@ -28,6 +28,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod export;
 pub mod files;
 #[doc(hidden)]
 #[cfg(any(test, feature = "testing"))]

@@ -20,6 +20,8 @@ fn vfioctl(dir: &Path, args: &[&str]) -> Output {
         .arg(dir.join("state"))
         .arg("--run-dir")
         .arg(dir.join("run"))
+        .arg("--cdi-dir")
+        .arg(dir.join("cdi"))
         .args(args)
         .output()
         .unwrap()

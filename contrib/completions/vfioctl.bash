@@ -16,8 +16,14 @@ _vfioctl() {
             ",$1")
                 cmd="vfioctl"
                 ;;
+            vfioctl,cdi)
+                cmd="vfioctl__subcmd__cdi"
+                ;;
             vfioctl,domain)
                 cmd="vfioctl__subcmd__domain"
+                ;;
+            vfioctl,export)
+                cmd="vfioctl__subcmd__export"
                 ;;
             vfioctl,reconcile)
                 cmd="vfioctl__subcmd__reconcile"
@@ -43,6 +49,9 @@ _vfioctl() {
             vfioctl__subcmd__domain,open)
                 cmd="vfioctl__subcmd__domain__subcmd__open"
                 ;;
+            vfioctl__subcmd__export,libvirt)
+                cmd="vfioctl__subcmd__export__subcmd__libvirt"
+                ;;
             *)
                 ;;
         esac
@@ -50,7 +59,7 @@ _vfioctl() {
 
     case "${cmd}" in
         vfioctl)
-            opts="-v -h -V --verbose --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --help --version validate schema status snapshot reconcile rollback watch domain"
+            opts="-v -h -V --verbose --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --help --version validate schema status snapshot reconcile rollback watch cdi export domain"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -77,6 +86,64 @@ _vfioctl() {
                     return 0
                     ;;
                 --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cdi-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfioctl__subcmd__cdi)
+            opts="-c -o -v -h -V --config --allow-insecure-config --output --host --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sysfs-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dev-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proc-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -123,8 +190,68 @@ _vfioctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        vfioctl__subcmd__export)
+            opts="-v -h -V --verbose --help --version libvirt"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfioctl__subcmd__export__subcmd__libvirt)
+            opts="-c -v -h -V --config --allow-insecure-config --host --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sysfs-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dev-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --proc-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         vfioctl__subcmd__reconcile)
-            opts="-c -v -h -V --config --allow-insecure-config --dry-run --check --json --device --no-domains --lock-timeout --host --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
+            opts="-c -v -h -V --config --allow-insecure-config --dry-run --check --json --device --no-domains --lock-timeout --host --sysfs-root --dev-root --proc-root --state-dir --run-dir --cdi-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -170,6 +297,10 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --cdi-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -178,7 +309,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__rollback)
-            opts="-v -h -V --dry-run --lock-timeout --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
+            opts="-v -h -V --dry-run --lock-timeout --sysfs-root --dev-root --proc-root --state-dir --run-dir --cdi-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -205,6 +336,10 @@ _vfioctl() {
                     return 0
                     ;;
                 --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cdi-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -340,7 +475,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__watch)
-            opts="-c -v -h -V --config --allow-insecure-config --resync --debounce-ms --metrics-dir --kubelet-dir --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
+            opts="-c -v -h -V --config --allow-insecure-config --resync --debounce-ms --metrics-dir --kubelet-dir --sysfs-root --dev-root --proc-root --state-dir --run-dir --cdi-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -387,6 +522,10 @@ _vfioctl() {
                     return 0
                     ;;
                 --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cdi-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_vfioctl_global_optspecs
-    string join \n v/verbose sysfs-root= dev-root= proc-root= state-dir= run-dir= host= h/help V/version
+    string join \n v/verbose sysfs-root= dev-root= proc-root= state-dir= run-dir= host= cdi-dir= h/help V/version
 end
 
 function __fish_vfioctl_needs_command
@@ -30,6 +30,7 @@ complete -c vfioctl -n "__fish_vfioctl_needs_command" -l proc-root -d 'Root of /
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -l state-dir -d 'Where vfioctl keeps its journal (persistent) [default: /var/lib/vfioctl]' -r -F
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot) [default: /run/vfioctl]' -r -F
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_needs_command" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it [default: /var/run/cdi]' -r -F
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -s V -l version -d 'Print version'
@@ -40,6 +41,8 @@ complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "snapshot" -d 'Print
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "reconcile" -d 'Make the host match the config (or, with `--dry-run`, show the plan)'
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "rollback" -d 'Return every device vfioctl took to its recorded original state'
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "watch" -d 'Keep the host converged: re-apply on hotplug, config edits and SIGHUP; hold domains'
+complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "cdi" -d 'Print the CDI spec (Container Device Interface) of what the config hands out'
+complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "export" -d 'Print what the config hands out in another tool\'s format'
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "domain" -d 'Use a domain held by `vfioctl watch`'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -s c -l config -d 'The config file (same as FILE)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -l json -d 'Print diagnostics as JSON'
@@ -80,6 +83,7 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l dev-root -
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l proc-root -d 'Root of /proc [default: /proc]' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l state-dir -d 'Where vfioctl keeps its journal (persistent) [default: /var/lib/vfioctl]' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot) [default: /run/vfioctl]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it [default: /var/run/cdi]' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l allow-insecure-config -d 'Use a config that someone besides root (or you) can change: its group or every user can write it or a directory on its path, or another user owns it. Without this flag such a config is refused (as sshd\'s StrictModes refuses such files), since whoever can edit it decides what vfioctl does to the host as root'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l dry-run -d 'Show the plan; change nothing'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l check -d 'Exit 3 when changes are pending (implies --dry-run)'
@@ -94,6 +98,7 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l dev-root -d
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l proc-root -d 'Root of /proc [default: /proc]' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l state-dir -d 'Where vfioctl keeps its journal (persistent) [default: /var/lib/vfioctl]' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot) [default: /run/vfioctl]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it [default: /var/run/cdi]' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l dry-run -d 'Show what would be undone; change nothing'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -s h -l help -d 'Print help'
@@ -108,10 +113,38 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l dev-root -d 'R
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l proc-root -d 'Root of /proc [default: /proc]' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l state-dir -d 'Where vfioctl keeps its journal (persistent) [default: /var/lib/vfioctl]' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot) [default: /run/vfioctl]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l cdi-dir -d 'Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config hands out; `rollback` removes it [default: /var/run/cdi]' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l allow-insecure-config -d 'Use a config that someone besides root (or you) can change: its group or every user can write it or a directory on its path, or another user owns it. Without this flag such a config is refused (as sshd\'s StrictModes refuses such files), since whoever can edit it decides what vfioctl does to the host as root'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -s V -l version -d 'Print version'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -s c -l config -d 'The config file' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -s o -l output -d 'Write the spec to FILE (atomically) instead of standard output' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -l sysfs-root -d 'Root of sysfs [default: /sys]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -l dev-root -d 'Root of /dev [default: /dev]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -l proc-root -d 'Root of /proc [default: /proc]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -l state-dir -d 'Where vfioctl keeps its journal (persistent) [default: /var/lib/vfioctl]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot) [default: /run/vfioctl]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -l allow-insecure-config -d 'Use a config that someone besides root (or you) can change: its group or every user can write it or a directory on its path, or another user owns it. Without this flag such a config is refused (as sshd\'s StrictModes refuses such files), since whoever can edit it decides what vfioctl does to the host as root'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -s h -l help -d 'Print help'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand cdi" -s V -l version -d 'Print version'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and not __fish_seen_subcommand_from libvirt" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and not __fish_seen_subcommand_from libvirt" -s h -l help -d 'Print help'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and not __fish_seen_subcommand_from libvirt" -s V -l version -d 'Print version'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and not __fish_seen_subcommand_from libvirt" -f -a "libvirt" -d 'Print libvirt `<hostdev mode=\'subsystem\' type=\'pci\' managed=\'no\'>` elements for a `[[device]]` (every one without NAME), for `virsh attach-device`'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from libvirt" -s c -l config -d 'The config file' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from libvirt" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from libvirt" -l sysfs-root -d 'Root of sysfs [default: /sys]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from libvirt" -l dev-root -d 'Root of /dev [default: /dev]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from libvirt" -l proc-root -d 'Root of /proc [default: /proc]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from libvirt" -l state-dir -d 'Where vfioctl keeps its journal (persistent) [default: /var/lib/vfioctl]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from libvirt" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot) [default: /run/vfioctl]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from libvirt" -l allow-insecure-config -d 'Use a config that someone besides root (or you) can change: its group or every user can write it or a directory on its path, or another user owns it. Without this flag such a config is refused (as sshd\'s StrictModes refuses such files), since whoever can edit it decides what vfioctl does to the host as root'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from libvirt" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from libvirt" -s h -l help -d 'Print help'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand export; and __fish_seen_subcommand_from libvirt" -s V -l version -d 'Print version'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open" -s V -l version -d 'Print version'

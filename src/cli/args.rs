@@ -1,7 +1,8 @@
 //! The command-line definition (clap). Parsed once into plain data; [`super::options`]
 //! resolves it into what the commands need. The man page and shell completions are generated
 //! from this. Each command lists only the flags it uses: the host roots, state directories and
-//! `--host` are flags of the commands that read them (and root flags for all of them).
+//! `--host` are flags of the commands that read them (and root flags for all of them), as is
+//! `--cdi-dir` for the commands that keep the CDI spec.
 
 use std::path::PathBuf;
 
@@ -31,6 +32,8 @@ pub struct GlobalArgs {
     pub dirs: DirsArgs,
     #[command(flatten)]
     pub host: HostFileArg,
+    #[command(flatten)]
+    pub cdi: CdiDirArg,
 }
 
 /// Where the host's filesystems are (for tests and containers).
@@ -70,6 +73,16 @@ pub struct HostFileArg {
     pub host: Option<PathBuf>,
 }
 
+/// Where the CDI spec of what the config hands out is kept, for the commands that keep it.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "State")]
+pub struct CdiDirArg {
+    /// Where `reconcile` and `watch` keep the CDI spec (`vfioctl.json`) of what the config
+    /// hands out; `rollback` removes it [default: /var/run/cdi].
+    #[arg(long, value_name = "DIR")]
+    pub cdi_dir: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a config file alone, without reading any host.
@@ -94,6 +107,11 @@ pub enum Command {
     /// coalesce into one pass. An invalid config on reload is logged and ignored. Run it under
     /// systemd with contrib/systemd/vfioctl-watch.service (Type=notify).
     Watch(WatchArgs),
+    /// Print the CDI spec (Container Device Interface) of what the config hands out.
+    Cdi(CdiArgs),
+    /// Print what the config hands out in another tool's format.
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// Use a domain held by `vfioctl watch`.
     #[command(subcommand)]
     Domain(DomainCommand),
@@ -221,6 +239,8 @@ pub struct ReconcileArgs {
     pub roots: RootsArgs,
     #[command(flatten)]
     pub dirs: DirsArgs,
+    #[command(flatten)]
+    pub cdi: CdiDirArg,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -235,6 +255,8 @@ pub struct RollbackArgs {
     pub roots: RootsArgs,
     #[command(flatten)]
     pub dirs: DirsArgs,
+    #[command(flatten)]
+    pub cdi: CdiDirArg,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -258,6 +280,8 @@ pub struct WatchArgs {
     pub roots: RootsArgs,
     #[command(flatten)]
     pub dirs: DirsArgs,
+    #[command(flatten)]
+    pub cdi: CdiDirArg,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -305,6 +329,43 @@ pub struct DomainOpenArgs {
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+    #[command(flatten)]
+    pub dirs: DirsArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CdiArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Write the spec to FILE (atomically) instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub host: HostFileArg,
+    #[command(flatten)]
+    pub roots: RootsArgs,
+    #[command(flatten)]
+    pub dirs: DirsArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Print libvirt `<hostdev mode='subsystem' type='pci' managed='no'>` elements for a
+    /// `[[device]]` (every one without NAME), for `virsh attach-device`.
+    Libvirt(LibvirtArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LibvirtArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The `[[device]]` name.
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub host: HostFileArg,
+    #[command(flatten)]
+    pub roots: RootsArgs,
     #[command(flatten)]
     pub dirs: DirsArgs,
 }

@@ -8,7 +8,9 @@
 pub mod output;
 
 pub mod args;
+pub mod cdi;
 mod domain;
+pub mod export;
 pub mod options;
 mod reconcile;
 mod rollback;
@@ -64,6 +66,8 @@ pub fn run(cli: Cli) -> Exit {
         Command::Rollback(a) => rollback::run(&opts, a),
         Command::Watch(a) => watch::run(&opts, a),
         Command::Domain(a) => domain::run(&opts, a),
+        Command::Cdi(a) => cdi::run(&opts, a),
+        Command::Export(a) => export::run(&opts, a),
         Command::UdevClaim(a) => udev_claim::run(&opts, a),
         Command::KubeletProbe(a) => {
             let timeout = std::time::Duration::from_secs(a.timeout);

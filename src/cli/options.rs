@@ -7,13 +7,14 @@
 
 use std::path::{Path, PathBuf};
 
-use super::args::{self, Command, DirsArgs, HostFileArg, RootsArgs};
+use super::args::{self, CdiDirArg, Command, DirsArgs, HostFileArg, RootsArgs};
 use crate::config::{Access, Config, LoadError};
 use crate::host::{HostError, Roots, Snapshot};
 use crate::pci::PciAddress;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/vfioctl";
 pub const DEFAULT_RUN_DIR: &str = "/run/vfioctl";
+pub const DEFAULT_CDI_DIR: &str = "/var/run/cdi";
 
 /// Where the observed host comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,9 @@ pub struct Options {
     pub roots: Roots,
     pub state_dir: PathBuf,
     pub run_dir: PathBuf,
+    /// Where the CDI spec (`vfioctl.json`) is kept by `reconcile` and `watch` and removed by
+    /// `rollback`.
+    pub cdi_dir: PathBuf,
     pub host: HostSource,
     /// `reconcile --device ADDRESS`: the function a pass is scoped to.
     pub device: Option<PciAddress>,
@@ -81,6 +85,8 @@ impl Options {
                 .or_else(|| root.clone())
                 .unwrap_or_else(|| PathBuf::from(default))
         };
+        let none_c = CdiDirArg::default();
+        let cdi = cdi_dir_of(&cli.command).unwrap_or(&none_c);
         let host_file = host.unwrap_or(&none_h).host.clone().or(g.host.host.clone());
         if let Some(file) = &host_file {
             if let Some(why) = refuses_host_file(&cli.command) {
@@ -112,6 +118,7 @@ impl Options {
             },
             state_dir: pick(&dirs.state_dir, &g.dirs.state_dir, DEFAULT_STATE_DIR),
             run_dir: pick(&dirs.run_dir, &g.dirs.run_dir, DEFAULT_RUN_DIR),
+            cdi_dir: pick(&cdi.cdi_dir, &g.cdi.cdi_dir, DEFAULT_CDI_DIR),
             host: match host_file {
                 Some(f) => HostSource::File(f),
                 None => HostSource::Live,
@@ -153,6 +160,20 @@ fn flags_of(c: &Command) -> (Option<&RootsArgs>, Option<&DirsArgs>, Option<&Host
         Command::UdevClaim(a) => (Some(&a.roots), Some(&a.dirs), None),
         Command::Domain(D::Open(a)) => (None, Some(&a.dirs), None),
         Command::Domain(D::Hold(a)) => (Some(&a.roots), Some(&a.dirs), Some(&a.host)),
+        Command::Cdi(a) => (Some(&a.roots), Some(&a.dirs), Some(&a.host)),
+        Command::Export(args::ExportCommand::Libvirt(a)) => {
+            (Some(&a.roots), Some(&a.dirs), Some(&a.host))
+        }
+    }
+}
+
+/// The command's own `--cdi-dir`, where it keeps or removes the CDI spec.
+fn cdi_dir_of(c: &Command) -> Option<&CdiDirArg> {
+    match c {
+        Command::Reconcile(a) => Some(&a.cdi),
+        Command::Rollback(a) => Some(&a.cdi),
+        Command::Watch(a) => Some(&a.cdi),
+        _ => None,
     }
 }
 
@@ -190,6 +211,9 @@ fn config_of(c: &Command) -> Option<(PathBuf, Access)> {
         Command::Watch(a) => (&a.config, true),
         Command::UdevClaim(a) => (&a.config, true),
         Command::Domain(args::DomainCommand::Hold(a)) => (&a.config, true),
+        // They print what the config hands out and change nothing.
+        Command::Cdi(a) => (&a.config, false),
+        Command::Export(args::ExportCommand::Libvirt(a)) => (&a.config, false),
         _ => return None,
     };
     let access = if changes_host && !arg.allow_insecure_config {
@@ -215,6 +239,8 @@ pub fn command_name(c: &Command) -> &'static str {
         Command::KubeletProbe(_) => "kubelet-probe",
         Command::Domain(D::Open(_)) => "domain open",
         Command::Domain(D::Hold(_)) => "domain hold",
+        Command::Cdi(_) => "cdi",
+        Command::Export(_) => "export",
     }
 }
 
@@ -269,6 +295,24 @@ mod tests {
         }
         let o = resolve(&["vfioctl", "reconcile", "--dry-run", "--host", "h.json"]).unwrap();
         assert_eq!(o.host_file(), Some(Path::new("h.json")));
+    }
+
+    #[test]
+    fn cdi_dir_before_or_after_the_command_that_keeps_the_spec() {
+        let o = resolve(&["vfioctl", "rollback"]).unwrap();
+        assert_eq!(o.cdi_dir, PathBuf::from(DEFAULT_CDI_DIR));
+        let o = resolve(&["vfioctl", "--cdi-dir", "/a", "watch"]).unwrap();
+        assert_eq!(o.cdi_dir, PathBuf::from("/a"));
+        let o = resolve(&["vfioctl", "--cdi-dir", "/a", "reconcile", "--cdi-dir", "/b"]).unwrap();
+        assert_eq!(o.cdi_dir, PathBuf::from("/b"));
+        // `cdi` prints the spec (or writes `-o FILE`); it keeps none in a directory.
+        for line in [
+            &["vfioctl", "cdi", "--cdi-dir", "/a"][..],
+            &["vfioctl", "status", "--cdi-dir", "/a"],
+        ] {
+            let e = args::Cli::try_parse_from(line).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{line:?}");
+        }
     }
 
     #[test]

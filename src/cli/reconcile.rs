@@ -23,7 +23,9 @@ pub fn run(opts: &Options, args: &args::ReconcileArgs) -> Exit {
     let Some(config) = config_or_report(loaded, "changed") else {
         return Exit::Failed;
     };
-    match apply(opts, args, config) {
+    let exit =
+        super::cdi::after_reconcile(opts, config, args.lock_timeout, apply(opts, args, config));
+    match exit {
         // Domains are held by `watch`, not by this process: hand the domain layer to it.
         Exit::Done if !args.no_domains => super::domain::after_reconcile(opts, config),
         other => other,

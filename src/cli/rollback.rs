@@ -9,6 +9,11 @@ use crate::kernel::linux::{LinuxHost, Timeouts};
 
 /// `--host FILE` was refused while resolving the options (a usage error).
 pub fn run(opts: &Options, args: &args::RollbackArgs) -> Exit {
+    let exit = run_rollback(opts, args);
+    super::cdi::after_rollback(opts, args.dry_run, exit)
+}
+
+fn run_rollback(opts: &Options, args: &args::RollbackArgs) -> Exit {
     let host = LinuxHost::new(opts.roots.clone(), Timeouts::default());
     let result = rollback::rollback(
         &host,

@@ -35,6 +35,7 @@ pub fn run(opts: &Options, args: &args::WatchArgs) -> Exit {
         roots: opts.roots.clone(),
         state_dir: opts.state_dir.clone(),
         run_dir: opts.run_dir.clone(),
+        cdi_dir: opts.cdi_dir.clone(),
         config_path: loaded.path.clone(),
         config,
         access: loaded.access,

@@ -31,6 +31,8 @@ pub struct Daemon {
     pub roots: Roots,
     pub state_dir: PathBuf,
     pub run_dir: PathBuf,
+    /// Where each pass refreshes the CDI spec (`vfioctl.json`) of what the config hands out.
+    pub cdi_dir: PathBuf,
     /// The config file, re-read on edits and SIGHUP.
     pub config_path: PathBuf,
     /// The config as first loaded from `config_path`.
@@ -108,7 +110,9 @@ pub fn run(d: Daemon) -> Result<(), WatchError> {
     );
     let roots = d.roots.clone();
     let mut layer = DomainLayer::new(
-        ApplyReconciler::new(host, opts, d.accounts).with_claim_config(claims),
+        ApplyReconciler::new(host, opts, d.accounts)
+            .with_claim_config(claims)
+            .with_cdi_dir(d.cdi_dir.clone()),
         domains,
         Box::new(move || crate::host::observe(&roots, None).map_err(|e| e.to_string())),
     )

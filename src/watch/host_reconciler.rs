@@ -26,6 +26,8 @@ pub struct ApplyReconciler<H> {
     accounts: fn(&Config) -> Accounts,
     /// The hot-plug claimer's config, kept at the one each pass runs with.
     claims: Option<ClaimConfig>,
+    /// Where the CDI spec is kept after each pass (`--cdi-dir`); `None`: not kept.
+    cdi_dir: Option<std::path::PathBuf>,
 }
 
 impl<H: Host> ApplyReconciler<H> {
@@ -37,6 +39,34 @@ impl<H: Host> ApplyReconciler<H> {
             opts,
             accounts,
             claims: None,
+            cdi_dir: None,
+        }
+    }
+
+    /// Keeps the CDI spec of what the config hands out in `dir` after each successful pass.
+    pub fn with_cdi_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.cdi_dir = Some(dir);
+        self
+    }
+
+    /// Refreshes the CDI spec from a full read of the host, under the pass lock (a scoped pass
+    /// read only its closure). Busy: the pass holding the lock refreshes it after itself.
+    fn keep_cdi(&self, config: &Config, accounts: &Accounts) {
+        let Some(dir) = &self.cdi_dir else { return };
+        let kept = apply::lock::acquire(&self.opts.run_dir, WATCH_LOCK_WAIT)
+            .map_err(|e| e.to_string())
+            .and_then(|_lock| {
+                let snap = self.host.snapshot().map_err(|e| e.to_string())?;
+                crate::export::refresh_cdi(dir, config, &snap, accounts).map_err(|e| e.to_string())
+            });
+        match kept {
+            Ok(r) => {
+                for n in &r.notes {
+                    tracing::debug!("cdi: {n}");
+                }
+                tracing::debug!(kept = ?r.kept, devices = r.devices, "cdi spec");
+            }
+            Err(e) => tracing::warn!("cdi: the spec in {} could not be kept: {e}", dir.display()),
         }
     }
 
@@ -60,6 +90,7 @@ impl<H: Host> Reconciler for ApplyReconciler<H> {
         opts.accounts = (self.accounts)(config);
         match apply::reconcile(&self.host, config, &opts) {
             Ok(outcome) => {
+                self.keep_cdi(config, &opts.accounts);
                 if let Some((pid, report)) = &outcome.recovered {
                     tracing::warn!(pid, "recovered an interrupted pass: {:?}", report.lines());
                 }

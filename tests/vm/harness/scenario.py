@@ -9,6 +9,8 @@ Header comments declare what the scenario needs, one `# vmtest: key=value` per l
   qemu=ARGS                 extra QEMU arguments (may repeat)
   guest=busybox|systemd     PID 1: the busybox /init (default), or Debian's systemd with
                             vfioctl installed from its .deb (harness/systemd_guest.py)
+  bundle=NAMES              extra archives appended to the base image, space-separated
+                            (`podman`: podman, crun, conmon; see podman.py)
   modules=NAMES             modules /init loads before the scenario, space-separated, or
                             `none` (default: every guest module; with `none` udev loads
                             drivers itself from modules.alias, as at a real boot)
@@ -23,7 +25,8 @@ from pathlib import Path
 
 from .errors import SetupError
 
-KEYS = {"layout", "memory", "smp", "timeout", "qemu", "modules", "guest"}
+BUNDLES = {"podman"}
+KEYS = {"layout", "memory", "smp", "timeout", "qemu", "modules", "guest", "bundle"}
 
 
 @dataclass
@@ -39,6 +42,7 @@ class Scenario:
     qemu_args: list[str] = field(default_factory=list)
     modules: list[str] | None = None
     guest: str = "busybox"
+    bundles: list[str] = field(default_factory=list)
 
 
 def load(script: Path) -> Scenario:
@@ -67,6 +71,12 @@ def load(script: Path) -> Scenario:
                 sc.guest = value.strip()
                 if sc.guest not in ("busybox", "systemd"):
                     raise SetupError(f"{script}: guest={sc.guest}: busybox or systemd")
+            elif key == "bundle":
+                unknown = set(value.split()) - BUNDLES
+                if unknown:
+                    raise SetupError(f"{script}: unknown bundle {sorted(unknown)} "
+                                     f"(known: {sorted(BUNDLES)})")
+                sc.bundles += value.split()
             elif key == "modules":
                 names = value.split()
                 sc.modules = [] if names == ["none"] else names

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import boot, image, layouts, packages, scenario, sriov, systemd_guest
+from . import boot, image, layouts, packages, podman, scenario, sriov, systemd_guest
 from .errors import SetupError
 
 VM_DIR = Path(__file__).resolve().parent.parent
@@ -214,6 +214,8 @@ def main(argv: list[str]) -> int:
         vfioctl = build_vfioctl()
         bench = build_bench()
         client = build_client(cache)
+        bundles = {"podman": podman.build(cache, apt, log)} \
+            if any("podman" in sc.bundles for sc in chosen) else {}
         qemus = {"default": (Path(shutil.which("qemu-system-x86_64") or ""), [])}
         if any(sc.layout == "sriov" for sc in chosen):
             qemus["sriov"] = sriov.backports_qemu(cache, log)
@@ -263,7 +265,7 @@ def main(argv: list[str]) -> int:
                 files[f"vmtest/examples/{ex.name}"] = ex
         binaries = {"usr/bin/vfioctl": guest_vfioctl, "usr/bin/vfio-edu-client": client,
                     "usr/bin/vfioctl-bench-domain": guest_bench}
-        parts = [img.base, overlay]
+        parts = [img.base, *(bundles[b] for b in sc.bundles), overlay]
         executable = {"init"}
         if sc.guest == "systemd":
             files["init"] = VM_DIR / "guest" / "init-systemd"
@@ -273,7 +275,7 @@ def main(argv: list[str]) -> int:
             executable.add("vmtest/run-systemd")
             # vfioctl comes from the package; the root sits between base and overlay
             binaries.pop("usr/bin/vfioctl")
-            parts = [img.base, sysroot, overlay]
+            parts = [img.base, *(bundles[b] for b in sc.bundles), sysroot, overlay]
         image.write_overlay(overlay, files, binaries, executable)
         initrd = run_dir / "initrd.cpio"
         with open(initrd, "wb") as out:
