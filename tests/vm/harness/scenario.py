@@ -7,6 +7,8 @@ Header comments declare what the scenario needs, one `# vmtest: key=value` per l
   smp=2                     guest CPUs
   timeout=60                seconds before the boot is killed
   qemu=ARGS                 extra QEMU arguments (may repeat)
+  guest=busybox|systemd     PID 1: the busybox /init (default), or Debian's systemd with
+                            vfioctl installed from its .deb (harness/systemd_guest.py)
   modules=NAMES             modules /init loads before the scenario, space-separated, or
                             `none` (default: every guest module; with `none` udev loads
                             drivers itself from modules.alias, as at a real boot)
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from .errors import SetupError
 
-KEYS = {"layout", "memory", "smp", "timeout", "qemu", "modules"}
+KEYS = {"layout", "memory", "smp", "timeout", "qemu", "modules", "guest"}
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Scenario:
     timeout: float = 60.0
     qemu_args: list[str] = field(default_factory=list)
     modules: list[str] | None = None
+    guest: str = "busybox"
 
 
 def load(script: Path) -> Scenario:
@@ -60,6 +63,10 @@ def load(script: Path) -> Scenario:
                 sc.timeout = float(value)
             elif key == "qemu":
                 sc.qemu_args += shlex.split(value)
+            elif key == "guest":
+                sc.guest = value.strip()
+                if sc.guest not in ("busybox", "systemd"):
+                    raise SetupError(f"{script}: guest={sc.guest}: busybox or systemd")
             elif key == "modules":
                 names = value.split()
                 sc.modules = [] if names == ["none"] else names
