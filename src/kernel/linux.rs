@@ -293,6 +293,18 @@ impl Host for LinuxHost {
         }
     }
 
+    fn function_identity(&self, dev: PciAddress) -> Result<PciDevice, KernelError> {
+        self.not_stuck(dev)?;
+        match crate::host::scan::identify_function(&self.roots, dev) {
+            Some(d) => Ok(d),
+            None if !self.roots.pci_device(&dev).exists() => Err(KernelError::NoSuchDevice(dev)),
+            None => Err(KernelError::Scan(format!(
+                "{}: the function's vendor, device or class cannot be read",
+                self.roots.pci_device(&dev).display()
+            ))),
+        }
+    }
+
     fn num_vfs(&self, pf: PciAddress) -> Result<u32, KernelError> {
         self.not_stuck(pf)?;
         let p = self.dev_path(pf, "sriov_numvfs");

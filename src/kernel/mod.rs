@@ -133,6 +133,15 @@ pub trait Host: Send + Sync {
     /// for (interfaces, disks, boot console, root device, and what cannot be told), read for
     /// it alone. What a decision about one function ahead of a pass needs (the early claim).
     fn function(&self, dev: PciAddress) -> Result<PciDevice, KernelError>;
+    /// One function's identity only: ids, class, driver link, override and `boot_vga`, and in
+    /// its usage only what those prove (the boot console); nothing about interfaces, disks,
+    /// mounts or `root=` is read. The early claim's first read, which races the probe: when
+    /// [`crate::host::scan::usage::needs_usage_read`] says the rest can matter (a driver is
+    /// bound, or a storage controller may hold the root device), follow it with
+    /// [`Host::function`]. By default the full read.
+    fn function_identity(&self, dev: PciAddress) -> Result<PciDevice, KernelError> {
+        self.function(dev)
+    }
     /// A physical function's current `sriov_numvfs`.
     fn num_vfs(&self, pf: PciAddress) -> Result<u32, KernelError>;
     /// The owner of `/dev/vfio/GROUP`, `None` when the node does not exist.

@@ -163,6 +163,8 @@ struct Inner {
     /// Functions whose reads fail (an EIO on their sysfs attributes).
     unreadable: BTreeSet<PciAddress>,
     crashed: bool,
+    /// Reads of a function with its usage ([`Host::function`]).
+    usage_reads: usize,
 }
 
 impl Inner {
@@ -276,6 +278,7 @@ impl SimKernel {
                 keys: Vec::new(),
                 unreadable: BTreeSet::new(),
                 crashed: false,
+                usage_reads: 0,
             }),
         }
     }
@@ -381,6 +384,12 @@ impl SimKernel {
     /// Every mutating call so far, in order.
     pub fn calls(&self) -> Vec<Call> {
         self.lock().calls.clone()
+    }
+
+    /// How many times a function was read with what the host uses it for
+    /// ([`Host::function`]: interfaces, disks, mounts, `root=`).
+    pub fn usage_reads(&self) -> usize {
+        self.lock().usage_reads
     }
 
     /// Number of mutating calls so far.
@@ -813,7 +822,19 @@ impl Host for SimKernel {
     }
 
     fn function(&self, dev: PciAddress) -> Result<PciDevice, KernelError> {
+        self.lock().usage_reads += 1;
         self.read_dev(dev, |s| s.dev(dev).cloned())
+    }
+
+    fn function_identity(&self, dev: PciAddress) -> Result<PciDevice, KernelError> {
+        self.read_dev(dev, |s| {
+            let mut d = s.dev(dev)?.clone();
+            d.usage = Usage {
+                boot_console: d.usage.boot_console,
+                ..Default::default()
+            };
+            Ok(d)
+        })
     }
 
     fn num_vfs(&self, pf: PciAddress) -> Result<u32, KernelError> {

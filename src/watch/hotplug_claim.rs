@@ -75,19 +75,32 @@ pub fn claim_announced(
         }
         let received = Instant::now();
         let config = config.get();
-        let r = early_claim::early_claim(host, &config, run_dir, event.address, event.ids.as_ref());
-        log_outcome(event.address, &r, received);
+        let (r, times) = early_claim::early_claim_timed(
+            host,
+            &config,
+            run_dir,
+            event.address,
+            event.ids.as_ref(),
+        );
+        log_outcome(event.address, &r, received, times);
         out.push((event.address, r));
     }
     out
 }
 
-fn log_outcome(device: PciAddress, r: &Result<EarlyClaim, EarlyClaimError>, received: Instant) {
+fn log_outcome(
+    device: PciAddress,
+    r: &Result<EarlyClaim, EarlyClaimError>,
+    received: Instant,
+    times: early_claim::ClaimTimes,
+) {
     match r {
         Ok(EarlyClaim::Written { driver, .. }) => tracing::info!(
             %device,
             driver = driver.as_str(),
             claim_us = received.elapsed().as_micros() as u64,
+            decide_us = times.decide_us,
+            write_us = times.write_us,
             "claimed on add: driver_override written"
         ),
         // Logged by the early claim itself, with its reasons.

@@ -8,9 +8,13 @@
 //! [`Host::set_driver_override`], checked by reading back):
 //! 1. which driver the config wants ([`Config::wanted`], the planner's own answer);
 //! 2. whether the function may be taken: the planner's safety rule
-//!    ([`crate::plan::safety::in_use`]) on what can be known this early ([`Host::function`]:
-//!    the boot VGA flag, the kernel command line's `root=`, what is mounted or up, and what
-//!    cannot be read, which counts as "cannot tell"); refused unless the entry says
+//!    ([`crate::plan::safety::in_use`]) on what can be known this early: the identity first
+//!    ([`Host::function_identity`]: ids, driver, override, the boot VGA flag), and only when
+//!    more can matter ([`needs_usage_read`]: a driver is bound, or a storage controller may
+//!    hold the root device) the full read ([`Host::function`]: the kernel command line's
+//!    `root=`, what is mounted or up, and what cannot be read, which counts as "cannot
+//!    tell"). An unbound function has no interfaces, disks or mounts, so on hot-plug the
+//!    decision costs a few small reads. Refused unless the entry says
 //!    `force = true`, and the refusal is written next to the records and logged;
 //! 3. the record of the override it replaces ([`records`]), made before the write so a
 //!    release gives back the real original, not our early write.
@@ -21,7 +25,8 @@
 //!
 //! It must be fast (the hot-plug claimer races the kernel's probe, a few ms) and must never
 //! make a boot worse: a function the config does not name costs no read at all when the event
-//! carries its ids, and a named one costs one read of it and one write.
+//! carries its ids, and a named one costs a read of its identity (plus its usage when it has a
+//! driver or is a storage controller) and one write.
 
 pub mod records;
 
@@ -32,6 +37,7 @@ use serde::Serialize;
 use crate::apply::journal::JournalError;
 use crate::config::Config;
 use crate::files;
+use crate::host::scan::usage::needs_usage_read;
 use crate::kernel::{Host, KernelError};
 use crate::pci::{FunctionIds, PciAddress};
 use crate::plan::safety::{self, Verdict};
@@ -79,21 +85,81 @@ pub fn early_claim(
     address: PciAddress,
     ids: Option<&FunctionIds>,
 ) -> Result<EarlyClaim, EarlyClaimError> {
+    early_claim_timed(host, config, run_dir, address, ids).0
+}
+
+/// How long an early claim took: deciding (reads and the safety rule) and writing (the
+/// record and the override), in microseconds; `write_us` is 0 when nothing was written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClaimTimes {
+    pub decide_us: u64,
+    pub write_us: u64,
+}
+
+/// [`early_claim`], with how long its decision and its write took (the hot-plug claimer logs
+/// them: the write must land before the kernel's probe).
+pub fn early_claim_timed(
+    host: &dyn Host,
+    config: &Config,
+    run_dir: &Path,
+    address: PciAddress,
+    ids: Option<&FunctionIds>,
+) -> (Result<EarlyClaim, EarlyClaimError>, ClaimTimes) {
+    let start = std::time::Instant::now();
+    let mut times = ClaimTimes::default();
+    let r = claim(host, config, run_dir, address, ids, start, &mut times);
+    if times.decide_us == 0 {
+        times.decide_us = start.elapsed().as_micros() as u64;
+    }
+    (r, times)
+}
+
+fn claim(
+    host: &dyn Host,
+    config: &Config,
+    run_dir: &Path,
+    address: PciAddress,
+    ids: Option<&FunctionIds>,
+    start: std::time::Instant,
+    times: &mut ClaimTimes,
+) -> Result<EarlyClaim, EarlyClaimError> {
     if let Some(ids) = ids {
         if config.wanted(address, Some(ids)).is_none() {
             return Ok(EarlyClaim::NotWanted);
         }
     }
-    let function = host.function(address)?;
-    let Some(wanted) = config.wanted(address, Some(&function.ids())) else {
+    // The identity first (a few small files): the config's answer and the override need
+    // nothing more, and neither does safety for an unbound function that cannot hold the root
+    // device. Otherwise the full read, with everything the host uses the function for.
+    let identity = host.function_identity(address)?;
+    let Some(wanted) = config.wanted(address, Some(&identity.ids())) else {
         return Ok(EarlyClaim::NotWanted);
     };
     let driver = wanted.driver();
-    if function.driver_override.as_deref() == Some(driver) {
+    if identity.driver_override.as_deref() == Some(driver) {
         return Ok(EarlyClaim::AlreadySet {
             driver: driver.to_string(),
         });
     }
+    let function = if needs_usage_read(&identity) {
+        let full = host.function(address)?;
+        // Decided by what the full read saw: the config's answer and the override again.
+        if config
+            .wanted(address, Some(&full.ids()))
+            .map(|w| w.driver())
+            != Some(driver)
+        {
+            return Ok(EarlyClaim::NotWanted);
+        }
+        if full.driver_override.as_deref() == Some(driver) {
+            return Ok(EarlyClaim::AlreadySet {
+                driver: driver.to_string(),
+            });
+        }
+        full
+    } else {
+        identity
+    };
     let forced = match safety::verdict(safety::in_use(&function, driver), wanted.spec.force) {
         Verdict::Free => Vec::new(),
         Verdict::Forced(reasons) => {
@@ -129,6 +195,22 @@ pub fn early_claim(
         }
     };
     let previous = function.driver_override.clone();
+    let decided = std::time::Instant::now();
+    times.decide_us = decided.duration_since(start).as_micros() as u64;
+    let r = write(host, run_dir, address, driver, previous, forced);
+    times.write_us = decided.elapsed().as_micros() as u64;
+    r
+}
+
+/// The record, then the override (checked by reading back).
+fn write(
+    host: &dyn Host,
+    run_dir: &Path,
+    address: PciAddress,
+    driver: &str,
+    previous: Option<String>,
+    forced: Vec<String>,
+) -> Result<EarlyClaim, EarlyClaimError> {
     // The first early claim's record wins: a second `add` must not overwrite the original.
     let created = records::remember(run_dir, &address, previous.as_deref())?;
     if let Err(e) = host.set_driver_override(address, Some(driver)) {

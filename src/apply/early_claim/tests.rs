@@ -195,7 +195,11 @@ fn a_mounted_disk_an_up_interface_and_unknown_usage_are_refused() {
                 ..BlockDevice::default()
             }];
         },
-        |g| g.usage.unknown = vec!["/proc/self/mountinfo cannot be read".into()],
+        |g| {
+            // Usage beyond the console exists only through a driver.
+            g.driver = Some("bochs-drm".into());
+            g.usage.unknown = vec!["/proc/self/mountinfo cannot be read".into()];
+        },
     );
     let refused = |dev: &str| match claim(&host, run.path(), &config(false), dev) {
         EarlyClaim::Refused { reasons, .. } => reasons.join("; "),
@@ -350,4 +354,213 @@ fn on_a_sysfs_tree_through_the_linux_host() {
 
 fn claim_linux(host: &LinuxHost, run: &Path, dev: &str) -> EarlyClaim {
     early_claim(host, &config(false), run, a(dev), None).unwrap()
+}
+
+/// Hot-plug: an unbound function is decided on its identity alone, with no read of what the
+/// host uses it for (it has no interfaces, disks or mounts without a driver).
+#[test]
+fn an_unbound_hot_plugged_function_is_claimed_without_a_usage_read() {
+    let run = tempfile::tempdir().unwrap();
+    let host = host();
+    assert_eq!(claim(&host, run.path(), &config(false), NIC), written(None));
+    assert_eq!(host.usage_reads(), 0);
+    assert_eq!(
+        host.calls(),
+        vec![Call::SetOverride(a(NIC), Some("vfio-pci".into()))]
+    );
+    // The boot console is in the identity: an unbound boot GPU is refused, still without one.
+    let console = host_with(
+        |_| {},
+        |g| {
+            g.boot_vga = Some(true);
+            g.usage.boot_console = true;
+        },
+    );
+    assert!(matches!(
+        claim(&console, run.path(), &config(false), GPU),
+        EarlyClaim::Refused { .. }
+    ));
+    assert_eq!(console.usage_reads(), 0);
+    assert!(console.calls().is_empty());
+}
+
+/// A bound function, and an unbound storage controller (it may hold the root device before
+/// its driver probes), still get the full read, and are refused on what it finds.
+#[test]
+fn a_bound_function_and_a_storage_controller_get_the_full_usage_read() {
+    let run = tempfile::tempdir().unwrap();
+    let mut nic = fixtures::device(NIC, 0x8086, 0x10d3, 0x020000, Some("e1000e"), 3);
+    nic.usage.interfaces = vec![NetInterface {
+        name: "eth1".into(),
+        up: true,
+        addresses: vec![],
+        routes: 2,
+    }];
+    let host = SimKernel::from_snapshot(&fixtures::snapshot(vec![nic], &[]));
+    assert!(matches!(
+        claim(&host, run.path(), &config(false), NIC),
+        EarlyClaim::Refused { .. }
+    ));
+    assert_eq!(host.usage_reads(), 1);
+    assert!(host.calls().is_empty());
+
+    let nvme = host_with(
+        |n| {
+            n.usage.unknown = vec!["root=UUID=ab-cd cannot be traced".into()];
+        },
+        |_| {},
+    );
+    match claim(&nvme, run.path(), &config(false), NVME) {
+        EarlyClaim::Refused { reasons, .. } => {
+            assert!(reasons.join(";").contains("cannot tell"), "{reasons:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(nvme.usage_reads(), 1);
+    assert!(nvme.calls().is_empty());
+}
+
+/// A bound function whose usage cannot be read is not claimed (fail closed): the identity
+/// read succeeds, the full read fails, nothing is written.
+#[test]
+fn a_bound_function_whose_usage_cannot_be_read_is_not_claimed() {
+    struct UsageFails(SimKernel);
+    impl Host for UsageFails {
+        fn snapshot(&self) -> Result<crate::host::Snapshot, KernelError> {
+            self.0.snapshot()
+        }
+        fn device_state(&self, d: PciAddress) -> Result<crate::kernel::DeviceState, KernelError> {
+            self.0.device_state(d)
+        }
+        fn function(&self, d: PciAddress) -> Result<PciDevice, KernelError> {
+            Err(KernelError::Scan(format!("{d}: /proc/self/mountinfo: EIO")))
+        }
+        fn function_identity(&self, d: PciAddress) -> Result<PciDevice, KernelError> {
+            self.0.function_identity(d)
+        }
+        fn num_vfs(&self, d: PciAddress) -> Result<u32, KernelError> {
+            self.0.num_vfs(d)
+        }
+        fn node_owner(&self, g: u32) -> Result<Option<crate::kernel::NodeOwner>, KernelError> {
+            self.0.node_owner(g)
+        }
+        fn virtfns(&self, d: PciAddress) -> Result<Vec<PciAddress>, KernelError> {
+            self.0.virtfns(d)
+        }
+        fn iommu_group(&self, d: PciAddress) -> Result<Option<u32>, KernelError> {
+            self.0.iommu_group(d)
+        }
+        fn set_driver_override(&self, d: PciAddress, v: Option<&str>) -> Result<(), KernelError> {
+            self.0.set_driver_override(d, v)
+        }
+        fn unbind(&self, d: PciAddress) -> Result<(), KernelError> {
+            self.0.unbind(d)
+        }
+        fn probe(&self, d: PciAddress) -> Result<Option<String>, KernelError> {
+            self.0.probe(d)
+        }
+        fn bind(&self, d: PciAddress, v: &str) -> Result<(), KernelError> {
+            self.0.bind(d, v)
+        }
+        fn set_num_vfs(&self, d: PciAddress, n: u32) -> Result<(), KernelError> {
+            self.0.set_num_vfs(d, n)
+        }
+        fn set_node_owner(
+            &self,
+            g: u32,
+            o: crate::kernel::NodeOwner,
+            w: std::time::Duration,
+        ) -> Result<(), KernelError> {
+            self.0.set_node_owner(g, o, w)
+        }
+        fn load_module(&self, n: &str) -> Result<(), KernelError> {
+            self.0.load_module(n)
+        }
+        fn module_loaded(&self, n: &str) -> Result<bool, KernelError> {
+            self.0.module_loaded(n)
+        }
+        fn unload_module(&self, n: &str) -> Result<(), KernelError> {
+            self.0.unload_module(n)
+        }
+        fn driver_devices(&self, n: &str) -> Result<Vec<PciAddress>, KernelError> {
+            self.0.driver_devices(n)
+        }
+        fn group_status(&self, g: u32) -> Result<crate::vfio::GroupStatus, KernelError> {
+            self.0.group_status(g)
+        }
+        fn writer_blocked(&self, pid: u32) -> bool {
+            self.0.writer_blocked(pid)
+        }
+    }
+    let run = tempfile::tempdir().unwrap();
+    let bound = fixtures::device(NIC, 0x8086, 0x10d3, 0x020000, Some("e1000e"), 3);
+    let host = UsageFails(SimKernel::from_snapshot(&fixtures::snapshot(
+        vec![bound],
+        &[],
+    )));
+    let err = early_claim(&host, &config(false), run.path(), a(NIC), None).unwrap_err();
+    assert!(err.to_string().contains("mountinfo"), "{err}");
+    assert!(host.0.calls().is_empty());
+    assert!(records(run.path()).is_empty());
+    // Unbound, the same host claims it: the usage read is never made.
+    let unbound = fixtures::device(NIC, 0x8086, 0x10d3, 0x020000, None, 3);
+    let host = UsageFails(SimKernel::from_snapshot(&fixtures::snapshot(
+        vec![unbound],
+        &[],
+    )));
+    assert_eq!(claim_any(&host, run.path(), NIC), written(None));
+}
+
+fn claim_any(host: &dyn Host, run: &Path, dev: &str) -> EarlyClaim {
+    early_claim(host, &config(false), run, a(dev), None).unwrap()
+}
+
+/// On a fake sysfs tree through the real host: the identity read sees ids, driver, override;
+/// an unbound NIC is claimed on it; a bound storage controller takes the full read, which
+/// finds the command line's `root=` cannot be traced (no such disk), so it is refused.
+#[test]
+fn on_a_sysfs_tree_identity_first_and_the_full_read_when_bound() {
+    let tmp = tempfile::tempdir().unwrap();
+    let roots = Roots::under(tmp.path());
+    let nvme_driver = roots.sysfs.join("bus/pci/drivers/nvme");
+    fs::create_dir_all(&nvme_driver).unwrap();
+    for (dev, vendor, device, class) in [
+        (NIC, "0x8086", "0x10d3", "0x020000"),
+        (NVME, "0x1b36", "0x0010", "0x010802"),
+    ] {
+        let dir = roots.pci_device(&a(dev));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("vendor"), format!("{vendor}\n")).unwrap();
+        fs::write(dir.join("device"), format!("{device}\n")).unwrap();
+        fs::write(dir.join("class"), format!("{class}\n")).unwrap();
+        fs::write(dir.join("driver_override"), "(null)\n").unwrap();
+    }
+    std::os::unix::fs::symlink(&nvme_driver, roots.pci_device(&a(NVME)).join("driver")).unwrap();
+    fs::create_dir_all(&roots.proc).unwrap();
+    fs::write(roots.proc.join("cmdline"), "ro root=/dev/nvme9n1p1\n").unwrap();
+    let host = LinuxHost::new(roots.clone(), Timeouts::default());
+
+    let id = host.function_identity(a(NVME)).unwrap();
+    assert_eq!(id.driver.as_deref(), Some("nvme"));
+    assert_eq!(id.ids().vendor, PciId(0x1b36));
+    assert!(id.usage.reasons().is_empty());
+    assert!(crate::host::scan::usage::needs_usage_read(&id));
+    let nic = host.function_identity(a(NIC)).unwrap();
+    assert!(!crate::host::scan::usage::needs_usage_read(&nic));
+
+    let run = tmp.path().join("run");
+    assert_eq!(claim_linux(&host, &run, NIC), written(None));
+    match claim_linux(&host, &run, NVME) {
+        EarlyClaim::Refused { reasons, .. } => {
+            assert!(
+                reasons.join(";").contains("root=/dev/nvme9n1p1"),
+                "{reasons:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        fs::read_to_string(roots.pci_device(&a(NVME)).join("driver_override")).unwrap(),
+        "(null)\n"
+    );
 }

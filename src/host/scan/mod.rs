@@ -147,6 +147,15 @@ fn fill_usage(
     root_usage(r, roots, devices, cmdline);
 }
 
+/// Reads only a function's identity ([`pci::read_identity`]): a handful of small files in
+/// its own directory, nothing about interfaces, disks, mounts or `root=`. With
+/// [`usage::needs_usage_read`] false, that is everything [`scan_function`] would find the
+/// host using it for. `None` when the function is not present or its identity cannot be read.
+pub fn identify_function(roots: &Roots, address: PciAddress) -> Option<PciDevice> {
+    let mut r = Reader::default();
+    pci::read_identity(&mut r, address, &roots.pci_device(&address))
+}
+
 /// Marks the functions holding the root device `cmdline`'s `root=` names; when it cannot be
 /// traced and no disk is mounted on `/`, every storage controller counts as "cannot tell".
 fn root_usage(r: &mut Reader, roots: &Roots, devices: &mut [PciDevice], cmdline: Option<&str>) {

@@ -49,6 +49,44 @@ fn id(r: &mut Reader, dir: &Path, file: &str, need: Need) -> Option<PciId> {
 
 /// Reads one function; `None` only when its identity (vendor, device, class) is unreadable.
 pub fn read_function(r: &mut Reader, address: PciAddress, dir: &Path) -> Option<PciDevice> {
+    let mut d = read_identity(r, address, dir)?;
+    d.revision = r
+        .value(&dir.join("revision"), Need::Optional, "a hex byte", hex_u32)
+        .and_then(|v| u8::try_from(v).ok());
+    d.iommu_group = r
+        .link_name(&dir.join("iommu_group"), Need::Optional)
+        .and_then(|n| {
+            let g = n.parse::<u32>().ok();
+            if g.is_none() {
+                r.warn(
+                    &dir.join("iommu_group"),
+                    format!("link target `{n}` is not a group number"),
+                );
+            }
+            g
+        });
+    d.iommu = r.link_name(&dir.join("iommu"), Need::Optional);
+    d.numa_node = r.decimal(&dir.join("numa_node"), Need::Optional, "node");
+    d.reset_method = r
+        .text(&dir.join("reset_method"), Need::Optional)
+        .filter(|s| !s.is_empty());
+    d.parent = dir
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse::<PciAddress>().ok());
+    d.sriov = read_sriov(r, dir);
+    d.physfn = r
+        .link_name(&dir.join("physfn"), Need::Optional)
+        .and_then(|n| n.parse::<PciAddress>().ok());
+    Some(d)
+}
+
+/// Reads only what identifies a function and whether it is taken: vendor, device, class,
+/// subsystem ids, the `driver` link, `driver_override` and `boot_vga` (the boot console, the
+/// one use an unbound function can have). Everything else is left unset. `None` only when
+/// the identity is unreadable.
+pub fn read_identity(r: &mut Reader, address: PciAddress, dir: &Path) -> Option<PciDevice> {
     let vendor = id(r, dir, "vendor", Need::Required);
     let device = id(r, dir, "device", Need::Required);
     let class = r.value(
@@ -66,30 +104,10 @@ pub fn read_function(r: &mut Reader, address: PciAddress, dir: &Path) -> Option<
     };
     let subsystem_vendor = id(r, dir, "subsystem_vendor", Need::Optional);
     let subsystem_device = id(r, dir, "subsystem_device", Need::Optional);
-    let revision = r
-        .value(&dir.join("revision"), Need::Optional, "a hex byte", hex_u32)
-        .and_then(|v| u8::try_from(v).ok());
     let driver = r.link_name(&dir.join("driver"), Need::Optional);
     let driver_override = r
         .text(&dir.join("driver_override"), Need::Optional)
         .and_then(|s| crate::pci::parse_driver_override(&s));
-    let iommu_group = r
-        .link_name(&dir.join("iommu_group"), Need::Optional)
-        .and_then(|n| {
-            let g = n.parse::<u32>().ok();
-            if g.is_none() {
-                r.warn(
-                    &dir.join("iommu_group"),
-                    format!("link target `{n}` is not a group number"),
-                );
-            }
-            g
-        });
-    let iommu = r.link_name(&dir.join("iommu"), Need::Optional);
-    let numa_node = r.decimal(&dir.join("numa_node"), Need::Optional, "node");
-    let reset_method = r
-        .text(&dir.join("reset_method"), Need::Optional)
-        .filter(|s| !s.is_empty());
     let boot_vga = if class.is_vga() {
         r.value(
             &dir.join("boot_vga"),
@@ -104,15 +122,6 @@ pub fn read_function(r: &mut Reader, address: PciAddress, dir: &Path) -> Option<
     } else {
         None
     };
-    let parent = dir
-        .parent()
-        .and_then(|p| p.file_name())
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.parse::<PciAddress>().ok());
-    let sriov = read_sriov(r, dir);
-    let physfn = r
-        .link_name(&dir.join("physfn"), Need::Optional)
-        .and_then(|n| n.parse::<PciAddress>().ok());
     let usage = Usage {
         boot_console: boot_vga == Some(true)
             && !driver.as_deref().is_some_and(crate::host::is_vfio_driver),
@@ -125,18 +134,18 @@ pub fn read_function(r: &mut Reader, address: PciAddress, dir: &Path) -> Option<
         subsystem_vendor,
         subsystem_device,
         class,
-        revision,
+        revision: None,
         driver,
         driver_override,
-        iommu_group,
-        iommu,
-        numa_node,
+        iommu_group: None,
+        iommu: None,
+        numa_node: None,
         bridge: class.is_bridge(),
-        parent,
-        sriov,
-        physfn,
+        parent: None,
+        sriov: None,
+        physfn: None,
         boot_vga,
-        reset_method,
+        reset_method: None,
         usage,
     })
 }

@@ -17,6 +17,17 @@ use crate::pci::PciAddress;
 
 use super::read::{Need, Reader};
 
+/// Whether what the host uses `function` for can go beyond what its identity shows (the boot
+/// console, [`super::pci::read_identity`]), so a decision must read it in full
+/// ([`super::scan_function`]). Interfaces, disks, their mounts and holders, and a traced
+/// `root=` all exist only through a bound driver; an unbound storage controller can still
+/// hold the root filesystem before its driver probes (an untraced `root=` counts every
+/// storage controller as "cannot tell"). So: a driver is bound, or it is a storage
+/// controller. Anything else unbound has nothing more to find.
+pub fn needs_usage_read(function: &crate::host::PciDevice) -> bool {
+    function.driver.is_some() || function.class.is_storage()
+}
+
 /// The `root=` argument of a kernel command line when it names a block device (as written,
 /// `root=UUID=...`); `None` without one, and for a root that is not a local block device
 /// (`/dev/nfs`, a ramdisk, a `root=` that is empty).
