@@ -604,6 +604,7 @@ impl State {
                 boot_vga: None,
                 reset_method: None,
                 usage: Usage::default(),
+                vfio_cdev: None,
             };
             self.devices.insert(addr, SimDevice { dev: vf });
             vfs.push(addr);
@@ -890,6 +891,7 @@ pub mod fixtures {
             boot_vga: None,
             reset_method: None,
             usage: Usage::default(),
+            vfio_cdev: None,
         }
     }
 

@@ -186,6 +186,7 @@ fn set_num_vfs(s: &mut Snapshot, pf: PciAddress, to: u32) {
             boot_vga: None,
             reset_method: pfdev.reset_method.clone(),
             usage: Usage::default(),
+            vfio_cdev: None,
         });
         if let Some(unit) = s
             .iommus

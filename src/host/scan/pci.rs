@@ -138,6 +138,7 @@ pub fn read_function(r: &mut Reader, address: PciAddress, dir: &Path) -> Option<
         boot_vga,
         reset_method,
         usage,
+        vfio_cdev: None,
     })
 }
 
