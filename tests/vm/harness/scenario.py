@@ -7,6 +7,9 @@ Header comments declare what the scenario needs, one `# vmtest: key=value` per l
   smp=2                     guest CPUs
   timeout=60                seconds before the boot is killed
   qemu=ARGS                 extra QEMU arguments (may repeat)
+  kernel=debian|iommufd     the guest kernel: Debian's packaged one (default), or the suite's
+                            own build with iommufd and VFIO device cdevs (harness/kernel_build.py;
+                            its drivers are built in, so it loads no modules)
   modules=NAMES             modules /init loads before the scenario, space-separated, or
                             `none` (default: every guest module; with `none` udev loads
                             drivers itself from modules.alias, as at a real boot)
@@ -21,7 +24,8 @@ from pathlib import Path
 
 from .errors import SetupError
 
-KEYS = {"layout", "memory", "smp", "timeout", "qemu", "modules"}
+KEYS = {"layout", "memory", "smp", "timeout", "qemu", "modules", "kernel"}
+KERNELS = ("debian", "iommufd")
 
 
 @dataclass
@@ -36,6 +40,7 @@ class Scenario:
     timeout: float = 60.0
     qemu_args: list[str] = field(default_factory=list)
     modules: list[str] | None = None
+    kernel: str = "debian"
 
 
 def load(script: Path) -> Scenario:
@@ -60,6 +65,10 @@ def load(script: Path) -> Scenario:
                 sc.timeout = float(value)
             elif key == "qemu":
                 sc.qemu_args += shlex.split(value)
+            elif key == "kernel":
+                sc.kernel = value.strip()
+                if sc.kernel not in KERNELS:
+                    raise SetupError(f"{script}: kernel={sc.kernel}: expected one of {KERNELS}")
             elif key == "modules":
                 names = value.split()
                 sc.modules = [] if names == ["none"] else names
