@@ -140,7 +140,8 @@ fn bench(c: &mut Criterion) {
         Selector::Ids { .. } => unreachable!("bench config uses addresses"),
     };
     c.bench_function("scoped plan (--device) 4096/512", |b| {
-        b.iter(|| plan::plan_scoped(&cfg, &snap, &ctx, one))
+        let scoped = ctx.clone().scoped_to(one);
+        b.iter(|| plan::plan_with(&cfg, &snap, &scoped))
     });
     c.bench_function("render text + json 4096/512", |b| {
         b.iter(|| (plan::render::text(&p).len(), plan::render::json(&p).len()))

@@ -11,7 +11,7 @@ use vfioctl::fixtures::{synthetic::SyntheticHost, vm};
 use vfioctl::host::partial::{closure, restrict, same_slot};
 use vfioctl::host::{scan, scan_closure, Roots, Snapshot};
 use vfioctl::pci::PciAddress;
-use vfioctl::plan::{plan_scoped, Context};
+use vfioctl::plan::{plan_with, Context};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
@@ -196,9 +196,9 @@ fn a_scoped_plan_decides_the_same_from_the_partial_snapshot() {
         }
         for (cname, config) in &all {
             for d in &full.devices {
-                let ctx = Context::default();
-                let whole = plan_scoped(config, &full, &ctx, d.address);
-                let part = plan_scoped(config, &restrict(&full, &[d.address]), &ctx, d.address);
+                let ctx = Context::default().scoped_to(d.address);
+                let whole = plan_with(config, &full, &ctx);
+                let part = plan_with(config, &restrict(&full, &[d.address]), &ctx);
                 assert_eq!(
                     part.actions, whole.actions,
                     "{name}, {cname}: actions scoped to {}",

@@ -767,7 +767,11 @@ fn scoped_plan_keeps_only_the_devices_group() {
         by_address("b", "0000:04:00.0"),
         by_address("gone", "0000:09:00.0"),
     ]);
-    let p = plan::plan_scoped(&cfg, &snap, &Context::default(), addr("0000:04:00.0"));
+    let p = plan::plan_with(
+        &cfg,
+        &snap,
+        &Context::default().scoped_to(addr("0000:04:00.0")),
+    );
     assert!(
         p.is_realisable(),
         "unrelated problems are left out: {:?}",
@@ -778,7 +782,11 @@ fn scoped_plan_keeps_only_the_devices_group() {
         .actions
         .iter()
         .all(|s| s.action.device() == Some(addr("0000:04:00.0"))));
-    let absent = plan::plan_scoped(&cfg, &snap, &Context::default(), addr("0000:0a:00.0"));
+    let absent = plan::plan_with(
+        &cfg,
+        &snap,
+        &Context::default().scoped_to(addr("0000:0a:00.0")),
+    );
     assert_eq!(problem_kinds(&absent), [ProblemKind::Missing]);
 }
 

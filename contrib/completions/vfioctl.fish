@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_vfioctl_global_optspecs
-    string join \n sysfs-root= dev-root= proc-root= state-dir= run-dir= host= v/verbose h/help V/version
+    string join \n v/verbose sysfs-root= dev-root= proc-root= state-dir= run-dir= host= h/help V/version
 end
 
 function __fish_vfioctl_needs_command
@@ -24,11 +24,11 @@ function __fish_vfioctl_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c vfioctl -n "__fish_vfioctl_needs_command" -l sysfs-root -d 'Root of sysfs' -r -F
-complete -c vfioctl -n "__fish_vfioctl_needs_command" -l dev-root -d 'Root of /dev' -r -F
-complete -c vfioctl -n "__fish_vfioctl_needs_command" -l proc-root -d 'Root of /proc' -r -F
-complete -c vfioctl -n "__fish_vfioctl_needs_command" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_needs_command" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
+complete -c vfioctl -n "__fish_vfioctl_needs_command" -l sysfs-root -d 'Root of sysfs [default: /sys]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_needs_command" -l dev-root -d 'Root of /dev [default: /dev]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_needs_command" -l proc-root -d 'Root of /proc [default: /proc]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_needs_command" -l state-dir -d 'Where vfioctl keeps its journal (persistent) [default: /var/lib/vfioctl]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_needs_command" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot) [default: /run/vfioctl]' -r -F
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -s h -l help -d 'Print help'
@@ -44,54 +44,41 @@ complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "domain" -d 'Use a d
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "udev-claim" -d 'For the udev rule: on `add`, write the configured driver to a function\'s `driver_override` before any module driver loads'
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -s c -l config -d 'The config file (same as FILE)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -l sysfs-root -d 'Root of sysfs' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -l dev-root -d 'Root of /dev' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -l proc-root -d 'Root of /proc' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -l json -d 'Print diagnostics as JSON'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -s V -l version -d 'Print version'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -l sysfs-root -d 'Root of sysfs' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -l dev-root -d 'Root of /dev' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -l proc-root -d 'Root of /proc' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -s V -l version -d 'Print version'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l sysfs-root -d 'Root of sysfs' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l dev-root -d 'Root of /dev' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l proc-root -d 'Root of /proc' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l sysfs-root -d 'Root of sysfs [default: /sys]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l dev-root -d 'Root of /dev [default: /dev]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l proc-root -d 'Root of /proc [default: /proc]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l state-dir -d 'Where vfioctl keeps its journal (persistent) [default: /var/lib/vfioctl]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot) [default: /run/vfioctl]' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l json -d 'Print the snapshot as JSON'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -s V -l version -d 'Print version'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -s o -l output -d 'Write to FILE instead of standard output' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -l sysfs-root -d 'Root of sysfs' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -l dev-root -d 'Root of /dev' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -l proc-root -d 'Root of /proc' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -l sysfs-root -d 'Root of sysfs [default: /sys]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -l dev-root -d 'Root of /dev [default: /dev]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -l proc-root -d 'Root of /proc [default: /proc]' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -s V -l version -d 'Print version'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -s c -l config -d 'The config file' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l device -d 'Reconcile only this function and its IOMMU group closure (for udev rules)' -r
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l lock-timeout -d 'How long to wait for the reconcile lock, in seconds' -r
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l sysfs-root -d 'Root of sysfs' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l dev-root -d 'Root of /dev' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l proc-root -d 'Root of /proc' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l sysfs-root -d 'Root of sysfs [default: /sys]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l dev-root -d 'Root of /dev [default: /dev]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l proc-root -d 'Root of /proc [default: /proc]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l state-dir -d 'Where vfioctl keeps its journal (persistent) [default: /var/lib/vfioctl]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot) [default: /run/vfioctl]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l allow-insecure-config -d 'Use a config that someone besides root (or you) can change: its group or every user can write it or a directory on its path, or another user owns it. Without this flag such a config is refused (as sshd\'s StrictModes refuses such files), since whoever can edit it decides what vfioctl does to the host as root'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l dry-run -d 'Show the plan; change nothing'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l check -d 'Exit 3 when changes are pending (implies --dry-run)'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l json -d 'Print the plan as JSON'
@@ -99,12 +86,11 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -s v -l verbo
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -s V -l version -d 'Print version'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l lock-timeout -d 'How long to wait for the reconcile lock, in seconds' -r
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l sysfs-root -d 'Root of sysfs' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l dev-root -d 'Root of /dev' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l proc-root -d 'Root of /proc' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l sysfs-root -d 'Root of sysfs [default: /sys]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l dev-root -d 'Root of /dev [default: /dev]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l proc-root -d 'Root of /proc [default: /proc]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l state-dir -d 'Where vfioctl keeps its journal (persistent) [default: /var/lib/vfioctl]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot) [default: /run/vfioctl]' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -l dry-run -d 'Show what would be undone; change nothing'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -s h -l help -d 'Print help'
@@ -112,44 +98,35 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -s V -l versio
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -s c -l config -d 'The config file' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l resync -d 'Periodic full resync, in seconds (0 disables)' -r
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l debounce-ms -d 'Quiet period that coalesces bursts of events, in milliseconds' -r
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l sysfs-root -d 'Root of sysfs' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l dev-root -d 'Root of /dev' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l proc-root -d 'Root of /proc' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l sysfs-root -d 'Root of sysfs [default: /sys]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l dev-root -d 'Root of /dev [default: /dev]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l proc-root -d 'Root of /proc [default: /proc]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l state-dir -d 'Where vfioctl keeps its journal (persistent) [default: /var/lib/vfioctl]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot) [default: /run/vfioctl]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l allow-insecure-config -d 'Use a config that someone besides root (or you) can change: its group or every user can write it or a directory on its path, or another user owns it. Without this flag such a config is refused (as sshd\'s StrictModes refuses such files), since whoever can edit it decides what vfioctl does to the host as root'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -s V -l version -d 'Print version'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -l sysfs-root -d 'Root of sysfs' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -l dev-root -d 'Root of /dev' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -l proc-root -d 'Root of /proc' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -s V -l version -d 'Print version'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -f -a "open" -d 'Receive a held domain\'s fds and run COMMAND with them inherited'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -f -a "hold" -d 'Debugging: hold the config\'s domains in the foreground until SIGTERM; SIGHUP re-reads the config and reconciles again (what `watch` does for the domain layer)'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -l sysfs-root -d 'Root of sysfs' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -l dev-root -d 'Root of /dev' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -l proc-root -d 'Root of /proc' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -l state-dir -d 'Where vfioctl keeps its journal (persistent) [default: /var/lib/vfioctl]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot) [default: /run/vfioctl]' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -s V -l version -d 'Print version'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -s c -l config -d 'The config file' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l status-file -d 'After each pass, write the held domains and the pass\'s report here as JSON' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l sysfs-root -d 'Root of sysfs' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l dev-root -d 'Root of /dev' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l proc-root -d 'Root of /proc' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l sysfs-root -d 'Root of sysfs [default: /sys]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l dev-root -d 'Root of /dev [default: /dev]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l proc-root -d 'Root of /proc [default: /proc]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l state-dir -d 'Where vfioctl keeps its journal (persistent) [default: /var/lib/vfioctl]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot) [default: /run/vfioctl]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l allow-insecure-config -d 'Use a config that someone besides root (or you) can change: its group or every user can write it or a directory on its path, or another user owns it. Without this flag such a config is refused (as sshd\'s StrictModes refuses such files), since whoever can edit it decides what vfioctl does to the host as root'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -s V -l version -d 'Print version'
@@ -157,12 +134,12 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from help" -f -a "hold" -d 'Debugging: hold the config\'s domains in the foreground until SIGTERM; SIGHUP re-reads the config and reconciles again (what `watch` does for the domain layer)'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -s c -l config -d 'The config file' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l sysfs-root -d 'Root of sysfs' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l dev-root -d 'Root of /dev' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l proc-root -d 'Root of /proc' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l state-dir -d 'Where vfioctl keeps its journal (persistent)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l sysfs-root -d 'Root of sysfs [default: /sys]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l dev-root -d 'Root of /dev [default: /dev]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l proc-root -d 'Root of /proc [default: /proc]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l state-dir -d 'Where vfioctl keeps its journal (persistent) [default: /var/lib/vfioctl]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot) [default: /run/vfioctl]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l allow-insecure-config -d 'Use a config that someone besides root (or you) can change: its group or every user can write it or a directory on its path, or another user owns it. Without this flag such a config is refused (as sshd\'s StrictModes refuses such files), since whoever can edit it decides what vfioctl does to the host as root'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -s V -l version -d 'Print version'

@@ -233,6 +233,11 @@ impl Recorder {
         Ok(())
     }
 
+    /// The journal as the pass has recorded it so far.
+    pub fn journal(&self) -> Journal {
+        self.lock().journal.clone()
+    }
+
     /// The pass's in-flight entries and the journal, for undo and commit.
     pub fn into_parts(self) -> (Journal, InFlight) {
         let pass = self.inner.into_inner().unwrap_or_else(|p| p.into_inner());

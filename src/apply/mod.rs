@@ -205,11 +205,85 @@ pub fn load_context(
     Ok((taken(&journal), taken_vfs(&journal)))
 }
 
-fn plan_for(config: &Config, snap: &crate::host::Snapshot, ctx: &Context) -> Plan {
-    match ctx.scope {
-        Some(d) => plan::plan_scoped(config, snap, ctx, d),
-        None => plan::plan_with(config, snap, ctx),
+/// Whether a pass changes the host or only shows what it would do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Lock, recover an interrupted pass, fold early claims into the journal (saved).
+    Apply,
+    /// Change nothing, no lock: the journal and early claims are read as a pass would see
+    /// them. For `reconcile --dry-run`.
+    Preview,
+}
+
+/// What a pass starts from: the front half of the story, shared by the real run and the dry
+/// run ([`prepare`]).
+#[derive(Debug)]
+pub struct Prepared {
+    /// Held until the pass ends (`Mode::Apply` only).
+    _lock: Option<lock::PassLock>,
+    /// An interrupted earlier pass that was restored first.
+    pub recovered: Option<(u32, UndoReport)>,
+    /// The host as it is (the scope's closure only, for a scoped pass).
+    pub observed: crate::host::Snapshot,
+    journal: Journal,
+    folded: records::Folded,
+    /// What the planner was told: the journal's taken devices, accounts, scope.
+    pub context: Context,
+    pub plan: Plan,
+}
+
+/// lock → recover an interrupted pass → read the host (the scope's closure only, for a
+/// scoped pass) → load the journal with the early claims folded in → plan. With
+/// [`Mode::Preview`], no lock is taken and nothing is written.
+pub fn prepare(
+    host: &dyn Host,
+    config: &Config,
+    opts: &Options,
+    mode: Mode,
+) -> Result<Prepared, ApplyError> {
+    let (lock, recovered) = match mode {
+        Mode::Apply => {
+            let lock = lock::acquire(&opts.run_dir, opts.lock_timeout)?;
+            let recovered = rollback::recover(host, &opts.state_dir, &opts.run_dir)?;
+            if let Some((pid, report)) = &recovered {
+                if !report.complete() {
+                    return Err(ApplyError::RecoveryIncomplete {
+                        pid: *pid,
+                        report: report.clone(),
+                    });
+                }
+            }
+            (Some(lock), recovered)
+        }
+        Mode::Preview => (None, None),
+    };
+    let early = Records::load(&opts.run_dir)?;
+    let mut journal = Journal::load(&opts.state_dir)?;
+    let observed = match opts.scope {
+        Some(d) => host.snapshot_of(&[d]),
+        None => host.snapshot(),
     }
+    .map_err(ApplyError::Read)?;
+    let folded = records::fold(&mut journal, &early, &records::state_in(&observed));
+    if folded.changed && mode == Mode::Apply {
+        journal.save(&opts.state_dir)?;
+    }
+    let context = Context {
+        taken: taken(&journal),
+        accounts: opts.accounts.clone(),
+        scope: opts.scope,
+        taken_vfs: taken_vfs(&journal),
+    };
+    let plan = plan::plan_with(config, &observed, &context);
+    Ok(Prepared {
+        _lock: lock,
+        recovered,
+        observed,
+        journal,
+        folded,
+        context,
+        plan,
+    })
 }
 
 /// Makes the host match `config`: the whole apply story. Applies the realisable part of the
@@ -217,106 +291,106 @@ fn plan_for(config: &Config, snap: &crate::host::Snapshot, ctx: &Context) -> Pla
 /// outcome for the caller to report. A converged host costs reads only, no writes.
 pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Outcome, ApplyError> {
     let mut clock = Phases::start();
-    let _lock = lock::acquire(&opts.run_dir, opts.lock_timeout)?;
-    let recovered = rollback::recover(host, &opts.state_dir, &opts.run_dir)?;
-    clock.lap("lock+recover");
-    if let Some((pid, report)) = &recovered {
-        if !report.complete() {
-            return Err(ApplyError::RecoveryIncomplete {
-                pid: *pid,
-                report: report.clone(),
-            });
-        }
-    }
-    let early = Records::load(&opts.run_dir)?;
-    let mut journal = Journal::load(&opts.state_dir)?;
-    let observed = match opts.scope {
-        // Only the function's closure: all a scoped plan looks at.
-        Some(d) => host.snapshot_of(&[d]),
-        None => host.snapshot(),
-    }
-    .map_err(ApplyError::Read)?;
-    let folded = records::fold(&mut journal, &early, &records::state_in(&observed));
-    if folded.changed {
-        journal.save(&opts.state_dir)?;
-    }
-    clock.lap("scan");
-    let mut ctx = Context {
-        taken: taken(&journal),
-        accounts: opts.accounts.clone(),
-        scope: opts.scope,
-        taken_vfs: taken_vfs(&journal),
+    let Prepared {
+        _lock,
+        recovered,
+        journal,
+        folded,
+        mut context,
+        plan,
+        ..
+    } = prepare(host, config, opts, Mode::Apply)?;
+    clock.lap("prepare");
+    let mut outcome = Outcome {
+        recovered,
+        plan,
+        executed: Vec::new(),
+        verification: None,
     };
-    let plan = plan_for(config, &observed, &ctx);
-    clock.lap("plan");
-    if plan.is_empty() {
+    if outcome.plan.is_empty() {
         // Nothing to change, but what vfioctl took may have left on its own (a hot-unplugged
         // device, a VF removed with its PF): forget it, so the journal holds only the present.
-        let mut journal = journal;
-        if rollback::forget_restored(host, &mut journal).map_err(ApplyError::Read)? {
-            journal.save(&opts.state_dir)?;
-        }
-        records::forget_released(&opts.run_dir, &folded, &journal)?;
-        return Ok(Outcome {
-            recovered,
-            plan,
-            executed: Vec::new(),
-            verification: None,
-        });
+        commit(host, opts, journal, &folded, None)?;
+        return Ok(outcome);
     }
-
-    let rec = executor::Recorder::new(opts.state_dir.clone(), opts.run_dir.clone(), journal);
-    let (executed, failure) = executor::execute(host, &rec, &plan, &opts.exec);
-    let (journal, inflight) = rec.into_parts();
-    clock.lap("execute");
-    if let Some(failure) = failure {
-        let mut errors: Vec<KernelError> = executed
-            .iter()
-            .filter_map(|r| match &r.result {
-                Err(executor::StepError::Kernel(e)) => Some(e.clone()),
-                _ => None,
-            })
-            .collect();
-        let undo = undo_pass(host, opts, &inflight)?;
-        errors.extend(undo.failures().into_iter().map(|(_, _, e)| e));
-        remember_abandoned(opts, inflight, &undo, &errors)?;
-        return Err(ApplyError::Failed {
-            failure: Box::new(failure),
-            executed,
-            undo,
-        });
-    }
-    ctx.taken = taken(&journal);
-    let verified = verify::verify(host, config, &ctx, &plan);
-    clock.lap("verify");
-    match verified {
-        Ok(v) if v.converged() => {
-            let mut journal = journal;
-            if rollback::forget_restored_in(host, &v.observed, &mut journal) {
-                journal.save(&opts.state_dir)?;
-            }
-            records::forget_released(&opts.run_dir, &folded, &journal)?;
-            InFlight::clear(&opts.run_dir)?;
-            clock.lap("commit");
-            Ok(Outcome {
-                recovered,
-                plan,
+    let plan = &outcome.plan;
+    let (executed, verification) = transaction(host, opts, journal, &folded, |rec| {
+        let (executed, failure) = executor::execute(host, rec, plan, &opts.exec);
+        clock.lap("execute");
+        if let Some(failure) = failure {
+            return Err(Abort::Failed {
+                failure: Box::new(failure),
                 executed,
-                verification: Some(v),
-            })
+            });
         }
-        Ok(v) => {
-            let undo = undo_pass(host, opts, &inflight)?;
-            Err(ApplyError::NotConverged {
-                verification: Box::new(v),
-                undo,
-            })
+        context.taken = taken(&rec.journal());
+        let verified = verify::verify(host, config, &context, plan);
+        clock.lap("verify");
+        match verified {
+            Ok(v) if v.converged() => Ok((executed, v)),
+            Ok(v) => Err(Abort::NotConverged(Box::new(v))),
+            Err(e) => Err(Abort::VerifyRead(Box::new(e))),
         }
-        Err(error) => {
+    })?;
+    outcome.executed = executed;
+    outcome.verification = Some(verification);
+    Ok(outcome)
+}
+
+/// Why a transaction's work stopped; [`transaction`] undoes the pass and turns it into an
+/// [`ApplyError`] with the undo report.
+enum Abort {
+    Failed {
+        failure: Box<StepFailure>,
+        executed: Vec<StepRecord>,
+    },
+    NotConverged(Box<Verification>),
+    VerifyRead(Box<KernelError>),
+}
+
+/// Runs one pass's changes as a transaction (nmstate's checkpoint): `work` changes the host
+/// through the recorder (which journals each object before its first change) and verifies.
+/// On success the pass is committed ([`commit`], with the host as verification read it); on
+/// an abort every change is undone, newest first, and the error carries the undo report.
+fn transaction(
+    host: &dyn Host,
+    opts: &Options,
+    journal: Journal,
+    folded: &records::Folded,
+    work: impl FnOnce(&executor::Recorder) -> Result<(Vec<StepRecord>, Verification), Abort>,
+) -> Result<(Vec<StepRecord>, Verification), ApplyError> {
+    let rec = executor::Recorder::new(opts.state_dir.clone(), opts.run_dir.clone(), journal);
+    let result = work(&rec);
+    let (journal, inflight) = rec.into_parts();
+    match result {
+        Ok((executed, verification)) => {
+            commit(host, opts, journal, folded, Some(&verification.observed))?;
+            Ok((executed, verification))
+        }
+        Err(abort) => {
+            let mut errors: Vec<KernelError> = match &abort {
+                Abort::Failed { executed, .. } => executed
+                    .iter()
+                    .filter_map(|r| match &r.result {
+                        Err(executor::StepError::Kernel(e)) => Some(e.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
             let undo = undo_pass(host, opts, &inflight)?;
-            Err(ApplyError::VerifyRead {
-                error: Box::new(error),
-                undo,
+            errors.extend(undo.failures().into_iter().map(|(_, _, e)| e));
+            remember_abandoned(opts, inflight, &undo, &errors)?;
+            Err(match abort {
+                Abort::Failed { failure, executed } => ApplyError::Failed {
+                    failure,
+                    executed,
+                    undo,
+                },
+                Abort::NotConverged(verification) => {
+                    ApplyError::NotConverged { verification, undo }
+                }
+                Abort::VerifyRead(error) => ApplyError::VerifyRead { error, undo },
             })
         }
     }
@@ -334,7 +408,7 @@ fn undo_pass(
     if report.complete() {
         report.modules = rollback::unload_modules(host, &inflight.modules);
         let journal = Journal::load(&opts.state_dir)?;
-        commit(host, opts, journal)?;
+        commit(host, opts, journal, &records::Folded::default(), None)?;
     }
     Ok(report)
 }
@@ -369,12 +443,24 @@ fn remember_abandoned(
     Ok(())
 }
 
-/// Ends a pass: forgets what is back at its original, saves the journal if that changed it,
-/// clears the in-flight record.
-fn commit(host: &dyn Host, opts: &Options, mut journal: Journal) -> Result<(), ApplyError> {
-    if rollback::forget_restored(host, &mut journal).map_err(ApplyError::Read)? {
+/// Ends a pass: forgets what is back at its original (as `observed` shows it, or as read now)
+/// and the early-claim records the journal no longer needs, saves the journal if that changed
+/// it, clears the in-flight record. The one commit of a pass, whatever its outcome.
+fn commit(
+    host: &dyn Host,
+    opts: &Options,
+    mut journal: Journal,
+    folded: &records::Folded,
+    observed: Option<&crate::host::Snapshot>,
+) -> Result<(), ApplyError> {
+    let forgot = match observed {
+        Some(o) => rollback::forget_restored_in(host, o, &mut journal),
+        None => rollback::forget_restored(host, &mut journal).map_err(ApplyError::Read)?,
+    };
+    if forgot {
         journal.save(&opts.state_dir)?;
     }
+    records::forget_released(&opts.run_dir, folded, &journal)?;
     InFlight::clear(&opts.run_dir)?;
     Ok(())
 }

@@ -112,10 +112,7 @@ pub fn verify(
     seeds.sort();
     seeds.dedup();
     let observed = host.snapshot_of(&seeds)?;
-    let again = match ctx.scope {
-        Some(d) => plan::plan_scoped(config, &observed, ctx, d),
-        None => plan::plan_with(config, &observed, ctx),
-    };
+    let again = plan::plan_with(config, &observed, ctx);
     let groups = vfio_groups(applied, &observed)
         .into_iter()
         .map(|group| GroupCheck {

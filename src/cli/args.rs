@@ -1,5 +1,7 @@
-//! The command-line definition (clap). Parsed once into plain data; `options` resolves it into
-//! what the commands need. The man page and shell completions are generated from this.
+//! The command-line definition (clap). Parsed once into plain data; [`super::options`]
+//! resolves it into what the commands need. The man page and shell completions are generated
+//! from this. Each command lists only the flags it uses: the host roots, state directories and
+//! `--host` are flags of the commands that read them (and root flags for all of them).
 
 use std::path::PathBuf;
 
@@ -15,40 +17,57 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Flags every command accepts, before or after the subcommand.
-#[derive(Debug, Clone, Args)]
+/// The root flags, given before the subcommand (`vfioctl --sysfs-root DIR status`). Each is
+/// also a flag of the commands that use it, and only of those (`validate` takes none of
+/// them); a flag after the subcommand wins over the same flag before it.
+#[derive(Debug, Clone, Default, Args)]
 pub struct GlobalArgs {
-    /// Root of sysfs.
-    #[arg(long, global = true, value_name = "DIR", default_value = "/sys")]
-    pub sysfs_root: PathBuf,
-    /// Root of /dev.
-    #[arg(long, global = true, value_name = "DIR", default_value = "/dev")]
-    pub dev_root: PathBuf,
-    /// Root of /proc.
-    #[arg(long, global = true, value_name = "DIR", default_value = "/proc")]
-    pub proc_root: PathBuf,
-    /// Where vfioctl keeps its journal (persistent).
-    #[arg(
-        long,
-        global = true,
-        value_name = "DIR",
-        default_value = "/var/lib/vfioctl"
-    )]
-    pub state_dir: PathBuf,
-    /// Where vfioctl keeps its lock, socket and in-flight records (cleared at boot).
-    #[arg(
-        long,
-        global = true,
-        value_name = "DIR",
-        default_value = "/run/vfioctl"
-    )]
-    pub run_dir: PathBuf,
-    /// Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system.
-    #[arg(long, global = true, value_name = "FILE")]
-    pub host: Option<PathBuf>,
     /// More log output (repeat for more); logs go to stderr.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    #[command(flatten)]
+    pub roots: RootsArgs,
+    #[command(flatten)]
+    pub dirs: DirsArgs,
+    #[command(flatten)]
+    pub host: HostFileArg,
+}
+
+/// Where the host's filesystems are (for tests and containers).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Host roots")]
+pub struct RootsArgs {
+    /// Root of sysfs [default: /sys].
+    #[arg(long, value_name = "DIR")]
+    pub sysfs_root: Option<PathBuf>,
+    /// Root of /dev [default: /dev].
+    #[arg(long, value_name = "DIR")]
+    pub dev_root: Option<PathBuf>,
+    /// Root of /proc [default: /proc].
+    #[arg(long, value_name = "DIR")]
+    pub proc_root: Option<PathBuf>,
+}
+
+/// Where vfioctl keeps its own state.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "State")]
+pub struct DirsArgs {
+    /// Where vfioctl keeps its journal (persistent) [default: /var/lib/vfioctl].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Where vfioctl keeps its lock, socket and in-flight records (cleared at boot)
+    /// [default: /run/vfioctl].
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+}
+
+/// A captured host instead of this machine, for the commands that only read it.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Host roots")]
+pub struct HostFileArg {
+    /// Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system.
+    #[arg(long, value_name = "FILE")]
+    pub host: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,6 +114,12 @@ pub struct ConfigArg {
         default_value = "/etc/vfio.toml"
     )]
     pub config: PathBuf,
+    /// Use a config that someone besides root (or you) can change: its group or every user
+    /// can write it or a directory on its path, or another user owns it. Without this flag
+    /// such a config is refused (as sshd's StrictModes refuses such files), since whoever can
+    /// edit it decides what vfioctl does to the host as root.
+    #[arg(long)]
+    pub allow_insecure_config: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -115,6 +140,12 @@ pub struct StatusArgs {
     /// Print the snapshot as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub host: HostFileArg,
+    #[command(flatten)]
+    pub roots: RootsArgs,
+    #[command(flatten)]
+    pub dirs: DirsArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -122,6 +153,10 @@ pub struct SnapshotArgs {
     /// Write to FILE instead of standard output.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub host: HostFileArg,
+    #[command(flatten)]
+    pub roots: RootsArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -143,6 +178,12 @@ pub struct ReconcileArgs {
     /// How long to wait for the reconcile lock, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub lock_timeout: u64,
+    #[command(flatten)]
+    pub host: HostFileArg,
+    #[command(flatten)]
+    pub roots: RootsArgs,
+    #[command(flatten)]
+    pub dirs: DirsArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -153,6 +194,10 @@ pub struct RollbackArgs {
     /// How long to wait for the reconcile lock, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub lock_timeout: u64,
+    #[command(flatten)]
+    pub roots: RootsArgs,
+    #[command(flatten)]
+    pub dirs: DirsArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -165,6 +210,10 @@ pub struct WatchArgs {
     /// Quiet period that coalesces bursts of events, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 200)]
     pub debounce_ms: u64,
+    #[command(flatten)]
+    pub roots: RootsArgs,
+    #[command(flatten)]
+    pub dirs: DirsArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -174,6 +223,10 @@ pub struct UdevClaimArgs {
     /// The function's PCI address (udev's `%k`).
     #[arg(value_name = "ADDRESS")]
     pub address: String,
+    #[command(flatten)]
+    pub roots: RootsArgs,
+    #[command(flatten)]
+    pub dirs: DirsArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -193,6 +246,12 @@ pub struct DomainHoldArgs {
     /// After each pass, write the held domains and the pass's report here as JSON.
     #[arg(long, value_name = "FILE")]
     pub status_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub host: HostFileArg,
+    #[command(flatten)]
+    pub roots: RootsArgs,
+    #[command(flatten)]
+    pub dirs: DirsArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -202,4 +261,6 @@ pub struct DomainOpenArgs {
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+    #[command(flatten)]
+    pub dirs: DirsArgs,
 }

@@ -9,7 +9,7 @@ use crate::domain::linux::LinuxIommu;
 use crate::domain::Domains;
 use crate::host;
 
-pub fn run(global: &args::GlobalArgs, args: &args::DomainCommand) -> Exit {
+pub fn run(global: &super::Options, args: &args::DomainCommand) -> Exit {
     match args {
         args::DomainCommand::Open(a) => open(global, a),
         args::DomainCommand::Hold(a) => hold(global, a),
@@ -71,7 +71,7 @@ pub fn open_env(
     ])
 }
 
-fn open(global: &args::GlobalArgs, a: &args::DomainOpenArgs) -> Exit {
+fn open(global: &super::Options, a: &args::DomainOpenArgs) -> Exit {
     use crate::broker::client::{self, ClientError};
     use std::os::fd::{AsRawFd, IntoRawFd};
     use std::os::unix::process::CommandExt;
@@ -131,16 +131,17 @@ fn open(global: &args::GlobalArgs, a: &args::DomainOpenArgs) -> Exit {
     Exit::Failed
 }
 
-fn hold(global: &args::GlobalArgs, a: &args::DomainHoldArgs) -> Exit {
+fn hold(global: &super::Options, a: &args::DomainHoldArgs) -> Exit {
     let path = a.config.config.clone();
-    let mut load = || {
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        crate::config::parse_str(&text, &path).map_err(|d| d.to_string())
-    };
-    let roots = global.roots();
-    let mut observe = || host::observe(&roots, global.host.as_deref()).map_err(|e| e.to_string());
-    let mut domains = Domains::new(LinuxIommu::new(global.roots()));
+    // The one config loader, re-run on every SIGHUP.
+    let access = global
+        .config
+        .as_ref()
+        .map_or(crate::config::Access::Refuse, |c| c.access);
+    let mut load = || crate::config::load_with(&path, access).map_err(|e| e.to_string());
+    let roots = global.roots.clone();
+    let mut observe = || host::observe(&roots, global.host_file()).map_err(|e| e.to_string());
+    let mut domains = Domains::new(LinuxIommu::new(global.roots.clone()));
     let mut sources = crate::domain::hold::Sources {
         load: &mut load,
         observe: &mut observe,
@@ -163,16 +164,16 @@ fn hold(global: &args::GlobalArgs, a: &args::DomainHoldArgs) -> Exit {
 /// After a one-shot `reconcile` converged: a process that exits cannot hold a domain, so ask
 /// the running `watch` (found through its published state) to run a pass, which applies the
 /// domain layer. Exit 0 when asked (or nothing to hold), 4 when no `watch` runs.
-pub(super) fn after_reconcile(global: &args::GlobalArgs, cfg: &crate::config::Config) -> Exit {
+pub(super) fn after_reconcile(global: &super::Options, cfg: &crate::config::Config) -> Exit {
     if cfg.domains.is_empty() {
         return Exit::Done;
     }
-    match crate::domain::published::read(&global.run_dir, &global.proc_root) {
+    match crate::domain::published::read(&global.run_dir, &global.roots.proc) {
         Ok(p) => {
             let pid = nix::unistd::Pid::from_raw(p.pid as i32);
             match nix::sys::signal::kill(pid, Signal::SIGHUP) {
                 Ok(()) => {
-                    println!(
+                    outln!(
                         "domains: asked the running vfioctl watch (pid {}) to apply the domain layer; `vfioctl status` shows the held domains",
                         p.pid
                     );
@@ -201,7 +202,7 @@ pub(super) fn after_reconcile(global: &args::GlobalArgs, cfg: &crate::config::Co
 /// The domain changes `reconcile --dry-run` shows: what the running `watch` would change (or,
 /// with none running or with `--host`, what a new one would build), and whose view that is.
 pub(super) fn preview(
-    global: &args::GlobalArgs,
+    global: &super::Options,
     config: &crate::config::Config,
     snap: &crate::host::Snapshot,
 ) -> (Vec<crate::domain::report::Event>, String) {
@@ -209,8 +210,8 @@ pub(super) fn preview(
         return (Vec::new(), String::new());
     }
     let (held, whose) = match (
-        &global.host,
-        crate::domain::published::read(&global.run_dir, &global.proc_root),
+        global.host_file(),
+        crate::domain::published::read(&global.run_dir, &global.roots.proc),
     ) {
         (None, Ok(p)) => (p.domains, format!("held by vfioctl watch (pid {})", p.pid)),
         (None, Err(e)) => (
@@ -234,12 +235,12 @@ pub(super) fn print_preview(
     if config.domains.is_empty() {
         return;
     }
-    println!("\ndomains ({whose}):");
+    outln!("\ndomains ({whose}):");
     if events.is_empty() {
-        println!("  nothing to do");
+        outln!("  nothing to do");
     }
     for e in events {
-        println!("  {e}");
+        outln!("  {e}");
     }
 }
 

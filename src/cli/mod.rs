@@ -1,8 +1,15 @@
-//! The command line: argument definitions (`args`), and one module per subcommand that wires
-//! options to the pipeline stages and prints results. No decisions are made here.
+//! The command line: argument definitions (`args`), resolved once into [`Options`]
+//! (`options`), and one module per subcommand that wires options to the pipeline stages and
+//! prints results through `output` (a failed write is an exit status, never a panic). No
+//! decisions are made here.
+
+// First: the `out!`/`outln!` macros it defines are used by the modules below.
+#[macro_use]
+pub mod output;
 
 pub mod args;
 mod domain;
+pub mod options;
 mod reconcile;
 mod rollback;
 mod schema;
@@ -15,8 +22,7 @@ mod watch;
 use std::process::ExitCode;
 
 pub use args::{Cli, Command};
-
-use crate::host::Roots;
+pub use options::{HostSource, Options};
 
 /// Process exit statuses, as documented: 0 done, 1 failed or not realisable, 2 usage error,
 /// 3 changes pending (`--check`), 4 converged but no `watch` runs to hold the config's domains.
@@ -37,29 +43,28 @@ impl From<Exit> for ExitCode {
     }
 }
 
-impl args::GlobalArgs {
-    /// The host filesystem roots these flags name.
-    pub fn roots(&self) -> Roots {
-        Roots {
-            sysfs: self.sysfs_root.clone(),
-            dev: self.dev_root.clone(),
-            proc: self.proc_root.clone(),
-        }
-    }
-}
-
-/// Runs a parsed command line; prints results and diagnostics; returns the exit status.
+/// Runs a parsed command line: resolves it once into [`Options`] (a usage error exits 2
+/// before anything is read), runs the command, and folds a failed write to stdout into the
+/// exit status.
 pub fn run(cli: Cli) -> Exit {
-    let g = &cli.global;
-    match &cli.command {
-        Command::Validate(a) => validate::run(g, a),
-        Command::Schema => schema::run(g),
-        Command::Status(a) => status::run(g, a),
-        Command::Snapshot(a) => snapshot::run(g, a),
-        Command::Reconcile(a) => reconcile::run(g, a),
-        Command::Rollback(a) => rollback::run(g, a),
-        Command::Watch(a) => watch::run(g, a),
-        Command::Domain(a) => domain::run(g, a),
-        Command::UdevClaim(a) => udev_claim::run(g, a),
-    }
+    let name = options::command_name(&cli.command);
+    let opts = match Options::resolve(&cli) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return Exit::Usage;
+        }
+    };
+    let exit = match &cli.command {
+        Command::Validate(a) => validate::run(a),
+        Command::Schema => schema::run(),
+        Command::Status(a) => status::run(&opts, a),
+        Command::Snapshot(a) => snapshot::run(&opts, a),
+        Command::Reconcile(a) => reconcile::run(&opts, a),
+        Command::Rollback(a) => rollback::run(&opts, a),
+        Command::Watch(a) => watch::run(&opts, a),
+        Command::Domain(a) => domain::run(&opts, a),
+        Command::UdevClaim(a) => udev_claim::run(&opts, a),
+    };
+    output::finish(name, exit)
 }

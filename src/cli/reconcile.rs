@@ -1,145 +1,190 @@
 //! `vfioctl reconcile`: wires planning and applying (issues 6, 7) to the command line.
 //! `--dry-run`/`--check` show the plan ([`dry_run`]); without them the plan is applied
-//! ([`apply`]).
+//! ([`apply`]). Both start from [`apply::prepare`]: the same host read, journal and plan.
 
 use std::time::Duration;
 
-use super::{args, Exit};
-use crate::apply::{self, ApplyError, Options};
+use super::options::LoadedConfig;
+use super::{args, Exit, Options};
+use crate::apply::journal::JournalError;
+use crate::apply::{self, ApplyError, Mode};
+use crate::config::{Config, LoadError, Style};
 use crate::host::accounts;
 use crate::kernel::linux::{LinuxHost, Timeouts};
+use crate::plan::Plan;
 
-pub fn run(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
-    if args.dry_run || args.check {
-        return dry_run(global, args);
-    }
-    // Usage first: nothing is read for a command that cannot run.
-    if global.host.is_some() {
-        eprintln!(
-            "vfioctl reconcile: --host FILE describes a host that cannot be changed; use it with --dry-run, or drop it to apply to this machine"
-        );
-        return Exit::Usage;
-    }
-    if let Err(exit) = device_scope(args) {
-        return exit;
-    }
-    let Some(config) = load_config(&args.config.config, "changed") else {
+pub fn run(opts: &Options, args: &args::ReconcileArgs) -> Exit {
+    let Some(loaded) = &opts.config else {
         return Exit::Failed;
     };
-    match apply(global, args, &config) {
+    if args.dry_run || args.check {
+        return dry_run(opts, args, loaded);
+    }
+    let Some(config) = config_or_report(loaded, "changed") else {
+        return Exit::Failed;
+    };
+    match apply(opts, args, config) {
         // Domains are held by `watch`, not by this process: hand the domain layer to it.
-        Exit::Done => super::domain::after_reconcile(global, &config),
+        Exit::Done => super::domain::after_reconcile(opts, config),
         other => other,
     }
 }
 
-/// The function `--device` names, if any; a malformed address is a usage error.
-fn device_scope(args: &args::ReconcileArgs) -> Result<Option<crate::pci::PciAddress>, Exit> {
-    match args
-        .device
-        .as_deref()
-        .map(str::parse::<crate::pci::PciAddress>)
-    {
-        None => Ok(None),
-        Some(Ok(a)) => Ok(Some(a)),
-        Some(Err(e)) => {
-            eprintln!(
-                "vfioctl reconcile: --device {}: {e}",
-                args.device.as_deref().unwrap_or_default()
-            );
-            Err(Exit::Usage)
+/// The loaded config; when it could not be loaded, prints every diagnostic and says that
+/// nothing was `done` (planned or changed).
+fn config_or_report<'a>(loaded: &'a LoadedConfig, done: &str) -> Option<&'a Config> {
+    match &loaded.loaded {
+        Ok(c) => Some(c),
+        Err(e) => {
+            for l in config_error_lines(loaded, e, done) {
+                eprintln!("{l}");
+            }
+            None
         }
     }
 }
 
-/// Loads and checks the config; on failure prints every diagnostic and says that nothing was
-/// `done` (planned or changed).
-fn load_config(path: &std::path::Path, done: &str) -> Option<crate::config::Config> {
-    match crate::config::load(path) {
-        Ok(c) => Some(c),
-        Err(crate::config::LoadError::Invalid(d)) => {
-            eprint!("{}", d.render(crate::config::Style::Plain));
-            eprintln!(
+fn config_error_lines(loaded: &LoadedConfig, e: &LoadError, done: &str) -> Vec<String> {
+    match e {
+        LoadError::Invalid(d) => vec![
+            d.render(Style::Plain).trim_end().to_string(),
+            format!(
                 "vfioctl reconcile: {} is not a valid config; nothing was {done}",
-                path.display()
-            );
-            None
-        }
-        Err(e) => {
-            eprintln!("vfioctl reconcile: {e}");
-            None
-        }
+                loaded.path.display()
+            ),
+        ],
+        e => vec![format!("vfioctl reconcile: {e}; nothing was {done}")],
     }
+}
+
+/// The accounts the config names: as the captured host had them (`--host FILE`), or from this
+/// machine's account database with the memlock limits its login would get.
+fn accounts_for(
+    opts: &Options,
+    config: &Config,
+    snap: Option<&crate::host::Snapshot>,
+) -> crate::plan::Accounts {
+    let names = crate::plan::ownership::account_names(config);
+    match snap {
+        Some(s) => accounts::from_snapshot(&names, s),
+        None => accounts::with_memlock_limits(accounts::resolve(&names), &opts.roots.proc),
+    }
+}
+
+fn apply_options(opts: &Options, args: &args::ReconcileArgs, config: &Config) -> apply::Options {
+    let mut o = apply::Options::new(opts.state_dir.clone(), opts.run_dir.clone());
+    o.lock_timeout = Duration::from_secs(args.lock_timeout);
+    o.accounts = accounts_for(opts, config, None);
+    o.scope = opts.device;
+    o
 }
 
 // ---- showing the plan (issue 6) -------------------------------------------------------------
 
 /// Shows the plan and changes nothing: the config, the host (live scan or `--host FILE`), the
 /// journal's taken devices (live host only: a snapshot file is some other moment or machine)
-/// and the accounts the config names. Exit 0 computed, 1 not realisable (every reason printed),
-/// 2 usage, 3 with `--check` when changes are pending.
-fn dry_run(global: &args::GlobalArgs, args: &args::ReconcileArgs) -> Exit {
-    let scope = match device_scope(args) {
-        Ok(s) => s,
-        Err(exit) => return exit,
+/// and the accounts the config names. Exit 0 computed, 1 not realisable or not computable
+/// (every reason printed; a journal a real run could not read counts), 2 usage, 3 with
+/// `--check` when changes are pending. With `--json`, stdout has exactly one JSON document
+/// whatever happens.
+fn dry_run(opts: &Options, args: &args::ReconcileArgs, loaded: &LoadedConfig) -> Exit {
+    let config = match &loaded.loaded {
+        Ok(c) => c,
+        Err(e) => return dry_run_failed(args, config_error_lines(loaded, e, "planned")),
     };
-    let Some(config) = load_config(&args.config.config, "planned") else {
-        return Exit::Failed;
-    };
-    let snap = match crate::host::observe(&global.roots(), global.host.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("vfioctl reconcile: {e}");
-            return Exit::Failed;
-        }
-    };
-    let (taken, taken_vfs) = if global.host.is_some() {
-        Default::default()
-    } else {
-        match apply::load_context(&global.state_dir, &global.run_dir, &snap) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!(
-                    "vfioctl reconcile: note: cannot read the journal ({e}); releases of \
-                     devices taken earlier are not shown"
-                );
-                Default::default()
-            }
-        }
-    };
-    let accounts = if global.host.is_some() {
-        accounts::from_snapshot(&crate::plan::ownership::account_names(&config), &snap)
-    } else {
-        accounts::with_memlock_limits(
-            accounts::resolve(&crate::plan::ownership::account_names(&config)),
-            &global.proc_root,
-        )
-    };
-    let ctx = crate::plan::Context {
-        taken,
-        accounts,
-        scope,
-        taken_vfs,
-    };
-    let plan = match scope {
-        Some(d) => crate::plan::plan_scoped(&config, &snap, &ctx, d),
-        None => crate::plan::plan_with(&config, &snap, &ctx),
+    let (plan, observed) = match preview_plan(opts, args, config) {
+        Ok(p) => p,
+        Err(line) => return dry_run_failed(args, vec![line]),
     };
     // The domain layer is planned by the running `watch`, after binding: preview it against the
     // host as the plan leaves it. A scoped (udev) run leaves it alone.
-    let (domain_events, whose) = match scope {
+    let (domain_events, whose) = match opts.device {
         Some(_) => (Vec::new(), String::new()),
-        None => super::domain::preview(global, &config, &crate::plan::simulate(&snap, &plan)),
+        None => super::domain::preview(opts, config, &crate::plan::simulate(&observed, &plan)),
     };
     if args.json {
-        println!("{}", with_domain_actions(&plan, &domain_events));
+        outln!("{}", with_domain_actions(&plan, &domain_events));
     } else {
-        print!("{}", crate::plan::render::text(&plan));
-        if scope.is_none() {
-            super::domain::print_preview(&config, &domain_events, &whose);
+        out!("{}", crate::plan::render::text(&plan));
+        if opts.device.is_none() {
+            super::domain::print_preview(config, &domain_events, &whose);
         }
     }
     dry_run_exit(&plan, !domain_events.is_empty(), args.check)
+}
+
+/// The plan a pass would make now, and the host it was made against: on the live host
+/// [`apply::prepare`] in preview mode (the same front half as a real pass, without the lock
+/// and without writing); on a snapshot file, the planner alone (the journal is this machine's).
+fn preview_plan(
+    opts: &Options,
+    args: &args::ReconcileArgs,
+    config: &Config,
+) -> Result<(Plan, crate::host::Snapshot), String> {
+    if opts.host_file().is_some() {
+        let snap = opts
+            .observe()
+            .map_err(|e| format!("vfioctl reconcile: {e}"))?;
+        let mut ctx = crate::plan::Context {
+            accounts: accounts_for(opts, config, Some(&snap)),
+            ..Default::default()
+        };
+        ctx.scope = opts.device;
+        return Ok((crate::plan::plan_with(config, &snap, &ctx), snap));
+    }
+    let host = LinuxHost::new(opts.roots.clone(), Timeouts::default());
+    let apply_opts = apply_options(opts, args, config);
+    match apply::prepare(&host, config, &apply_opts, Mode::Preview) {
+        Ok(prepared) => Ok((prepared.plan, prepared.observed)),
+        // A user who may not read root's journal can still see the plan; a real run is
+        // root's, and reads it.
+        Err(ApplyError::Journal(JournalError::Io { message, .. }))
+            if message == "permission denied" && !nix::unistd::geteuid().is_root() =>
+        {
+            eprintln!(
+                "vfioctl reconcile: note: the journal is root's to read; releases of devices \
+                 taken earlier are not shown"
+            );
+            let snap = opts
+                .observe()
+                .map_err(|e| format!("vfioctl reconcile: {e}"))?;
+            let ctx = crate::plan::Context {
+                accounts: apply_opts.accounts,
+                scope: opts.device,
+                ..Default::default()
+            };
+            Ok((crate::plan::plan_with(config, &snap, &ctx), snap))
+        }
+        // A journal a pass could not read stops the pass: the dry run says so and fails too.
+        Err(ApplyError::Journal(e)) => Err(format!(
+            "vfioctl reconcile: cannot read the journal ({e}); a pass would stop here too"
+        )),
+        Err(e) => Err(format!("vfioctl reconcile: {e}")),
+    }
+}
+
+/// A dry run that could not compute a plan: the reasons on stderr, and with `--json` one JSON
+/// document on stdout (`realisable: false`, no actions, the reasons under `errors`). Exit 1.
+fn dry_run_failed(args: &args::ReconcileArgs, lines: Vec<String>) -> Exit {
+    for l in &lines {
+        eprintln!("{l}");
+    }
+    if args.json {
+        let doc = serde_json::json!({
+            "actions": [],
+            "problems": [],
+            "notes": [],
+            "batches": [],
+            "realisable": false,
+            "domain_actions": [],
+            "errors": lines,
+        });
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string())
+        );
+    }
+    Exit::Failed
 }
 
 /// The plan's JSON with the domain layer's changes under `domain_actions` (each with `action`,
@@ -184,38 +229,22 @@ fn dry_run_exit(plan: &crate::plan::Plan, domain_changes: bool, check: bool) -> 
 
 /// Applies the plan to the live host: lock, recover, plan, apply with journal and undo,
 /// verify. Prints one line per change and every problem; exit 0 when converged, 1 otherwise.
-fn apply(
-    global: &args::GlobalArgs,
-    args: &args::ReconcileArgs,
-    config: &crate::config::Config,
-) -> Exit {
-    let scope = match device_scope(args) {
-        Ok(s) => s,
-        Err(exit) => return exit,
-    };
-    let host = LinuxHost::new(global.roots(), Timeouts::default());
-    let mut opts = Options::new(global.state_dir.clone(), global.run_dir.clone());
-    opts.lock_timeout = Duration::from_secs(args.lock_timeout);
-    opts.accounts = accounts::with_memlock_limits(
-        accounts::resolve(&crate::plan::ownership::account_names(config)),
-        &global.proc_root,
-    );
-    opts.scope = scope;
-
-    let result = apply::reconcile(&host, config, &opts);
+fn apply(opts: &Options, args: &args::ReconcileArgs, config: &Config) -> Exit {
+    let host = LinuxHost::new(opts.roots.clone(), Timeouts::default());
+    let result = apply::reconcile(&host, config, &apply_options(opts, args, config));
     if args.json {
         return print_json(&result);
     }
     match result {
         Ok(out) => {
             if let Some((pid, report)) = &out.recovered {
-                println!("recovered an interrupted pass (pid {pid}):");
+                outln!("recovered an interrupted pass (pid {pid}):");
                 for l in report.lines() {
-                    println!("  {l}");
+                    outln!("  {l}");
                 }
             }
             for r in &out.executed {
-                println!(
+                outln!(
                     "ok    {} ({:.0} ms)",
                     apply::executor::describe(&r.step.action),
                     r.duration.as_secs_f64() * 1e3
@@ -223,19 +252,19 @@ fn apply(
             }
             if let Some(v) = &out.verification {
                 for g in &v.groups {
-                    println!("{}", g.line());
+                    outln!("{}", g.line());
                 }
             }
             for n in &out.plan.notes {
-                println!("note: {n}");
+                outln!("note: {n}");
             }
             for p in &out.plan.problems {
                 eprintln!("error: {}", p.message);
             }
             if out.executed.is_empty() && out.plan.problems.is_empty() {
-                println!("nothing to do");
+                outln!("nothing to do");
             } else if out.plan.problems.is_empty() {
-                println!("converged: {} change(s) applied", out.executed.len());
+                outln!("converged: {} change(s) applied", out.executed.len());
             }
             if out.plan.problems.is_empty() {
                 Exit::Done
@@ -325,7 +354,7 @@ fn print_json(result: &Result<apply::Outcome, ApplyError>) -> Exit {
             )
         }
     };
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     );

@@ -3,20 +3,17 @@
 
 use std::time::Duration;
 
-use super::{args, Exit};
+use super::{args, Exit, Options};
 use crate::apply::rollback;
 use crate::kernel::linux::{LinuxHost, Timeouts};
 
-pub fn run(global: &args::GlobalArgs, args: &args::RollbackArgs) -> Exit {
-    if global.host.is_some() {
-        eprintln!("vfioctl rollback: --host FILE describes a host that cannot be changed; rollback acts on this machine");
-        return Exit::Usage;
-    }
-    let host = LinuxHost::new(global.roots(), Timeouts::default());
+/// `--host FILE` was refused while resolving the options (a usage error).
+pub fn run(opts: &Options, args: &args::RollbackArgs) -> Exit {
+    let host = LinuxHost::new(opts.roots.clone(), Timeouts::default());
     let result = rollback::rollback(
         &host,
-        &global.state_dir,
-        &global.run_dir,
+        &opts.state_dir,
+        &opts.run_dir,
         Duration::from_secs(args.lock_timeout),
         args.dry_run,
     );
@@ -28,29 +25,30 @@ pub fn run(global: &args::GlobalArgs, args: &args::RollbackArgs) -> Exit {
         }
     };
     if entries.is_empty() && out.modules.is_empty() && out.recovered.is_none() {
-        println!("nothing to roll back: vfioctl has taken nothing on this host");
+        outln!("nothing to roll back: vfioctl has taken nothing on this host");
         return Exit::Done;
     }
     if args.dry_run {
         for e in entries.iter().rev() {
-            println!("would restore {} to {}", e.object, e.was);
+            outln!("would restore {} to {}", e.object, e.was);
         }
         for m in out.modules.iter().rev() {
-            println!(
+            outln!(
                 "would unload module {} (vfioctl loaded it), unless a function is still on {}",
-                m.module, m.driver
+                m.module,
+                m.driver
             );
         }
         return Exit::Done;
     }
     if let Some((pid, report)) = &out.recovered {
-        println!("recovered an interrupted pass (pid {pid}):");
+        outln!("recovered an interrupted pass (pid {pid}):");
         for l in report.lines() {
-            println!("  {l}");
+            outln!("  {l}");
         }
     }
     for l in out.report.lines() {
-        println!("{l}");
+        outln!("{l}");
     }
     if out.report.complete() {
         Exit::Done

@@ -1,8 +1,8 @@
 //! `vfioctl schema`: prints the JSON Schema of the config file.
 
-use super::{args, Exit};
+use super::Exit;
 
-pub fn run(_global: &args::GlobalArgs) -> Exit {
-    print!("{}", crate::config::schema::json_schema_text());
+pub fn run() -> Exit {
+    out!("{}", crate::config::schema::json_schema_text());
     Exit::Done
 }

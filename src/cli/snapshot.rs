@@ -1,11 +1,11 @@
 //! `vfioctl snapshot`: observes the host and writes the snapshot JSON to standard output or
 //! `-o FILE`, for later use with `--host FILE`.
 
-use super::{args, Exit};
+use super::{args, Exit, Options};
 use crate::host;
 
-pub fn run(global: &args::GlobalArgs, args: &args::SnapshotArgs) -> Exit {
-    let snap = match host::observe(&global.roots(), global.host.as_deref()) {
+pub fn run(opts: &Options, args: &args::SnapshotArgs) -> Exit {
+    let snap = match opts.observe() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("vfioctl snapshot: {e}");
@@ -18,9 +18,10 @@ pub fn run(global: &args::GlobalArgs, args: &args::SnapshotArgs) -> Exit {
     let json = host::snapshot_json(&snap);
     match &args.output {
         None => {
-            print!("{json}");
+            out!("{json}");
             Exit::Done
         }
+        // The user's file (possibly `/dev/stdout` or a pipe), not a state file: written as is.
         Some(path) => match std::fs::write(path, json) {
             Ok(()) => Exit::Done,
             Err(e) => {

@@ -2,11 +2,19 @@
 //! or with `--json` the snapshot itself. An observation: exits 0 even when groups are not
 //! viable or the IOMMU is off.
 
-use super::{args, Exit};
+use super::{args, Exit, HostSource, Options};
 use crate::host;
 
-pub fn run(global: &args::GlobalArgs, args: &args::StatusArgs) -> Exit {
-    let snap = match host::observe(&global.roots(), global.host.as_deref()) {
+pub fn run(opts: &Options, args: &args::StatusArgs) -> Exit {
+    // The text view shows no accounts: a live scan skips reading them (the JSON is the whole
+    // snapshot).
+    let observed = match (&opts.host, args.json) {
+        (HostSource::Live, false) => {
+            crate::host::scan::scan_without_accounts(&opts.roots).map_err(Into::into)
+        }
+        _ => opts.observe(),
+    };
+    let snap = match observed {
         Ok(s) => s,
         Err(e) => {
             eprintln!("vfioctl status: {e}");
@@ -14,14 +22,14 @@ pub fn run(global: &args::GlobalArgs, args: &args::StatusArgs) -> Exit {
         }
     };
     // Held domains live in the running `watch`; shown when one publishes them (live host only).
-    let held = match &global.host {
-        None => crate::domain::published::read(&global.run_dir, &global.proc_root).ok(),
-        Some(_) => None,
+    let held = match opts.is_live() {
+        true => crate::domain::published::read(&opts.run_dir, &opts.roots.proc).ok(),
+        false => None,
     };
     // Who holds what, from the fd broker of the same `watch`.
-    let broker = match (&global.host, &held) {
-        (None, Some(_)) => crate::broker::ledger::read_live(&global.run_dir, &global.proc_root),
-        _ => None,
+    let broker = match held {
+        Some(_) => crate::broker::ledger::read_live(&opts.run_dir, &opts.roots.proc),
+        None => None,
     };
     if args.json {
         let text = match held {
@@ -29,16 +37,16 @@ pub fn run(global: &args::GlobalArgs, args: &args::StatusArgs) -> Exit {
             None => host::snapshot_json(&snap),
         };
         match broker {
-            Some(l) => print!("{}", with_broker_json(&text, &l)),
-            None => print!("{text}"),
+            Some(l) => out!("{}", with_broker_json(&text, &l)),
+            None => out!("{text}"),
         }
     } else {
-        print!("{}", host::status::render(&snap));
+        out!("{}", host::status::render(&snap));
         if let Some(p) = held {
-            print!("\n{}", crate::domain::status::render_text(&p.domains));
+            out!("\n{}", crate::domain::status::render_text(&p.domains));
         }
         if let Some(l) = broker {
-            print!("{}", crate::broker::ledger::render_text(&l));
+            out!("{}", crate::broker::ledger::render_text(&l));
         }
     }
     Exit::Done

@@ -7,11 +7,13 @@
 use crate::apply::early_claim::{early_claim, EarlyClaim};
 use crate::kernel::linux::{LinuxHost, Timeouts};
 use crate::pci::PciAddress;
-use crate::watch::reload::load_from_disk;
 
-use super::{args, Exit};
+use super::{args, Exit, Options};
 
-pub fn run(global: &args::GlobalArgs, args: &args::UdevClaimArgs) -> Exit {
+/// `--host` was refused while resolving the options (a usage error, exit 2): the claim writes
+/// this machine's sysfs. The config was loaded once, by the one loader, refusing a config
+/// others can change unless `--allow-insecure-config`.
+pub fn run(global: &Options, args: &args::UdevClaimArgs) -> Exit {
     let address: PciAddress = match args.address.parse() {
         Ok(a) => a,
         Err(e) => {
@@ -19,24 +21,25 @@ pub fn run(global: &args::GlobalArgs, args: &args::UdevClaimArgs) -> Exit {
             return Exit::Usage;
         }
     };
-    let config = match load_from_disk(&args.config.config) {
-        Ok(c) => c,
-        Err(rejected) => {
+    let config = match global.config.as_ref().map(|c| &c.loaded) {
+        Some(Ok(c)) => c,
+        Some(Err(rejected)) => {
             eprintln!("vfioctl udev-claim: config not usable, claiming nothing: {rejected}");
             return Exit::Failed;
         }
+        None => return Exit::Failed,
     };
-    let host = LinuxHost::new(global.roots(), Timeouts::default());
-    match early_claim(&host, &config, &global.run_dir, address, None) {
+    let host = LinuxHost::new(global.roots.clone(), Timeouts::default());
+    match early_claim(&host, config, &global.run_dir, address, None) {
         Ok(EarlyClaim::Written {
             driver, previous, ..
         }) => {
             tracing::info!(device = %address, driver, ?previous, "driver_override written");
-            println!("VFIOCTL_CLAIM={driver}");
+            outln!("VFIOCTL_CLAIM={driver}");
             Exit::Done
         }
         Ok(EarlyClaim::AlreadySet { driver }) => {
-            println!("VFIOCTL_CLAIM={driver}");
+            outln!("VFIOCTL_CLAIM={driver}");
             Exit::Done
         }
         Ok(EarlyClaim::Refused { entry, reasons, .. }) => {

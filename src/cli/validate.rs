@@ -5,21 +5,23 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use super::{args, Exit};
-use crate::config::{self, Diagnostics, LoadError, Style};
+use crate::config::{self, Access, Diagnostics, LoadError, Style};
 
 /// Where the config is when no file is named.
 pub const DEFAULT_CONFIG: &str = "/etc/vfio.toml";
 
-pub fn run(_global: &args::GlobalArgs, args: &args::ValidateArgs) -> Exit {
+pub fn run(args: &args::ValidateArgs) -> Exit {
     let path: PathBuf = args
         .file
         .clone()
         .or_else(|| args.config.clone())
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-    let mut checked = match config::load_checked(&path) {
+    // The one loader; a config others can change is a warning here (the commands that act on
+    // it refuse it).
+    let checked = match config::load_checked(&path, Access::Warn) {
         Ok(c) => c,
-        Err(LoadError::Io { source, .. }) => {
-            let message = format!("cannot read {}: {source}", path.display());
+        Err(LoadError::Io(e)) => {
+            let message = format!("cannot read {e}");
             if args.json {
                 print_json(&serde_json::json!({
                     "file": path,
@@ -45,12 +47,6 @@ pub fn run(_global: &args::GlobalArgs, args: &args::ValidateArgs) -> Exit {
             diagnostics: d,
         },
     };
-    if nix::unistd::geteuid().is_root() {
-        if let Some(w) = permission_warning(&path) {
-            checked.diagnostics.push(w);
-            checked.diagnostics.sort();
-        }
-    }
     let d = &checked.diagnostics;
     if args.json {
         print_json(&d.to_json());
@@ -62,7 +58,7 @@ pub fn run(_global: &args::GlobalArgs, args: &args::ValidateArgs) -> Exit {
         };
         eprint!("{}", d.render(style));
         match &checked.config {
-            Some(c) => println!("{}: valid{}", path.display(), summary(c, d)),
+            Some(c) => outln!("{}: valid{}", path.display(), summary(c, d)),
             None => eprintln!("{}", failure(&path, d)),
         }
     }
@@ -73,15 +69,9 @@ pub fn run(_global: &args::GlobalArgs, args: &args::ValidateArgs) -> Exit {
     }
 }
 
-fn permission_warning(path: &Path) -> Option<config::Diagnostic> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).ok()?;
-    config::file_permission_warning(path, meta.uid(), meta.mode())
-}
-
 fn print_json(v: &serde_json::Value) {
     match serde_json::to_string_pretty(v) {
-        Ok(s) => println!("{s}"),
+        Ok(s) => outln!("{s}"),
         Err(e) => eprintln!("error: cannot print JSON: {e}"),
     }
 }

@@ -138,16 +138,25 @@ impl LineIndex {
         (line, column)
     }
 
+    /// The location of a byte span. The stored span is widened to whole characters (start
+    /// back, end forward), so a renderer can always slice the source with it.
     pub fn location(&self, source: &str, span: Range<usize>) -> Location {
-        let end = span.end.max(span.start);
-        let (line, column) = self.line_col(source, span.start);
+        let mut start = span.start.min(source.len());
+        while !source.is_char_boundary(start) {
+            start -= 1;
+        }
+        let mut end = span.end.max(span.start).min(source.len());
+        while !source.is_char_boundary(end) {
+            end += 1;
+        }
+        let (line, column) = self.line_col(source, start);
         let (end_line, end_column) = self.line_col(source, end);
         Location {
             line,
             column,
             end_line,
             end_column,
-            span: Span::from(span.start.min(source.len())..end.min(source.len())),
+            span: Span::from(start..end),
         }
     }
 }

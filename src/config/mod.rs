@@ -20,7 +20,10 @@ pub mod value;
 use std::path::Path;
 
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Severity, Style};
-pub use file::{file_permission_warning, load, load_checked, LoadError};
+pub use file::{
+    file_permission_warning, load, load_bytes, load_checked, load_with, Access, LoadError,
+    MAX_CONFIG_BYTES,
+};
 pub use model::*;
 
 /// The outcome of checking one config text: the config when it has no errors, and every

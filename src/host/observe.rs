@@ -12,12 +12,8 @@ use crate::host::Roots;
 pub enum HostError {
     #[error(transparent)]
     Scan(#[from] ScanError),
-    #[error("cannot read host snapshot {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot read host snapshot {0}")]
+    Read(#[from] crate::files::FileError),
     #[error(
         "host snapshot {path} is not a vfioctl snapshot: {source} (write one with `vfioctl snapshot -o FILE`)"
     )]
@@ -33,13 +29,16 @@ pub enum HostError {
     Format { path: PathBuf, found: u32 },
 }
 
-/// Loads a snapshot written by `vfioctl snapshot`.
+/// The largest snapshot file read, 64 MiB: a snapshot of a host with thousands of functions and
+/// its accounts is a few MiB; anything larger is not a snapshot, and would be held in memory
+/// whole.
+pub const MAX_SNAPSHOT_BYTES: u64 = 64 << 20;
+
+/// Loads a snapshot written by `vfioctl snapshot`: only a regular file (a FIFO never blocks)
+/// of at most [`MAX_SNAPSHOT_BYTES`].
 pub fn load_snapshot(path: &Path) -> Result<Snapshot, HostError> {
-    let text = std::fs::read_to_string(path).map_err(|source| HostError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut snap: Snapshot = serde_json::from_str(&text).map_err(|source| HostError::Parse {
+    let bytes = crate::files::read_bounded(path, MAX_SNAPSHOT_BYTES, "host snapshot")?;
+    let mut snap: Snapshot = serde_json::from_slice(&bytes).map_err(|source| HostError::Parse {
         path: path.to_path_buf(),
         source,
     })?;

@@ -57,11 +57,14 @@ pub fn render(snap: &Snapshot) -> String {
 }
 
 fn host_line(out: &mut String, snap: &Snapshot) {
-    let kernel = snap.kernel.as_deref().unwrap_or("unknown kernel");
+    let kernel = match snap.kernel.as_deref() {
+        Some(k) => format!("kernel {k}"),
+        None => "kernel version unknown".to_string(),
+    };
     let units: Vec<&str> = snap.iommus.iter().map(|u| u.name.as_str()).collect();
     let _ = writeln!(
         out,
-        "Host: kernel {kernel}; {} PCI functions; {} IOMMU groups; IOMMU units: {}",
+        "Host: {kernel}; {} PCI functions; {} IOMMU groups; IOMMU units: {}",
         snap.devices.len(),
         snap.groups.len(),
         if units.is_empty() {
@@ -285,4 +288,20 @@ fn member(out: &mut String, d: &PciDevice, w: &Widths) {
 
 fn behind(d: &PciDevice) -> Option<PciAddress> {
     d.parent
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 15: a tree without `uname` said "kernel unknown kernel".
+    #[test]
+    fn an_unknown_kernel_is_said_once() {
+        let mut snap = Snapshot::default();
+        let text = render(&snap);
+        assert!(text.starts_with("Host: kernel version unknown;"), "{text}");
+        assert!(!text.contains("unknown kernel"), "{text}");
+        snap.kernel = Some("6.1.0".into());
+        assert!(render(&snap).starts_with("Host: kernel 6.1.0;"));
+    }
 }

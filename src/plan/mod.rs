@@ -67,6 +67,14 @@ pub struct Context {
     pub taken_vfs: Vec<TakenVfs>,
 }
 
+impl Context {
+    /// This context, planning only `device` and its IOMMU group closure.
+    pub fn scoped_to(mut self, device: PciAddress) -> Self {
+        self.scope = Some(device);
+        self
+    }
+}
+
 /// A PF's VF count as the apply journal recorded it before vfioctl first changed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TakenVfs {
@@ -122,31 +130,90 @@ pub fn plan(config: &Config, snap: &Snapshot) -> Plan {
     plan_with(config, snap, &Context::default())
 }
 
-/// Plans only `device` and its IOMMU group closure.
-pub fn plan_scoped(config: &Config, snap: &Snapshot, ctx: &Context, device: PciAddress) -> Plan {
-    let mut ctx = ctx.clone();
-    ctx.scope = Some(device);
-    plan_with(config, snap, &ctx)
-}
-
-/// Plans `config` against `snap` with the journal's records and the accounts in `ctx`.
+/// Plans `config` against `snap` with the journal's records and the accounts in `ctx`, in
+/// stages: resolve what the config names → claim it (with companions, safety, and the releases
+/// of what vfioctl took earlier) → keep each group whole or out → node owners and DMA windows →
+/// the dependency graph, one kind of change at a time → ordered batches → the scope.
 pub fn plan_with(config: &Config, snap: &Snapshot, ctx: &Context) -> Plan {
     let res = resolve::resolve(config, snap, &ctx.taken_vfs);
-    let mut problems = res.problems.clone();
-    let mut notes = Vec::new();
+    let mut found = Found {
+        problems: res.problems.clone(),
+        notes: Vec::new(),
+    };
+    let claims = claim(config, snap, ctx, &res, &mut found);
+    let (active, failed_groups) = whole_groups(config, snap, &res, &claims, &mut found);
+    let nodes = ownership::nodes(config, snap, &active, &ctx.accounts);
+    found.problems.extend(nodes.problems);
+    found.notes.extend(nodes.notes);
+    found.problems.extend(windows::check(config, snap, &res));
 
-    let mut claims = claims::declared(config, snap, &res);
-    problems.append(&mut claims.problems);
-    notes.extend(closure::add_companions(config, snap, &mut claims));
+    let mut steps = Steps::new(config, snap);
+    steps.claims(&res, &active);
+    steps.releases(&claims.releases, &failed_groups);
+    steps.vf_changes(&res);
+    steps.node_owners(&nodes.wants, &active);
+    steps.domain_edges(&active);
+
+    let actions = match steps.g.order() {
+        Ok(steps) => steps,
+        Err(p) => {
+            found.problems.push(p);
+            Vec::new()
+        }
+    };
+    let plan = Plan {
+        actions,
+        problems: found.problems,
+        notes: found.notes,
+        warnings: snap.warnings.clone(),
+    };
+    match ctx.scope {
+        Some(dev) => scope(plan, snap, &res, dev),
+        None => plan,
+    }
+}
+
+/// The problems and notes the stages find, in the order found.
+struct Found {
+    problems: Vec<Problem>,
+    notes: Vec<String>,
+}
+
+/// The claims the config declares, with the companions it consents to, the safety rules
+/// applied, and the releases of what vfioctl took earlier and the config no longer names.
+fn claim(
+    config: &Config,
+    snap: &Snapshot,
+    ctx: &Context,
+    res: &resolve::Resolution,
+    found: &mut Found,
+) -> claims::Claims {
+    let mut claims = claims::declared(config, snap, res);
+    found.problems.append(&mut claims.problems);
+    found
+        .notes
+        .extend(closure::add_companions(config, snap, &mut claims));
     let (p, n) = safety::check(config, snap, &mut claims);
-    problems.extend(p);
-    notes.extend(n);
-    claims::releases(&mut claims, &ctx.taken, snap, &res);
-    let (mut failed_groups, p, n) = closure::check(config, snap, &claims);
-    problems.extend(p);
-    notes.extend(n);
+    found.problems.extend(p);
+    found.notes.extend(n);
+    claims::releases(&mut claims, &ctx.taken, snap, res);
+    claims
+}
 
-    // A group is planned whole or not at all: an entry that failed takes its groups with it.
+/// A group is planned whole or not at all: the claims that survive (those whose group, or
+/// whose pending VF, is not failed by the closure check, by a failed entry, or by a PF that
+/// would lose its VFs), and the failed groups.
+fn whole_groups(
+    config: &Config,
+    snap: &Snapshot,
+    res: &resolve::Resolution,
+    claims: &claims::Claims,
+    found: &mut Found,
+) -> (BTreeMap<PciAddress, Claim>, BTreeSet<u32>) {
+    let (mut failed_groups, p, n) = closure::check(config, snap, claims);
+    found.problems.extend(p);
+    found.notes.extend(n);
+    // An entry that failed takes its groups with it.
     let mut failed_pending = BTreeSet::new();
     for i in &claims.failed_entries {
         for (a, c) in claims.of_entry(*i) {
@@ -157,8 +224,10 @@ pub fn plan_with(config: &Config, snap: &Snapshot, ctx: &Context) -> Plan {
             }
         }
     }
-    problems.extend(pf_driver_changes(snap, &res, &claims, &mut failed_groups));
-    let active: BTreeMap<PciAddress, Claim> = claims
+    found
+        .problems
+        .extend(pf_driver_changes(snap, res, claims, &mut failed_groups));
+    let active = claims
         .claims
         .iter()
         .filter(|(a, c)| {
@@ -170,222 +239,251 @@ pub fn plan_with(config: &Config, snap: &Snapshot, ctx: &Context) -> Plan {
         })
         .map(|(a, c)| (*a, c.clone()))
         .collect();
+    (active, failed_groups)
+}
 
-    let nodes = ownership::nodes(config, snap, &active, &ctx.accounts);
-    problems.extend(nodes.problems);
-    notes.extend(nodes.notes);
-    problems.extend(windows::check(config, snap, &res));
+/// The dependency graph under construction, with the driver modules its steps need.
+struct Steps<'a> {
+    config: &'a Config,
+    snap: &'a Snapshot,
+    g: Graph,
+    loaded: BTreeSet<String>,
+    modules: ModuleLoads,
+}
 
-    let mut g = Graph::new();
-    let loaded = loaded_drivers(snap);
-    let mut modules = ModuleLoads::default();
+impl<'a> Steps<'a> {
+    fn new(config: &'a Config, snap: &'a Snapshot) -> Self {
+        Steps {
+            config,
+            snap,
+            g: Graph::new(),
+            loaded: loaded_drivers(snap),
+            modules: ModuleLoads::default(),
+        }
+    }
 
-    for (a, c) in &active {
-        let why = claim_reason(config, c);
-        if c.pending {
-            let node = Node::Vf(*a);
-            g.push(
-                node.clone(),
-                Action::SetOverride {
-                    device: *a,
-                    from: None,
-                    to: c.driver.clone(),
-                },
-                why.clone(),
-            );
-            g.push(
-                node.clone(),
-                Action::Unbind {
-                    device: *a,
-                    from: None,
-                },
-                why.clone(),
-            );
-            g.push(
-                node.clone(),
-                Action::Bind {
-                    device: *a,
-                    driver: c.driver.clone(),
-                },
-                why,
-            );
-            if let Some(pf) = res.pending.get(a) {
-                g.edge(Node::Pf(*pf), node.clone());
+    /// Each surviving claim: a function onto its driver (override, unbind, bind), or a VF
+    /// still to be created, after its PF's VF count.
+    fn claims(&mut self, res: &resolve::Resolution, active: &BTreeMap<PciAddress, Claim>) {
+        for (a, c) in active {
+            let why = claim_reason(self.config, c);
+            if c.pending {
+                let node = Node::Vf(*a);
+                self.g.push(
+                    node.clone(),
+                    Action::SetOverride {
+                        device: *a,
+                        from: None,
+                        to: c.driver.clone(),
+                    },
+                    why.clone(),
+                );
+                self.g.push(
+                    node.clone(),
+                    Action::Unbind {
+                        device: *a,
+                        from: None,
+                    },
+                    why.clone(),
+                );
+                self.g.push(
+                    node.clone(),
+                    Action::Bind {
+                        device: *a,
+                        driver: c.driver.clone(),
+                    },
+                    why,
+                );
+                if let Some(pf) = res.pending.get(a) {
+                    self.g.edge(Node::Pf(*pf), node.clone());
+                }
+                self.modules
+                    .need(&mut self.g, &self.loaded, &c.driver, *a, node);
+            } else if let (Some(dev), Some(grp)) = (self.snap.device(*a), group_of(self.snap, *a)) {
+                let node = Node::Group(grp);
+                let target = Some(c.driver.as_str());
+                if converge(&mut self.g, &node, dev, target, target, &why) {
+                    self.modules
+                        .need(&mut self.g, &self.loaded, &c.driver, *a, node);
+                }
             }
-            modules.need(&mut g, &loaded, &c.driver, *a, node);
-        } else if let (Some(dev), Some(grp)) = (snap.device(*a), group_of(snap, *a)) {
+        }
+    }
+
+    /// What vfioctl took and the config no longer names, back to how vfioctl found it (or to
+    /// the kernel's pick, when it was claimed before any driver probed it).
+    fn releases(
+        &mut self,
+        releases: &BTreeMap<PciAddress, claims::Release>,
+        failed_groups: &BTreeSet<u32>,
+    ) {
+        for (a, r) in releases {
+            let (Some(dev), Some(grp)) = (self.snap.device(*a), group_of(self.snap, *a)) else {
+                continue;
+            };
+            if failed_groups.contains(&grp) {
+                continue;
+            }
             let node = Node::Group(grp);
-            let target = Some(c.driver.as_str());
-            if converge(&mut g, &node, dev, target, target, &why) {
-                modules.need(&mut g, &loaded, &c.driver, *a, node);
+            if r.driver_unknown {
+                let why = "no longer in the config: claimed before any driver probed it, so the \
+                           kernel picks its driver";
+                to_kernel_pick(&mut self.g, &node, dev, r.driver_override.as_deref(), why);
+                continue;
             }
-        }
-    }
-
-    for (a, r) in &claims.releases {
-        let (Some(dev), Some(grp)) = (snap.device(*a), group_of(snap, *a)) else {
-            continue;
-        };
-        if failed_groups.contains(&grp) {
-            continue;
-        }
-        let node = Node::Group(grp);
-        if r.driver_unknown {
-            let why = "no longer in the config: claimed before any driver probed it, so the \
-                       kernel picks its driver";
-            to_kernel_pick(&mut g, &node, dev, r.driver_override.as_deref(), why);
-            continue;
-        }
-        let why = match &r.driver {
-            Some(d) => format!("no longer in the config: back to {d}, as vfioctl found it"),
-            None => "no longer in the config: left unbound, as vfioctl found it".to_string(),
-        };
-        if converge(
-            &mut g,
-            &node,
-            dev,
-            r.driver.as_deref(),
-            r.driver_override.as_deref(),
-            &why,
-        ) {
-            if let Some(d) = &r.driver {
-                modules.need(&mut g, &loaded, d, *a, node);
-            }
-        }
-    }
-
-    for change in res.vf_changes.values() {
-        let node = Node::Pf(change.pf);
-        // The PF's own group changes come after its VF count (a PF leaves its driver only
-        // once it has no VFs to lose).
-        if let Some(grp) = group_of(snap, change.pf) {
-            g.edge(node.clone(), Node::Group(grp));
-        }
-        let wants = if change.release {
-            format!(
-                "no longer in [[sriov]]: {} goes back to {} VFs, as vfioctl found it (has {})",
-                change.pf, change.to, change.from
-            )
-        } else {
-            format!(
-                "[[sriov]] wants {} VFs on {} (has {})",
-                change.to, change.pf, change.from
-            )
-        };
-        let why = if change.from != 0 && change.to != 0 {
-            format!("{wants}; the kernel needs 0 between two counts")
-        } else {
-            wants
-        };
-        if change.from != 0 {
-            g.push(
-                node.clone(),
-                Action::SetNumVfs {
-                    device: change.pf,
-                    from: change.from,
-                    to: 0,
-                },
-                why.clone(),
-            );
-        }
-        if change.to != 0 {
-            g.push(
-                node,
-                Action::SetNumVfs {
-                    device: change.pf,
-                    from: 0,
-                    to: change.to,
-                },
-                why,
-            );
-        }
-    }
-
-    let cdev_kernel = has_device_cdevs(snap);
-    for (key, want) in &nodes.wants {
-        let why = match (&want.user, cdev_kernel) {
-            (Some(u), false) => format!("[[user]] `{u}` may open this group"),
-            (Some(u), true) => {
-                format!("[[user]] `{u}` may open this group and its devices' cdevs")
-            }
-            (None, _) => "claimed group without a [[user]]: root only".to_string(),
-        };
-        match key {
-            NodeKey::Group(grp) => {
-                let current = snap
-                    .group(*grp)
-                    .and_then(|x| x.node.as_ref())
-                    .map(|n| Ownership {
-                        uid: n.uid,
-                        gid: n.gid,
-                        mode: Mode(n.mode & 0o7777),
-                    });
-                let expected = current.unwrap_or(Ownership::KERNEL_DEFAULT);
-                let cdevs = cdevs_to_set(snap, *grp, &active, want.owner);
-                if expected != want.owner || cdevs {
-                    g.push(
-                        Node::Group(*grp),
-                        Action::SetNodeOwner {
-                            device: want.device,
-                            group: Some(*grp),
-                            from: current,
-                            to: want.owner,
-                        },
-                        why,
-                    );
-                }
-            }
-            NodeKey::Pending(a) => {
-                if want.owner != Ownership::KERNEL_DEFAULT {
-                    g.push(
-                        Node::Vf(*a),
-                        Action::SetNodeOwner {
-                            device: *a,
-                            group: None,
-                            from: None,
-                            to: want.owner,
-                        },
-                        why,
-                    );
+            let why = match &r.driver {
+                Some(d) => format!("no longer in the config: back to {d}, as vfioctl found it"),
+                None => "no longer in the config: left unbound, as vfioctl found it".to_string(),
+            };
+            if converge(
+                &mut self.g,
+                &node,
+                dev,
+                r.driver.as_deref(),
+                r.driver_override.as_deref(),
+                &why,
+            ) {
+                if let Some(d) = &r.driver {
+                    self.modules.need(&mut self.g, &self.loaded, d, *a, node);
                 }
             }
         }
     }
 
-    for dom in &config.domains {
-        for name in &dom.devices {
-            for (a, c) in &active {
-                if config.devices.get(c.entry).is_some_and(|d| &d.name == name) {
-                    let member = if c.pending {
-                        Node::Vf(*a)
-                    } else {
-                        match group_of(snap, *a) {
-                            Some(grp) => Node::Group(grp),
-                            None => continue,
-                        }
-                    };
-                    g.edge(member, Node::Domain(dom.name.clone()));
+    /// SR-IOV VF counts: through 0 between two counts, before the PF's own group changes.
+    fn vf_changes(&mut self, res: &resolve::Resolution) {
+        for change in res.vf_changes.values() {
+            let node = Node::Pf(change.pf);
+            // The PF's own group changes come after its VF count (a PF leaves its driver only
+            // once it has no VFs to lose).
+            if let Some(grp) = group_of(self.snap, change.pf) {
+                self.g.edge(node.clone(), Node::Group(grp));
+            }
+            let wants = if change.release {
+                format!(
+                    "no longer in [[sriov]]: {} goes back to {} VFs, as vfioctl found it (has {})",
+                    change.pf, change.to, change.from
+                )
+            } else {
+                format!(
+                    "[[sriov]] wants {} VFs on {} (has {})",
+                    change.to, change.pf, change.from
+                )
+            };
+            let why = if change.from != 0 && change.to != 0 {
+                format!("{wants}; the kernel needs 0 between two counts")
+            } else {
+                wants
+            };
+            if change.from != 0 {
+                self.g.push(
+                    node.clone(),
+                    Action::SetNumVfs {
+                        device: change.pf,
+                        from: change.from,
+                        to: 0,
+                    },
+                    why.clone(),
+                );
+            }
+            if change.to != 0 {
+                self.g.push(
+                    node,
+                    Action::SetNumVfs {
+                        device: change.pf,
+                        from: 0,
+                        to: change.to,
+                    },
+                    why,
+                );
+            }
+        }
+    }
+
+    /// Group node owners and modes the `[[user]]` entries want (with the members' device
+    /// cdevs on a kernel that has them).
+    fn node_owners(
+        &mut self,
+        wants: &BTreeMap<NodeKey, ownership::NodeWant>,
+        active: &BTreeMap<PciAddress, Claim>,
+    ) {
+        let cdev_kernel = has_device_cdevs(self.snap);
+        for (key, want) in wants {
+            let why = match (&want.user, cdev_kernel) {
+                (Some(u), false) => format!("[[user]] `{u}` may open this group"),
+                (Some(u), true) => {
+                    format!("[[user]] `{u}` may open this group and its devices' cdevs")
+                }
+                (None, _) => "claimed group without a [[user]]: root only".to_string(),
+            };
+            match key {
+                NodeKey::Group(grp) => {
+                    let current = self
+                        .snap
+                        .group(*grp)
+                        .and_then(|x| x.node.as_ref())
+                        .map(|n| Ownership {
+                            uid: n.uid,
+                            gid: n.gid,
+                            mode: Mode(n.mode & 0o7777),
+                        });
+                    let expected = current.unwrap_or(Ownership::KERNEL_DEFAULT);
+                    let cdevs = cdevs_to_set(self.snap, *grp, active, want.owner);
+                    if expected != want.owner || cdevs {
+                        self.g.push(
+                            Node::Group(*grp),
+                            Action::SetNodeOwner {
+                                device: want.device,
+                                group: Some(*grp),
+                                from: current,
+                                to: want.owner,
+                            },
+                            why,
+                        );
+                    }
+                }
+                NodeKey::Pending(a) => {
+                    if want.owner != Ownership::KERNEL_DEFAULT {
+                        self.g.push(
+                            Node::Vf(*a),
+                            Action::SetNodeOwner {
+                                device: *a,
+                                group: None,
+                                from: None,
+                                to: want.owner,
+                            },
+                            why,
+                        );
+                    }
                 }
             }
         }
     }
 
-    let actions = match g.order() {
-        Ok(steps) => steps,
-        Err(p) => {
-            problems.push(p);
-            Vec::new()
+    /// A domain comes after the groups of its devices.
+    fn domain_edges(&mut self, active: &BTreeMap<PciAddress, Claim>) {
+        for dom in &self.config.domains {
+            for name in &dom.devices {
+                for (a, c) in active {
+                    if self
+                        .config
+                        .devices
+                        .get(c.entry)
+                        .is_some_and(|d| &d.name == name)
+                    {
+                        let member = if c.pending {
+                            Node::Vf(*a)
+                        } else {
+                            match group_of(self.snap, *a) {
+                                Some(grp) => Node::Group(grp),
+                                None => continue,
+                            }
+                        };
+                        self.g.edge(member, Node::Domain(dom.name.clone()));
+                    }
+                }
+            }
         }
-    };
-    let plan = Plan {
-        actions,
-        problems,
-        notes,
-        warnings: snap.warnings.clone(),
-    };
-    match ctx.scope {
-        Some(dev) => scope(plan, snap, &res, dev),
-        None => plan,
     }
 }
 
@@ -688,7 +786,7 @@ fn has_device_cdevs(snap: &Snapshot) -> bool {
 fn cdevs_to_set(
     snap: &Snapshot,
     group: u32,
-    active: &BTreeMap<PciAddress, claims::Claim>,
+    active: &BTreeMap<PciAddress, Claim>,
     want: Ownership,
 ) -> bool {
     let Some(g) = snap.group(group) else {

@@ -18,9 +18,11 @@
 //! - [`run_loop`]: the single loop tying them together, generic over all its collaborators;
 //! - [`notify_systemd`]: READY / RELOADING / STATUS / STOPPING for systemd;
 //! - [`domain_layer`]: the domain adapter: holds the config's `[[domain]]`s around each binding
-//!   pass (releases before it, builds after it) and publishes them.
+//!   pass (releases before it, builds after it) and publishes them;
+//! - [`daemon`]: the production `watch`, all of the above wired on the real host.
 
 pub mod coalesce;
+pub mod daemon;
 pub mod domain_layer;
 pub mod events;
 pub mod host_reconciler;

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, LoadError, Style};
+use crate::config::{Access, Config, LoadError, Style};
 
 /// Why a config could not be taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,13 +28,21 @@ impl<F: FnMut(&Path) -> Result<Config, ConfigRejected>> ConfigLoader for F {
     }
 }
 
-/// The real loader: reads and checks the file on disk, rendering every diagnostic.
+/// The real loader: reads and checks the file on disk with the one config loader
+/// ([`crate::config::load_with`]), refusing a config others can change; renders every
+/// diagnostic. A file that is not UTF-8, not a regular file (a FIFO never blocks the reload)
+/// or too large is rejected like any invalid config: the last good one stays.
 pub fn load_from_disk(path: &Path) -> Result<Config, ConfigRejected> {
-    crate::config::load(path).map_err(|e| ConfigRejected {
+    load_from_disk_with(path, Access::Refuse)
+}
+
+/// [`load_from_disk`] with a chosen treatment of a config others can change.
+pub fn load_from_disk_with(path: &Path, access: Access) -> Result<Config, ConfigRejected> {
+    crate::config::load_with(path, access).map_err(|e| ConfigRejected {
         path: path.to_path_buf(),
         report: match e {
             LoadError::Invalid(diagnostics) => diagnostics.render(Style::Plain),
-            io @ LoadError::Io { .. } => io.to_string(),
+            io @ LoadError::Io(_) => io.to_string(),
         },
     })
 }
@@ -59,6 +67,15 @@ pub struct ConfigState {
 }
 
 impl ConfigState {
+    /// A config already loaded from `path` (the first load, done by the caller).
+    pub fn new(path: &Path, current: Config) -> Self {
+        ConfigState {
+            path: path.to_path_buf(),
+            current,
+            generation: 1,
+        }
+    }
+
     /// The first load. Unlike a reload, there is no last good config to fall back on.
     pub fn load(path: &Path, loader: &mut dyn ConfigLoader) -> Result<Self, ConfigRejected> {
         let current = loader.load(path)?;
@@ -137,6 +154,32 @@ mod tests {
 
         assert_eq!(state.reload(&mut loader), ReloadOutcome::Unchanged);
         assert_eq!(state.generation(), 2);
+    }
+
+    /// Issue 15: a reload of a file that is not UTF-8, or of a FIFO, is rejected (no panic, no
+    /// blocking open) and the last good config stays.
+    #[test]
+    fn real_reload_of_bad_bytes_or_a_fifo_keeps_the_last_good_config() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let path = dir.path().join("vfio.toml");
+        std::fs::write(&path, "version = 1\n").unwrap();
+        let mut loader = load_from_disk;
+        let mut state = ConfigState::load(&path, &mut loader).unwrap();
+        std::fs::write(&path, b"version = 1\n# caf\xe9\n").unwrap();
+        let ReloadOutcome::Rejected(r) = state.reload(&mut loader) else {
+            panic!("non-UTF-8 reload taken");
+        };
+        assert!(r.report.contains("not valid UTF-8"), "{}", r.report);
+        std::fs::remove_file(&path).unwrap();
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let ReloadOutcome::Rejected(r) = state.reload(&mut loader) else {
+            panic!("FIFO reload taken");
+        };
+        assert!(r.report.contains("FIFO"), "{}", r.report);
+        assert_eq!(state.current().version, 1);
+        assert_eq!(state.generation(), 1);
     }
 
     #[test]

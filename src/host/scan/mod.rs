@@ -44,14 +44,21 @@ pub enum ScanError {
 
 /// Scans the host under `roots` into a snapshot.
 pub fn scan(roots: &Roots) -> Result<Snapshot, ScanError> {
-    scan_parts(roots, None)
+    scan_parts(roots, None, true)
+}
+
+/// [`scan`] without the host's account table (`/etc/passwd`, `/etc/group` and the memlock
+/// limits under `/proc/1/root`), for views that do not show it (`vfioctl status`): read only
+/// what the command needs.
+pub fn scan_without_accounts(roots: &Roots) -> Result<Snapshot, ScanError> {
+    scan_parts(roots, None, false)
 }
 
 /// Scans only the closure of `seeds` (see [`crate::host::partial`]): the same snapshot as
 /// [`scan`] followed by [`crate::host::partial::restrict`], for a fraction of the reads. A
 /// seed that is not present contributes nothing.
 pub fn scan_closure(roots: &Roots, seeds: &[PciAddress]) -> Result<Snapshot, ScanError> {
-    scan_parts(roots, Some(seeds))
+    scan_parts(roots, Some(seeds), true)
 }
 
 /// Reads one function as a scan would see it, with what the host uses it for (interfaces,
@@ -188,7 +195,11 @@ fn root_usage(r: &mut Reader, roots: &Roots, devices: &mut [PciDevice], cmdline:
     }
 }
 
-fn scan_parts(roots: &Roots, seeds: Option<&[PciAddress]>) -> Result<Snapshot, ScanError> {
+fn scan_parts(
+    roots: &Roots,
+    seeds: Option<&[PciAddress]>,
+    with_accounts: bool,
+) -> Result<Snapshot, ScanError> {
     let sysfs = std::fs::canonicalize(&roots.sysfs).map_err(|source| ScanError::SysfsRoot {
         path: roots.sysfs.clone(),
         source,
@@ -280,7 +291,11 @@ fn scan_parts(roots: &Roots, seeds: Option<&[PciAddress]>) -> Result<Snapshot, S
     pci_drivers.sort();
     let kernel = r.text(&roots.proc.join("sys/kernel/osrelease"), Need::Optional);
 
-    let accounts = crate::host::accounts::files::scan_accounts(&roots.proc, &mut r);
+    let accounts = if with_accounts {
+        crate::host::accounts::files::scan_accounts(&roots.proc, &mut r)
+    } else {
+        Default::default()
+    };
     let mut snap = Snapshot {
         format: SNAPSHOT_FORMAT,
         kernel,
