@@ -78,6 +78,42 @@ def check_tools() -> None:
                          f"`apt-get install --no-install-recommends {' '.join(missing)}`")
 
 
+def make(tree: Path, *args: str, nice: bool = False) -> None:
+    cmd = (["nice", "-n", "19"] if nice else []) + ["make", "-C", str(tree), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SetupError(f"`{' '.join(cmd)}` failed:\n{proc.stdout[-3000:]}\n"
+                         f"{proc.stderr[-3000:]}")
+
+
+def source_tree(work: Path) -> Path:
+    trees = [p for p in work.iterdir() if p.is_dir()]
+    if len(trees) != 1:
+        raise SetupError(f"{work} should hold one source tree, it holds {len(trees)}")
+    return trees[0]
+
+
+def configure(tree: Path) -> None:
+    """x86_64_defconfig with ENABLE and DISABLE applied, checked against REQUIRED."""
+    (tree / "vfioctl.config").write_text(fragment())
+    make(tree, "x86_64_defconfig")
+    args = []
+    for o in ENABLE:
+        args += ["--enable", o]
+    for o in DISABLE:
+        args += ["--disable", o]
+    proc = subprocess.run([str(tree / "scripts" / "config"), "--file", str(tree / ".config"),
+                           *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SetupError(f"scripts/config failed: {proc.stderr}")
+    make(tree, "olddefconfig")
+    config = (tree / ".config").read_text()
+    lacking = [o for o in REQUIRED if f"CONFIG_{o}=y\n" not in config]
+    if lacking:
+        raise SetupError(f"the kernel config lost {', '.join(lacking)} in olddefconfig "
+                         "(a dependency is off; see tests/vm/harness/kernel_build.py)")
+
+
 def iommufd_kernel(cache: Path, log, jobs: int = 2) -> tuple[Path, str]:
     """The vmlinux (PVH ELF) of the iommufd guest kernel and its release, built when missing."""
     uri = packages.host_archive_uri()
@@ -102,46 +138,34 @@ def iommufd_kernel(cache: Path, log, jobs: int = 2) -> tuple[Path, str]:
     if not tarballs:
         raise SetupError(f"{deb.name} holds no /usr/src/linux-source-6.12*.tar.*")
     work = cache / "kernels" / f"build-{key}"
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    t0 = time.monotonic()
-    log(f"unpacking {tarballs[-1].name} into {work}")
-    proc = subprocess.run(["tar", "-xf", str(tarballs[-1]), "-C", str(work)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SetupError(f"unpacking {tarballs[-1]} failed: {proc.stderr.strip()}")
-    (tree,) = [p for p in work.iterdir() if p.is_dir()]
-    unpack_s = time.monotonic() - t0
-    (tree / "vfioctl.config").write_text(fragment())
-
-    def make(*args: str, nice: bool = False) -> None:
-        cmd = (["nice", "-n", "19"] if nice else []) + ["make", "-C", str(tree), *args]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+    configured = work / ".configured"
+    if configured.exists():
+        # an earlier build of this very config stopped half-way (a full disk, a kill): make
+        # picks up where it stopped
+        log(f"resuming the build in {work}")
+        unpack_s = float(configured.read_text() or 0)
+    else:
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        t0 = time.monotonic()
+        log(f"unpacking {tarballs[-1].name} into {work}")
+        proc = subprocess.run(["tar", "-xf", str(tarballs[-1]), "-C", str(work)],
+                              capture_output=True, text=True)
         if proc.returncode != 0:
-            raise SetupError(f"`{' '.join(cmd)}` failed:\n{proc.stdout[-3000:]}\n"
-                             f"{proc.stderr[-3000:]}")
-
-    make("x86_64_defconfig")
-    args = []
-    for o in ENABLE:
-        args += ["--enable", o]
-    for o in DISABLE:
-        args += ["--disable", o]
-    proc = subprocess.run([str(tree / "scripts" / "config"), "--file", str(tree / ".config"),
-                           *args], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SetupError(f"scripts/config failed: {proc.stderr}")
-    make("olddefconfig")
-    config = (tree / ".config").read_text()
-    lacking = [o for o in REQUIRED if f"CONFIG_{o}=y\n" not in config]
-    if lacking:
-        raise SetupError(f"the kernel config lost {', '.join(lacking)} in olddefconfig "
-                         "(a dependency is off; see tests/vm/harness/kernel_build.py)")
+            raise SetupError(f"unpacking {tarballs[-1]} failed: {proc.stderr.strip()}")
+        unpack_s = time.monotonic() - t0
+        configure(source_tree(work))
+        configured.write_text(f"{unpack_s:.1f}")
+    tree = source_tree(work)
     log(f"building the iommufd guest kernel (nice -n 19, -j{jobs}); the first build takes "
         "minutes, later runs reuse it")
     t1 = time.monotonic()
-    make(f"-j{jobs}", "vmlinux", nice=True)
+    try:
+        make(tree, f"-j{jobs}", "vmlinux", nice=True)
+    except SetupError as e:
+        raise SetupError(f"{e}\nthe partial tree stays in {work} so the next run resumes it; "
+                         "delete it to free its ~2 GB") from e
     build_s = time.monotonic() - t1
     release = (tree / "include" / "config" / "kernel.release").read_text().strip()
     out.mkdir(parents=True, exist_ok=True)
