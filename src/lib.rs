@@ -29,6 +29,7 @@ pub mod files;
 #[cfg(any(test, feature = "testing"))]
 pub mod fixtures;
 pub mod host;
+pub mod journald;
 pub mod kernel;
 pub mod pci;
 pub mod plan;

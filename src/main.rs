@@ -29,19 +29,40 @@ fn restore_default_sigpipe() {
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
+/// Plain text on stderr; under systemd (stderr is the journal), native journal entries with a
+/// priority and the fields ADDRESS=, GROUP=, ACTION= (see `vfioctl::journald`).
 fn init_logging(verbose: u8) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::EnvFilter;
+    let journal = vfioctl::journald::stderr_is_journal()
+        .then(|| {
+            vfioctl::journald::JournaldLayer::connect(std::path::Path::new(
+                vfioctl::journald::JOURNAL_SOCKET,
+            ))
+            .ok()
+        })
+        .flatten();
     let default = match verbose {
+        // The journal keeps what each pass changed (it filters by priority itself).
+        0 if journal.is_some() => "info",
         0 => "warn",
         1 => "info",
         2 => "debug",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_env("VFIOCTL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    if let Some(journal) = journal {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(journal)
+            .init();
+        return;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        // Colour codes only for a terminal, not for the journal or a log file.
+        // Colour codes only for a terminal, not for a log file.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();

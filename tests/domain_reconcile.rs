@@ -526,6 +526,12 @@ mod watch_layer {
             other => panic!("{other:?}"),
         }
         assert_eq!(layer.domains().iommu().open.len(), 2);
+        // What the service status says it holds.
+        let holding = layer.holding();
+        assert!(
+            holding.starts_with("holding ") && holding.contains(": groups 5 6, 1 window 1024 KiB"),
+            "{holding}"
+        );
 
         // Device 6 leaves the domain: its group is released even though the binding pass
         // that follows does not converge, so the release ran before it.
@@ -540,6 +546,7 @@ mod watch_layer {
         assert_eq!(layer.reconcile(&cfg, Scope::All), Outcome::Busy);
         assert!(layer.domains().iommu().open.is_empty());
         assert!(layer.domains().held().is_empty());
+        assert_eq!(layer.holding(), "");
     }
 }
 

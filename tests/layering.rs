@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 /// The levels, lowest first; modules of one level are peers.
 const ORDER: &[&[&str]] = &[
-    &["files", "pci", "vfio"],
+    &["files", "journald", "pci", "vfio"],
     &["config", "host"],
     &["kernel", "plan"],
     &["apply", "domain", "export"],

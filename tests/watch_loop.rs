@@ -267,9 +267,10 @@ fn first_pass_runs_before_ready_and_idle_waits_forever() {
         vec![step(5000, vec![Event::Terminate])],
     );
     assert_eq!(r.passes, vec![full(0, 1)]);
-    assert_eq!(
-        r.sent.first().map(String::as_str),
-        Some("STATUS=converged (0 changes)")
+    assert!(
+        r.sent[0].starts_with("STATUS=converged (0 changes); no domains held; last pass"),
+        "{:?}",
+        r.sent
     );
     assert_eq!(r.sent[1], "READY");
     assert_eq!(r.sent.last().map(String::as_str), Some("STOPPING"));
@@ -328,6 +329,12 @@ fn a_configured_device_that_appears_is_claimed_at_once_in_its_own_scope() {
     // Absent at start: a waiting status, not an error.
     assert!(
         r.sent[0].contains("waiting for 1 absent device"),
+        "{:?}",
+        r.sent
+    );
+    // ... what is held and when that pass ran.
+    assert!(
+        r.sent[0].contains("; no domains held; last pass (all devices) at "),
         "{:?}",
         r.sent
     );
@@ -657,4 +664,64 @@ fn the_watchdog_is_pinged_at_half_its_period_even_when_idle() {
         r.waits
     );
     assert_eq!(r.passes, vec![full(0, 1)], "pings are not passes");
+}
+
+/// A storm: 10,000 uevents over ten seconds (five every 5 ms) for 500 functions the config
+/// does not name, with a configured function re-added every 1,000 events. The loop runs one
+/// full pass per `max_delay` while the storm lasts and one after it ends (nothing is lost: the
+/// last pass starts after the last event), and one scoped pass per batch with a configured add.
+#[test]
+fn ten_thousand_uevents_coalesce_into_a_few_passes() {
+    let configured = "0000:03:00.0";
+    let mut script = Vec::new();
+    let mut sent = 0;
+    let mut adds = 0;
+    for s in 0..2000u64 {
+        let mut events = Vec::new();
+        for _ in 0..5 {
+            let n = sent;
+            sent += 1;
+            if n % 1000 == 999 {
+                adds += 1;
+                events.push(device(DeviceAction::Add, configured, None));
+                continue;
+            }
+            let a = format!("0000:{:02x}:{:02x}.0", 0x10 + (n % 500) / 32, n % 32);
+            let action = match n % 4 {
+                0 => DeviceAction::Add,
+                1 => DeviceAction::Bind,
+                2 => DeviceAction::Unbind,
+                _ => DeviceAction::Remove,
+            };
+            events.push(device(action, &a, None));
+        }
+        script.push(step(1000 + s * 5, events));
+    }
+    script.push(step(30_000, vec![Event::Terminate]));
+    assert_eq!(sent, 10_000);
+    let last_event_ms = 1000 + 1999 * 5;
+    let r = run(config(1, &[configured]), timing(None), vec![], script);
+    let fulls: Vec<&Pass> = r.passes.iter().filter(|p| p.scope == Scope::All).collect();
+    let scoped = r.passes.len() - fulls.len();
+    // The first pass, one per 2 s of storm, one after it.
+    assert!(
+        (6..=8).contains(&fulls.len()),
+        "{} full passes: {:?}",
+        fulls.len(),
+        fulls
+    );
+    let last = fulls.last().unwrap().at_ms;
+    assert!(
+        last >= last_event_ms && last <= last_event_ms + 200,
+        "the last pass at {last} ms, the last event at {last_event_ms} ms"
+    );
+    assert!(
+        (1..=adds).contains(&scoped),
+        "{scoped} scoped passes for {adds} configured adds"
+    );
+    println!(
+        "storm-summary test=uevents events={sent} passes={} full={} scoped={scoped}",
+        r.passes.len(),
+        fulls.len()
+    );
 }

@@ -19,9 +19,6 @@ _vfioctl() {
             vfioctl,domain)
                 cmd="vfioctl__subcmd__domain"
                 ;;
-            vfioctl,help)
-                cmd="vfioctl__subcmd__help"
-                ;;
             vfioctl,reconcile)
                 cmd="vfioctl__subcmd__reconcile"
                 ;;
@@ -37,68 +34,14 @@ _vfioctl() {
             vfioctl,status)
                 cmd="vfioctl__subcmd__status"
                 ;;
-            vfioctl,udev-claim)
-                cmd="vfioctl__subcmd__udev__subcmd__claim"
-                ;;
             vfioctl,validate)
                 cmd="vfioctl__subcmd__validate"
                 ;;
             vfioctl,watch)
                 cmd="vfioctl__subcmd__watch"
                 ;;
-            vfioctl__subcmd__domain,help)
-                cmd="vfioctl__subcmd__domain__subcmd__help"
-                ;;
-            vfioctl__subcmd__domain,hold)
-                cmd="vfioctl__subcmd__domain__subcmd__hold"
-                ;;
             vfioctl__subcmd__domain,open)
                 cmd="vfioctl__subcmd__domain__subcmd__open"
-                ;;
-            vfioctl__subcmd__domain__subcmd__help,help)
-                cmd="vfioctl__subcmd__domain__subcmd__help__subcmd__help"
-                ;;
-            vfioctl__subcmd__domain__subcmd__help,hold)
-                cmd="vfioctl__subcmd__domain__subcmd__help__subcmd__hold"
-                ;;
-            vfioctl__subcmd__domain__subcmd__help,open)
-                cmd="vfioctl__subcmd__domain__subcmd__help__subcmd__open"
-                ;;
-            vfioctl__subcmd__help,domain)
-                cmd="vfioctl__subcmd__help__subcmd__domain"
-                ;;
-            vfioctl__subcmd__help,help)
-                cmd="vfioctl__subcmd__help__subcmd__help"
-                ;;
-            vfioctl__subcmd__help,reconcile)
-                cmd="vfioctl__subcmd__help__subcmd__reconcile"
-                ;;
-            vfioctl__subcmd__help,rollback)
-                cmd="vfioctl__subcmd__help__subcmd__rollback"
-                ;;
-            vfioctl__subcmd__help,schema)
-                cmd="vfioctl__subcmd__help__subcmd__schema"
-                ;;
-            vfioctl__subcmd__help,snapshot)
-                cmd="vfioctl__subcmd__help__subcmd__snapshot"
-                ;;
-            vfioctl__subcmd__help,status)
-                cmd="vfioctl__subcmd__help__subcmd__status"
-                ;;
-            vfioctl__subcmd__help,udev-claim)
-                cmd="vfioctl__subcmd__help__subcmd__udev__subcmd__claim"
-                ;;
-            vfioctl__subcmd__help,validate)
-                cmd="vfioctl__subcmd__help__subcmd__validate"
-                ;;
-            vfioctl__subcmd__help,watch)
-                cmd="vfioctl__subcmd__help__subcmd__watch"
-                ;;
-            vfioctl__subcmd__help__subcmd__domain,hold)
-                cmd="vfioctl__subcmd__help__subcmd__domain__subcmd__hold"
-                ;;
-            vfioctl__subcmd__help__subcmd__domain,open)
-                cmd="vfioctl__subcmd__help__subcmd__domain__subcmd__open"
                 ;;
             *)
                 ;;
@@ -107,7 +50,7 @@ _vfioctl() {
 
     case "${cmd}" in
         vfioctl)
-            opts="-v -h -V --verbose --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --help --version validate schema status snapshot reconcile rollback watch domain udev-claim help"
+            opts="-v -h -V --verbose --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --help --version validate schema status snapshot reconcile rollback watch domain"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -145,118 +88,12 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__domain)
-            opts="-v -h -V --verbose --help --version open hold help"
+            opts="-v -h -V --verbose --help --version open"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        vfioctl__subcmd__domain__subcmd__help)
-            opts="open hold help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        vfioctl__subcmd__domain__subcmd__help__subcmd__help)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        vfioctl__subcmd__domain__subcmd__help__subcmd__hold)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        vfioctl__subcmd__domain__subcmd__help__subcmd__open)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        vfioctl__subcmd__domain__subcmd__hold)
-            opts="-c -v -h -V --config --allow-insecure-config --status-file --host --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --config)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -c)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --status-file)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --sysfs-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --dev-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --proc-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --state-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -286,190 +123,8 @@ _vfioctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        vfioctl__subcmd__help)
-            opts="validate schema status snapshot reconcile rollback watch domain udev-claim help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        vfioctl__subcmd__help__subcmd__domain)
-            opts="open hold"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        vfioctl__subcmd__help__subcmd__domain__subcmd__hold)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        vfioctl__subcmd__help__subcmd__domain__subcmd__open)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        vfioctl__subcmd__help__subcmd__help)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        vfioctl__subcmd__help__subcmd__reconcile)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        vfioctl__subcmd__help__subcmd__rollback)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        vfioctl__subcmd__help__subcmd__schema)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        vfioctl__subcmd__help__subcmd__snapshot)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        vfioctl__subcmd__help__subcmd__status)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        vfioctl__subcmd__help__subcmd__udev__subcmd__claim)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        vfioctl__subcmd__help__subcmd__validate)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        vfioctl__subcmd__help__subcmd__watch)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
         vfioctl__subcmd__reconcile)
-            opts="-c -v -h -V --config --allow-insecure-config --dry-run --check --json --device --lock-timeout --host --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
+            opts="-c -v -h -V --config --allow-insecure-config --dry-run --check --json --device --no-domains --lock-timeout --host --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -620,48 +275,6 @@ _vfioctl() {
             fi
             case "${prev}" in
                 --host)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --sysfs-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --dev-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --proc-root)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --state-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --run-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        vfioctl__subcmd__udev__subcmd__claim)
-            opts="-c -v -h -V --config --allow-insecure-config --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --config)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -c)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

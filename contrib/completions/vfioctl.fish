@@ -41,8 +41,6 @@ complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "reconcile" -d 'Make
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "rollback" -d 'Return every device vfioctl took to its recorded original state'
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "watch" -d 'Keep the host converged: re-apply on hotplug, config edits and SIGHUP; hold domains'
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "domain" -d 'Use a domain held by `vfioctl watch`'
-complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "udev-claim" -d 'For the udev rule: on `add`, write the configured driver to a function\'s `driver_override` before any module driver loads'
-complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -s c -l config -d 'The config file (same as FILE)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -l json -d 'Print diagnostics as JSON'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
@@ -82,6 +80,7 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l allow-inse
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l dry-run -d 'Show the plan; change nothing'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l check -d 'Exit 3 when changes are pending (implies --dry-run)'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l json -d 'Print the plan as JSON'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -l no-domains -d 'Apply the bindings only: leave the config\'s [[domain]]s to `vfioctl watch` without asking it, and do not exit 4 when none runs (for the udev rule, which runs at boot before the service; the service\'s own pass holds the domains)'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand reconcile" -s V -l version -d 'Print version'
@@ -107,51 +106,12 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l allow-insecure
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -s V -l version -d 'Print version'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -s h -l help -d 'Print help'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -s V -l version -d 'Print version'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -f -a "open" -d 'Receive a held domain\'s fds and run COMMAND with them inherited'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -f -a "hold" -d 'Debugging: hold the config\'s domains in the foreground until SIGTERM; SIGHUP re-reads the config and reconciles again (what `watch` does for the domain layer)'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open hold help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open" -s h -l help -d 'Print help'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open" -s V -l version -d 'Print version'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and not __fish_seen_subcommand_from open" -f -a "open" -d 'Receive a held domain\'s fds and run COMMAND with them inherited'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -l state-dir -d 'Where vfioctl keeps its journal (persistent) [default: /var/lib/vfioctl]' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot) [default: /run/vfioctl]' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -s V -l version -d 'Print version'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -s c -l config -d 'The config file' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l status-file -d 'After each pass, write the held domains and the pass\'s report here as JSON' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l sysfs-root -d 'Root of sysfs [default: /sys]' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l dev-root -d 'Root of /dev [default: /dev]' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l proc-root -d 'Root of /proc [default: /proc]' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l state-dir -d 'Where vfioctl keeps its journal (persistent) [default: /var/lib/vfioctl]' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot) [default: /run/vfioctl]' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -l allow-insecure-config -d 'Use a config that someone besides root (or you) can change: its group or every user can write it or a directory on its path, or another user owns it. Without this flag such a config is refused (as sshd\'s StrictModes refuses such files), since whoever can edit it decides what vfioctl does to the host as root'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -s h -l help -d 'Print help'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from hold" -s V -l version -d 'Print version'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from help" -f -a "open" -d 'Receive a held domain\'s fds and run COMMAND with them inherited'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from help" -f -a "hold" -d 'Debugging: hold the config\'s domains in the foreground until SIGTERM; SIGHUP re-reads the config and reconciles again (what `watch` does for the domain layer)'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -s c -l config -d 'The config file' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l sysfs-root -d 'Root of sysfs [default: /sys]' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l dev-root -d 'Root of /dev [default: /dev]' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l proc-root -d 'Root of /proc [default: /proc]' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l state-dir -d 'Where vfioctl keeps its journal (persistent) [default: /var/lib/vfioctl]' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot) [default: /run/vfioctl]' -r -F
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -l allow-insecure-config -d 'Use a config that someone besides root (or you) can change: its group or every user can write it or a directory on its path, or another user owns it. Without this flag such a config is refused (as sshd\'s StrictModes refuses such files), since whoever can edit it decides what vfioctl does to the host as root'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -s h -l help -d 'Print help'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand udev-claim" -s V -l version -d 'Print version'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "validate" -d 'Check a config file alone, without reading any host'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "schema" -d 'Print the JSON Schema of the config file'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "status" -d 'Show the host: IOMMU groups, their members, drivers, and viability'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "snapshot" -d 'Print a snapshot of the host as JSON (use it later with `--host`)'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "reconcile" -d 'Make the host match the config (or, with `--dry-run`, show the plan)'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "rollback" -d 'Return every device vfioctl took to its recorded original state'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "watch" -d 'Keep the host converged: re-apply on hotplug, config edits and SIGHUP; hold domains'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "domain" -d 'Use a domain held by `vfioctl watch`'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "udev-claim" -d 'For the udev rule: on `add`, write the configured driver to a function\'s `driver_override` before any module driver loads'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and not __fish_seen_subcommand_from validate schema status snapshot reconcile rollback watch domain udev-claim help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and __fish_seen_subcommand_from domain" -f -a "open" -d 'Receive a held domain\'s fds and run COMMAND with them inherited'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand help; and __fish_seen_subcommand_from domain" -f -a "hold" -d 'Debugging: hold the config\'s domains in the foreground until SIGTERM; SIGHUP re-reads the config and reconciles again (what `watch` does for the domain layer)'

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::journal::{InFlight, Journal, JournalError, LoadedModule, Object, Recorded};
+use super::journal::{Entry, InFlight, Journal, JournalError, LoadedModule, Object, Recorded};
 use crate::kernel::{Host, KernelError, NodeOwner};
 use crate::pci::PciAddress;
 use crate::plan::{Action, Plan, Step, Unit};
@@ -107,10 +107,15 @@ struct Pass {
     /// is this pass's own creation, never an original to record (and whether a member's step
     /// ran before or after another member's bind must not change what is recorded).
     absent_nodes: std::collections::BTreeSet<Object>,
+    /// The objects in `inflight` and in `journal`, so recording stays one lookup per object
+    /// (a pass over thousands of functions must not scan the records once per step).
+    in_pass: std::collections::HashSet<Object>,
+    in_journal: std::collections::HashSet<Object>,
 }
 
 impl Recorder {
     pub fn new(state_dir: PathBuf, run_dir: PathBuf, journal: Journal) -> Self {
+        let in_journal = journal.entries.iter().map(|e| e.object).collect();
         Recorder {
             state_dir,
             run_dir,
@@ -118,6 +123,8 @@ impl Recorder {
                 journal,
                 inflight: InFlight::new(),
                 absent_nodes: Default::default(),
+                in_pass: Default::default(),
+                in_journal,
             }),
         }
     }
@@ -161,6 +168,8 @@ impl Recorder {
             journal,
             inflight,
             absent_nodes,
+            in_pass,
+            in_journal,
         } = &mut *g;
         let (mut new_inflight, mut new_journal) = (false, false);
         for object in targets {
@@ -177,7 +186,7 @@ impl Recorder {
             }
             objects.push(*object);
             for o in objects {
-                if inflight.entries.iter().any(|e| e.object == o) || absent_nodes.contains(&o) {
+                if in_pass.contains(&o) || absent_nodes.contains(&o) {
                     continue;
                 }
                 let was = match current(host, &o) {
@@ -190,8 +199,17 @@ impl Recorder {
                     absent_nodes.insert(o);
                     continue;
                 }
-                new_journal |= journal.record(o, was.clone());
-                new_inflight |= inflight.record(o, was);
+                // The first record is the original: only objects not journaled yet.
+                if in_journal.insert(o) {
+                    journal.entries.push(Entry {
+                        object: o,
+                        was: was.clone(),
+                    });
+                    new_journal = true;
+                }
+                in_pass.insert(o);
+                inflight.entries.push(Entry { object: o, was });
+                new_inflight = true;
             }
         }
         if new_inflight {
@@ -375,10 +393,16 @@ fn traced(host: &dyn Host, rec: &Recorder, step: &Step, opts: &ExecOptions) -> S
         .action
         .device()
         .map_or_else(|| "-".to_string(), |d| d.to_string());
+    // The IOMMU group, where the step names one (the journal's GROUP= field).
+    let group = match &step.action {
+        Action::SetNodeOwner { group: Some(g), .. } => g.to_string(),
+        _ => "-".to_string(),
+    };
     match &result {
         Ok(()) => tracing::info!(
             action = step.action.kind(),
             device = %device,
+            group = %group,
             result = "ok",
             ms = duration.as_secs_f64() * 1e3,
             "{}",
@@ -387,6 +411,7 @@ fn traced(host: &dyn Host, rec: &Recorder, step: &Step, opts: &ExecOptions) -> S
         Err(e) => tracing::error!(
             action = step.action.kind(),
             device = %device,
+            group = %group,
             result = %e,
             ms = duration.as_secs_f64() * 1e3,
             "{}",

@@ -7,7 +7,12 @@
 //!   group node's owner and mode. `vfioctl rollback` and releases restore from it.
 //! - `RUN_DIR/inflight.json` (cleared at boot): the state at the start of the current pass of
 //!   every object the pass touched, in order. A pass that fails undoes it in reverse; a pass
-//!   that was killed leaves it behind, and the next run restores it first.
+//!   that was killed leaves it behind, and the next run restores it first. A pass that ends
+//!   writes what it will forget into it first ([`Commit`]), so a pass killed while ending is
+//!   finished, not undone, by the next run (see `apply::commit`).
+//!
+//! Every write and removal of these files goes through `write_json`/[`remove_state_file`],
+//! where tests can crash or fail them (`file_faults`, in test builds).
 
 use std::path::{Path, PathBuf};
 
@@ -235,6 +240,29 @@ pub struct InFlight {
     /// Modules the pass loaded (they were not loaded at its start).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub modules: Vec<LoadedModule>,
+    /// Set when the pass is ending: what it forgets. A record with this set is finished by the
+    /// next run (the host is as the pass left it), never undone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<Commit>,
+}
+
+/// What ending a pass forgets: journal entries of objects back at their originals (or gone),
+/// modules no longer loaded, and the early-claim records of functions no longer taken.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<Object>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<LoadedModule>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub early_claims: Vec<PciAddress>,
+}
+
+impl Commit {
+    /// Nothing to forget.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty() && self.modules.is_empty() && self.early_claims.is_empty()
+    }
 }
 
 impl InFlight {
@@ -244,6 +272,7 @@ impl InFlight {
             entries: Vec::new(),
             abandoned: Vec::new(),
             modules: Vec::new(),
+            commit: None,
         }
     }
 
@@ -258,8 +287,7 @@ impl InFlight {
 
     /// Removes the record (the pass finished or was undone) and syncs the directory.
     pub fn clear(run_dir: &Path) -> Result<(), JournalError> {
-        files::remove_durable(run_dir, INFLIGHT_FILE)?;
-        Ok(())
+        remove_state_file(run_dir, INFLIGHT_FILE)
     }
 
     /// Records the pass-start state of `object` unless already recorded. Returns whether new.
@@ -292,8 +320,150 @@ fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), Jou
         message: e.to_string(),
     })?;
     bytes.push(b'\n');
-    files::write_atomic_simple(dir, name, &bytes, 0o600)?;
+    #[cfg(not(any(test, feature = "testing")))]
+    {
+        files::write_atomic_simple(dir, name, &bytes, 0o600)?;
+        Ok(())
+    }
+    #[cfg(any(test, feature = "testing"))]
+    write_json_faulted(dir, name, &bytes)
+}
+
+#[cfg(any(test, feature = "testing"))]
+fn write_json_faulted(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), JournalError> {
+    if !file_faults::armed() {
+        files::write_atomic_simple(dir, name, bytes, 0o600)?;
+        return Ok(());
+    }
+    let mut injected = None;
+    let r = files::write_atomic(dir, name, bytes, 0o600, &mut |step| {
+        let op = file_faults::FileOp::Write {
+            name: name.to_string(),
+            step,
+        };
+        file_faults::check(dir, &op).map_err(|f| injected = Some(f))
+    });
+    match (r, injected) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), Some(f)) => Err(f.error(&dir.join(name))),
+        (Err(e), None) => Err(e.into()),
+    }
+}
+
+/// Removes the state file `DIR/NAME` durably (absent is fine).
+pub fn remove_state_file(dir: &Path, name: &str) -> Result<(), JournalError> {
+    #[cfg(any(test, feature = "testing"))]
+    if file_faults::armed() {
+        let op = file_faults::FileOp::Remove {
+            name: name.to_string(),
+        };
+        file_faults::check(dir, &op).map_err(|f| f.error(&dir.join(name)))?;
+    }
+    files::remove_durable(dir, name)?;
     Ok(())
+}
+
+/// Faults in the state files, for tests: a hook sees every step of every write
+/// ([`files::WriteStep`]) and every removal of a state file under a directory, and can crash
+/// there (vfioctl killed: the file is left as a crash leaves it) or fail as the filesystem
+/// would (`ENOSPC`, `EROFS`). Hooks are keyed by a directory, so tests on their own temporary
+/// directories do not see each other's faults. Nothing is armed in a real run; the check is one
+/// atomic load; the hook exists only in test builds (`testing` feature).
+#[cfg(any(test, feature = "testing"))]
+pub mod file_faults {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use super::JournalError;
+    use crate::files::WriteStep;
+
+    /// One file operation, as a hook sees it.
+    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    pub enum FileOp {
+        /// `name` reached `step` of its atomic write.
+        Write { name: String, step: WriteStep },
+        /// `name` is about to be removed.
+        Remove { name: String },
+    }
+
+    /// What a hook makes of an operation.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum FileFault {
+        /// vfioctl is killed here: the operation stops where it is.
+        Crash,
+        /// The filesystem refuses with this errno (`ENOSPC`, `EROFS`, `EIO`).
+        Errno(nix::errno::Errno),
+    }
+
+    impl FileFault {
+        pub(super) fn error(self, path: &Path) -> JournalError {
+            JournalError::Io {
+                path: path.to_path_buf(),
+                message: match self {
+                    FileFault::Crash => "interrupted (injected crash)".to_string(),
+                    FileFault::Errno(e) => e.desc().to_string(),
+                },
+            }
+        }
+    }
+
+    type Hook = Box<dyn FnMut(&Path, &FileOp) -> Result<(), FileFault> + Send>;
+
+    static ARMED: AtomicUsize = AtomicUsize::new(0);
+    static HOOKS: Mutex<Vec<(u64, PathBuf, Hook)>> = Mutex::new(Vec::new());
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+    /// Removes its hook when dropped.
+    #[must_use = "the hook is removed when this is dropped"]
+    pub struct Armed(u64);
+
+    impl Drop for Armed {
+        fn drop(&mut self) {
+            let mut hooks = HOOKS.lock().unwrap_or_else(|p| p.into_inner());
+            let n = hooks.len();
+            hooks.retain(|(id, ..)| *id != self.0);
+            if hooks.len() != n {
+                ARMED.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Calls `hook` before every state-file operation in `root` or below, until the returned
+    /// guard is dropped.
+    pub fn arm(
+        root: &Path,
+        hook: impl FnMut(&Path, &FileOp) -> Result<(), FileFault> + Send + 'static,
+    ) -> Armed {
+        let id = NEXT.fetch_add(1, Ordering::SeqCst) as u64;
+        let mut hooks = HOOKS.lock().unwrap_or_else(|p| p.into_inner());
+        hooks.push((id, root.to_path_buf(), Box::new(hook)));
+        ARMED.fetch_add(1, Ordering::SeqCst);
+        Armed(id)
+    }
+
+    pub(super) fn armed() -> bool {
+        ARMED.load(Ordering::Relaxed) > 0
+    }
+
+    pub(super) fn check(dir: &Path, op: &FileOp) -> Result<(), FileFault> {
+        let mut hooks = HOOKS.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, root, hook) in hooks.iter_mut() {
+            if dir.starts_with(root) {
+                return hook(dir, op);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every step of a write, for hooks that enumerate crash points.
+    pub const WRITE_STEPS: [WriteStep; 5] = [
+        WriteStep::Created,
+        WriteStep::HalfWritten,
+        WriteStep::Written,
+        WriteStep::Synced,
+        WriteStep::Renamed,
+    ];
 }
 
 #[cfg(test)]

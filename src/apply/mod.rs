@@ -7,6 +7,7 @@
 //! verify (read again, plan again, ask the kernel) → commit (forget what was given back, with
 //! its early-claim record; clear the pass record).
 
+pub mod commit;
 pub mod early_claim;
 pub mod executor;
 pub mod journal;
@@ -445,7 +446,8 @@ fn remember_abandoned(
 
 /// Ends a pass: forgets what is back at its original (as `observed` shows it, or as read now)
 /// and the early-claim records the journal no longer needs, saves the journal if that changed
-/// it, clears the in-flight record. The one commit of a pass, whatever its outcome.
+/// it, clears the in-flight record ([`commit::commit`]). The one commit of a pass, whatever its
+/// outcome.
 fn commit(
     host: &dyn Host,
     opts: &Options,
@@ -453,15 +455,25 @@ fn commit(
     folded: &records::Folded,
     observed: Option<&crate::host::Snapshot>,
 ) -> Result<(), ApplyError> {
-    let forgot = match observed {
-        Some(o) => rollback::forget_restored_in(host, o, &mut journal),
-        None => rollback::forget_restored(host, &mut journal).map_err(ApplyError::Read)?,
-    };
-    if forgot {
-        journal.save(&opts.state_dir)?;
+    let before = journal.clone();
+    match observed {
+        Some(o) => {
+            rollback::forget_restored_in(host, o, &mut journal);
+        }
+        None => {
+            rollback::forget_restored(host, &mut journal).map_err(ApplyError::Read)?;
+        }
     }
-    records::forget_released(&opts.run_dir, folded, &journal)?;
-    InFlight::clear(&opts.run_dir)?;
+    // Crash-safe across the journal, the early-claim records and the pass record (see
+    // `commit`): what is forgotten is recorded in the pass record first.
+    commit::commit(
+        &opts.state_dir,
+        &opts.run_dir,
+        None,
+        &before,
+        &journal,
+        Some(folded),
+    )?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::commit;
 use super::early_claim::records::{self, Records};
 use super::journal::{
     Abandoned, Entry, InFlight, Journal, JournalError, LoadedModule, Object, Recorded,
@@ -152,7 +153,12 @@ pub fn restore(host: &dyn Host, object: &Object, to: &Recorded) -> Result<bool, 
             restore_to_kernel_pick(host, *device, &now, driver_override.as_deref())
         }
         (Object::Sriov { pf }, Recorded::Sriov { num_vfs }) => {
-            let now = host.num_vfs(*pf)?;
+            let now = match host.num_vfs(*pf) {
+                Ok(n) => n,
+                // A PF removed from the host (hot-unplug) takes its VFs with it.
+                Err(KernelError::NoSuchDevice(_)) => return Ok(false),
+                Err(e) => return Err(e),
+            };
             if now == *num_vfs {
                 return Ok(false);
             }
@@ -381,7 +387,11 @@ pub fn is_at(host: &dyn Host, object: &Object, was: &Recorded) -> Result<bool, K
                 Err(e) => return Err(e),
             }
         }
-        (Object::Sriov { pf }, Recorded::Sriov { num_vfs }) => host.num_vfs(*pf)? == *num_vfs,
+        (Object::Sriov { pf }, Recorded::Sriov { num_vfs }) => match host.num_vfs(*pf) {
+            Ok(n) => n == *num_vfs,
+            Err(KernelError::NoSuchDevice(_)) => true,
+            Err(e) => return Err(e),
+        },
         (Object::Node { device }, Recorded::Node { owner }) => match owner {
             None => true,
             Some(o) => match host.iommu_group(*device) {
@@ -418,6 +428,15 @@ pub fn recover(
     let Some(inflight) = InFlight::load(run_dir)? else {
         return Ok(None);
     };
+    if let Some(forget) = &inflight.commit {
+        // The pass was ending: the host is as it left it. Finish, never undo.
+        tracing::warn!(
+            pid = inflight.pid,
+            "finishing the commit of an interrupted pass"
+        );
+        commit::finish(state_dir, run_dir, forget)?;
+        return Ok(Some((inflight.pid, UndoReport::default())));
+    }
     // Touching a function whose write is still blocked would block us too.
     let blocked: Vec<Abandoned> = inflight
         .abandoned
@@ -436,11 +455,10 @@ pub fn recover(
     let mut report = restore_all(host, &inflight.entries);
     if report.complete() {
         report.modules = unload_modules(host, &inflight.modules);
-        let mut journal = Journal::load(state_dir)?;
-        if forget_restored(host, &mut journal)? {
-            journal.save(state_dir)?;
-        }
-        InFlight::clear(run_dir)?;
+        let journal = Journal::load(state_dir)?;
+        let mut after = journal.clone();
+        forget_restored(host, &mut after)?;
+        commit::commit(state_dir, run_dir, Some(&inflight), &journal, &after, None)?;
     }
     Ok(Some((inflight.pid, report)))
 }
@@ -479,15 +497,18 @@ pub fn rollback(
     let recovered = recover(host, state_dir, run_dir)?;
     let mut journal = Journal::load(state_dir)?;
     let folded = records::fold(&mut journal, &early, &records::state_on(host));
+    if folded.changed {
+        // The early claims become journal entries before anything is given back.
+        journal.save(state_dir)?;
+    }
     let entries = journal.entries.clone();
     let mut report = restore_all(host, &entries);
     if report.complete() {
         report.modules = unload_modules(host, &journal.modules);
     }
-    if forget_restored(host, &mut journal)? || folded.changed {
-        journal.save(state_dir)?;
-    }
-    records::forget_released(run_dir, &folded, &journal)?;
+    let mut after = journal.clone();
+    forget_restored(host, &mut after)?;
+    commit::commit(state_dir, run_dir, None, &journal, &after, Some(&folded))?;
     let modules = report.modules.iter().map(|m| m.module.clone()).collect();
     Ok((
         RollbackOutcome {

@@ -8,7 +8,7 @@
 use crate::config::{Config, UserRef};
 use crate::host::accounts::Accounts;
 
-/// The caller, as `SO_PEERCRED` and `/proc/PID/status` tell.
+/// The caller, as the kernel recorded it at `connect` (`SO_PEERCRED`, `SO_PEERGROUPS`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub pid: i32,

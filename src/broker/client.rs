@@ -59,19 +59,30 @@ pub fn request(path: &Path, req: &Request) -> Result<Grant, ClientError> {
         source,
     })?;
     stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io)?;
-    stream
-        .write_all(&protocol::encode_request(req))
-        .map_err(io)?;
+    // A broker at its client cap refuses before reading: the write then fails with EPIPE,
+    // but its refusal is waiting to be read.
+    let sent = stream.write_all(&protocol::encode_request(req));
     let _ = stream.shutdown(std::net::Shutdown::Write);
-    let (mut bytes, fds) = receive(&stream).map_err(io)?;
+    let (mut bytes, fds) = match (receive(&stream), sent) {
+        (Ok((b, _)), Err(e)) if b.is_empty() => return Err(io(e)),
+        (Ok(got), _) => got,
+        (Err(_), Err(e)) => return Err(io(e)),
+        (Err(e), Ok(())) => return Err(io(e)),
+    };
     // The rest of a long answer, bounded.
     let mut rest = Vec::new();
-    (&stream)
+    let rest_read = (&stream)
         .take((MAX_RESPONSE + 1 - bytes.len().min(MAX_RESPONSE)) as u64)
-        .read_to_end(&mut rest)
-        .map_err(io)?;
+        .read_to_end(&mut rest);
     bytes.extend(rest);
-    match protocol::parse_response(&bytes, fds.len())? {
+    // A broker that refused before reading our request closes with it unread: the kernel then
+    // reports ECONNRESET after the refusal, which is complete all the same.
+    let resp = match (protocol::parse_response(&bytes, fds.len()), rest_read) {
+        (Ok(r), _) => r,
+        (Err(_), Err(e)) => return Err(io(e)),
+        (Err(e), Ok(_)) => return Err(e.into()),
+    };
+    match resp {
         Response::Granted(description) => Ok(Grant { description, fds }),
         Response::Refused { reason, .. } => Err(ClientError::Refused(reason)),
     }

@@ -175,6 +175,11 @@ pub struct ReconcileArgs {
     /// Reconcile only this function and its IOMMU group closure (for udev rules).
     #[arg(long, value_name = "ADDRESS")]
     pub device: Option<String>,
+    /// Apply the bindings only: leave the config's [[domain]]s to `vfioctl watch` without
+    /// asking it, and do not exit 4 when none runs (for the udev rule, which runs at boot before
+    /// the service; the service's own pass holds the domains).
+    #[arg(long)]
+    pub no_domains: bool,
     /// How long to wait for the reconcile lock, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub lock_timeout: u64,

@@ -25,7 +25,7 @@ pub fn run(opts: &Options, args: &args::ReconcileArgs) -> Exit {
     };
     match apply(opts, args, config) {
         // Domains are held by `watch`, not by this process: hand the domain layer to it.
-        Exit::Done => super::domain::after_reconcile(opts, config),
+        Exit::Done if !args.no_domains => super::domain::after_reconcile(opts, config),
         other => other,
     }
 }

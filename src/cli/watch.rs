@@ -22,6 +22,12 @@ pub fn run(opts: &Options, args: &args::WatchArgs) -> Exit {
                     e => e.to_string(),
                 }
             );
+            if !loaded.path.exists() {
+                eprintln!(
+                    "vfioctl watch: no config at {}: write one (vfio.toml(5); examples in /usr/share/doc/vfioctl/examples/), then start the service again",
+                    loaded.path.display()
+                );
+            }
             return Exit::Failed;
         }
     };

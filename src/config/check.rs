@@ -25,6 +25,41 @@ pub const PAGE: u64 = 4 << 10;
 /// Huge-page-backed windows are made of 2 MiB pages.
 pub const HUGE_PAGE: u64 = 2 << 20;
 
+/// Where each key was first seen: every "used twice" check in one linear pass (a hash lookup
+/// per entry, not a scan of the entries before it).
+struct FirstSeen<K> {
+    first: HashMap<K, Range<usize>>,
+}
+
+impl<K: Eq + std::hash::Hash> FirstSeen<K> {
+    fn new() -> Self {
+        FirstSeen {
+            first: HashMap::new(),
+        }
+    }
+
+    /// `None` the first time `key` is seen (remembering `span`); after that, where it was
+    /// first seen.
+    fn repeat(&mut self, key: K, span: Range<usize>) -> Option<Range<usize>> {
+        match self.first.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(e.get().clone()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(span);
+                None
+            }
+        }
+    }
+}
+
+/// The names of the `[[device]]` entries, for references to look up (built once per kind of
+/// entry that refers to devices, not once per entry).
+fn known_names(devices: &[CheckedDevice]) -> std::collections::HashSet<&str> {
+    devices
+        .iter()
+        .filter_map(|d| d.name.as_ref().map(|(n, _)| n.as_str()))
+        .collect()
+}
+
 /// Checks `raw`; returns the config when no error was reported (warnings allowed).
 pub fn check(raw: &RawConfig, rep: &mut Reporter<'_>) -> Option<Config> {
     let mut c = Checker { rep };
@@ -164,6 +199,7 @@ impl Checker<'_, '_> {
         let mut addresses: HashMap<PciAddress, (String, Range<usize>)> = HashMap::new();
         type IdKey = (PciId, PciId, Option<PciId>, Option<PciId>, Option<PciClass>);
         let mut id_selectors: HashMap<IdKey, (String, Range<usize>)> = HashMap::new();
+        let mut names: FirstSeen<String> = FirstSeen::new();
         for entry in raw {
             let d = self.device(entry);
             let label = d.name.as_ref().map_or_else(
@@ -171,12 +207,7 @@ impl Checker<'_, '_> {
                 |(n, _)| format!("device `{n}`"),
             );
             if let Some((name, span)) = &d.name {
-                let first = out
-                    .iter()
-                    .filter_map(|o| o.name.as_ref())
-                    .find(|(n, _)| n == name)
-                    .map(|(_, s)| s.clone());
-                if let Some(first) = first {
+                if let Some(first) = names.repeat(name.clone(), span.clone()) {
                     self.rep.report(
                         Severity::Error,
                         span.clone(),
@@ -398,7 +429,8 @@ impl Checker<'_, '_> {
             return Some(Vec::new());
         };
         let items = self.list(v, "companions", "PCI addresses")?;
-        let mut out: Vec<(PciAddress, Range<usize>)> = Vec::new();
+        let mut out: Vec<PciAddress> = Vec::new();
+        let mut listed: FirstSeen<PciAddress> = FirstSeen::new();
         let mut ok = true;
         for item in items {
             let a = match value::address("companion", item.get_ref()) {
@@ -416,8 +448,7 @@ impl Checker<'_, '_> {
                     "list only the other functions of its IOMMU group (such as a GPU's audio function)",
                 );
                 ok = false;
-            } else if let Some((_, first)) = out.iter().find(|(b, _)| *b == a) {
-                let first = first.clone();
+            } else if let Some(first) = listed.repeat(a, item.span()) {
                 self.rep.report(
                     Severity::Error,
                     item.span(),
@@ -427,10 +458,10 @@ impl Checker<'_, '_> {
                 );
                 ok = false;
             } else {
-                out.push((a, item.span()));
+                out.push(a);
             }
         }
-        ok.then(|| out.into_iter().map(|(a, _)| a).collect())
+        ok.then_some(out)
     }
 
     /// The device names in a `devices = [...]` list; reports unknown and repeated names.
@@ -440,6 +471,7 @@ impl Checker<'_, '_> {
         entry: Range<usize>,
         owner: &str,
         devices: &[CheckedDevice],
+        known: &std::collections::HashSet<&str>,
     ) -> Option<Vec<(String, Range<usize>)>> {
         let Some(v) = field else {
             self.rep.error(
@@ -458,13 +490,8 @@ impl Checker<'_, '_> {
             );
             return None;
         }
-        let mut known: Vec<&str> = devices
-            .iter()
-            .filter_map(|d| d.name.as_ref().map(|(n, _)| n.as_str()))
-            .collect();
-        known.sort_unstable();
-        known.dedup();
         let mut out: Vec<(String, Range<usize>)> = Vec::new();
+        let mut listed: FirstSeen<&str> = FirstSeen::new();
         let mut ok = true;
         for item in items {
             let RawValue::String(name) = item.get_ref() else {
@@ -488,7 +515,9 @@ impl Checker<'_, '_> {
                         _ => None,
                     })
                 });
-                let hint = match (by_address, closest(name, known.iter().copied())) {
+                let mut names: Vec<&str> = known.iter().copied().collect();
+                names.sort_unstable();
+                let hint = match (by_address, closest(name, names.iter().copied())) {
                     (Some(n), _) => {
                         format!("devices are referred to by name: device `{n}` has this address")
                     }
@@ -496,13 +525,12 @@ impl Checker<'_, '_> {
                     (None, None) if known.is_empty() => {
                         "there are no [[device]] entries; add one with this name".into()
                     }
-                    (None, None) => format!("known devices: {}", known.join(", ")),
+                    (None, None) => format!("known devices: {}", names.join(", ")),
                 };
                 self.rep
                     .error(item.span(), format!("unknown device `{name}`"), hint);
                 ok = false;
-            } else if let Some((_, first)) = out.iter().find(|(n, _)| n == name) {
-                let first = first.clone();
+            } else if let Some(first) = listed.repeat(name.as_str(), item.span()) {
                 self.rep.report(
                     Severity::Error,
                     item.span(),
@@ -526,8 +554,9 @@ impl Checker<'_, '_> {
         devices: &[CheckedDevice],
     ) -> Vec<Option<UserSpec>> {
         let mut out = Vec::with_capacity(raw.len());
-        let mut seen: Vec<(UserRef, Range<usize>)> = Vec::new();
+        let mut seen: FirstSeen<UserRef> = FirstSeen::new();
         let mut owners: HashMap<String, (UserRef, Range<usize>)> = HashMap::new();
+        let known = known_names(devices);
         for entry in raw {
             let u = entry.get_ref();
             let head = entry.span();
@@ -539,8 +568,7 @@ impl Checker<'_, '_> {
                 |v, _| value::unix_ref("name", v),
             );
             if let (Some(user), Some(v)) = (&user, &u.name) {
-                if let Some((_, first)) = seen.iter().find(|(s, _)| s == user) {
-                    let first = first.clone();
+                if let Some(first) = seen.repeat(user.clone(), v.span()) {
                     self.rep.report(
                         Severity::Error,
                         v.span(),
@@ -548,8 +576,6 @@ impl Checker<'_, '_> {
                         Some("merge them into one entry".into()),
                         vec![(first, "first entry here".into())],
                     );
-                } else {
-                    seen.push((user.clone(), v.span()));
                 }
             }
             let label = user
@@ -562,7 +588,7 @@ impl Checker<'_, '_> {
                 self.mode_warnings(*m, v.span(), has_group, &label);
             }
             let memlock = self.opt(&u.memlock, |v, _| value::size("memlock", v));
-            let refs = self.device_refs(&u.devices, head.clone(), &label, devices);
+            let refs = self.device_refs(&u.devices, head.clone(), &label, devices, &known);
             if let (Some(refs), Some(user)) = (&refs, &user) {
                 for (name, span) in refs {
                     match owners.get(name) {
@@ -624,7 +650,7 @@ impl Checker<'_, '_> {
 
     fn sriov(&mut self, raw: &[Spanned<crate::config::raw::RawSriov>]) -> Vec<Option<SriovSpec>> {
         let mut out = Vec::with_capacity(raw.len());
-        let mut seen: Vec<(PciAddress, Range<usize>)> = Vec::new();
+        let mut seen: FirstSeen<PciAddress> = FirstSeen::new();
         for entry in raw {
             let s = entry.get_ref();
             let head = entry.span();
@@ -636,8 +662,7 @@ impl Checker<'_, '_> {
                 |v, _| value::address("pf", v),
             );
             if let (Some(a), Some(v)) = (pf, &s.pf) {
-                if let Some((_, first)) = seen.iter().find(|(b, _)| *b == a) {
-                    let first = first.clone();
+                if let Some(first) = seen.repeat(a, v.span()) {
                     self.rep.report(
                         Severity::Error,
                         v.span(),
@@ -645,8 +670,6 @@ impl Checker<'_, '_> {
                         Some("keep one entry with the number of VFs you want".into()),
                         vec![(first, "first entry here".into())],
                     );
-                } else {
-                    seen.push((a, v.span()));
                 }
             }
             let num_vfs = self.req(
@@ -676,8 +699,9 @@ impl Checker<'_, '_> {
         devices: &[CheckedDevice],
     ) -> Vec<Option<DomainSpec>> {
         let mut out = Vec::with_capacity(raw.len());
-        let mut names: Vec<(String, Range<usize>)> = Vec::new();
+        let mut names: FirstSeen<String> = FirstSeen::new();
         let mut member_of: HashMap<String, (String, Range<usize>)> = HashMap::new();
+        let known = known_names(devices);
         for entry in raw {
             let d = entry.get_ref();
             let head = entry.span();
@@ -689,8 +713,7 @@ impl Checker<'_, '_> {
                 |v, _| value::logical_name("name", v),
             );
             if let (Some(n), Some(v)) = (&name, &d.name) {
-                if let Some((_, first)) = names.iter().find(|(m, _)| m == n) {
-                    let first = first.clone();
+                if let Some(first) = names.repeat(n.clone(), v.span()) {
                     self.rep.report(
                         Severity::Error,
                         v.span(),
@@ -698,14 +721,12 @@ impl Checker<'_, '_> {
                         Some("names must be unique; rename one of the domains".into()),
                         vec![(first, "first used here".into())],
                     );
-                } else {
-                    names.push((n.clone(), v.span()));
                 }
             }
             let label = name
                 .as_ref()
                 .map_or_else(|| "this domain".to_string(), |n| format!("domain `{n}`"));
-            let refs = self.device_refs(&d.devices, head.clone(), &label, devices);
+            let refs = self.device_refs(&d.devices, head.clone(), &label, devices, &known);
             if let (Some(refs), Some(dn)) = (&refs, &name) {
                 for (dev, span) in refs {
                     if let Some((other, first)) = member_of.get(dev) {
@@ -753,15 +774,14 @@ impl Checker<'_, '_> {
 
     fn windows(&mut self, raw: &[Spanned<RawWindow>], domain: &str) -> Option<Vec<WindowSpec>> {
         let mut out: Vec<(WindowSpec, Range<usize>, String)> = Vec::new();
-        let mut names: Vec<(String, Range<usize>)> = Vec::new();
+        let mut names: FirstSeen<String> = FirstSeen::new();
         let mut ok = true;
         for (i, entry) in raw.iter().enumerate() {
             let w = entry.get_ref();
             let head = entry.span();
             let name = self.opt(&w.name, |v, _| value::logical_name("name", v));
             if let (Ok(Some(n)), Some(v)) = (&name, &w.name) {
-                if let Some((_, first)) = names.iter().find(|(m, _)| m == n) {
-                    let first = first.clone();
+                if let Some(first) = names.repeat(n.clone(), v.span()) {
                     self.rep.report(
                         Severity::Error,
                         v.span(),
@@ -770,8 +790,6 @@ impl Checker<'_, '_> {
                         vec![(first, "first used here".into())],
                     );
                     ok = false;
-                } else {
-                    names.push((n.clone(), v.span()));
                 }
             }
             let label = match &name {
@@ -920,5 +938,61 @@ impl Checker<'_, '_> {
             ok = false;
         }
         ok
+    }
+}
+
+#[cfg(test)]
+mod scale_tests {
+    use std::fmt::Write;
+    use std::path::Path;
+
+    /// A config with `n` devices at distinct addresses, the last one reusing the first's name,
+    /// and a user listing every device, the first twice.
+    pub(crate) fn large(n: usize) -> String {
+        let mut s = String::from("version = 1\n");
+        let addr = |i: usize| format!("0000:{:02x}:{:02x}.{}", 1 + i / 256, (i % 256) / 8, i % 8);
+        for i in 0..n {
+            let name = if i + 1 == n {
+                "dev0".to_string()
+            } else {
+                format!("dev{i}")
+            };
+            writeln!(
+                s,
+                "[[device]]\nname = \"{name}\"\naddress = \"{}\"",
+                addr(i)
+            )
+            .unwrap();
+        }
+        s.push_str("[[user]]\nname = \"1000\"\ndevices = [\"dev0\"");
+        for i in 0..n - 1 {
+            write!(s, ", \"dev{i}\"").unwrap();
+        }
+        s.push_str("]\n");
+        s
+    }
+
+    // 40,000 devices (3 s with the former pairwise checks; the time is in benches/check.rs):
+    // the repeated names are found, once each, pointing at the first use.
+    #[test]
+    fn duplicate_checks_on_forty_thousand_devices_find_each_repeat_once() {
+        let n = 40_000;
+        let text = large(n);
+        let checked = crate::config::check_str(&text, Path::new("big.toml"));
+        let errors: Vec<String> = checked
+            .diagnostics
+            .items()
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.message.clone())
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                "device name `dev0` is used twice".to_string(),
+                "device `dev0` is listed twice".to_string(),
+            ],
+        );
+        assert!(checked.config.is_none());
     }
 }

@@ -126,7 +126,18 @@ impl WindowMemory {
         let huge = nix::sys::statfs::fstatfs(&fd)
             .map(|s| s.filesystem_type() == nix::sys::statfs::HUGETLBFS_MAGIC)
             .unwrap_or(false);
-        Self::map(fd, len, huge, None)
+        let memory = Self::map(fd, len, huge, None)?;
+        // The adopted container still pins these pages, but the kernel charged them to the
+        // process that mapped them, which is gone after a restart: locking the new mapping
+        // makes them count again in this process (VmLck, RLIMIT_MEMLOCK), as they did before.
+        // SAFETY: `ptr`/`len` are the mapping just made; mlock only changes its residency.
+        if let Err(e) = unsafe { nix::sys::mman::mlock(memory.ptr, memory.len) } {
+            tracing::warn!(
+                "{window}: cannot lock the adopted window's memory ({e}); it stays pinned by the \
+                 IOMMU but is not counted as this process's locked memory"
+            );
+        }
+        Ok(memory)
     }
 
     /// Maps `len` bytes of `fd` shared and read/write; the caller made sure the file has them.
@@ -287,6 +298,9 @@ mod tests {
         let bytes = unsafe { again.as_slice() };
         assert_eq!(&bytes[100..108], &[0x5a; 8]);
         assert_eq!(bytes[99], 0);
+        // Adopted after a restart, the window counts as this process's locked memory again
+        // (the mapping's own `Locked:` in smaps, untouched by other tests' mappings).
+        assert_eq!(locked_kib(&again), Some(64), "adopted mapping not locked");
         let bigger = Window {
             size: 128 << 10,
             ..w.clone()
@@ -294,6 +308,22 @@ mod tests {
         let fd = again.fd().try_clone_to_owned().unwrap();
         let err = WindowMemory::adopt(fd, &bigger).unwrap_err();
         assert!(err.to_string().contains("fewer than the window"), "{err}");
+    }
+
+    /// The `Locked:` kB of the mapping that starts at `memory`'s address, from /proc/self/smaps.
+    fn locked_kib(memory: &WindowMemory) -> Option<u64> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let start = format!("{:x}-", memory.ptr.as_ptr() as usize);
+        let entry = smaps
+            .split('\n')
+            .skip_while(|l| !l.starts_with(&start))
+            .skip(1);
+        for line in entry {
+            if let Some(v) = line.strip_prefix("Locked:") {
+                return v.trim().trim_end_matches("kB").trim().parse().ok();
+            }
+        }
+        None
     }
 
     #[test]

@@ -27,6 +27,14 @@ pub enum HostError {
          (take a new snapshot with this vfioctl)"
     )]
     Format { path: PathBuf, found: u32 },
+    #[error(
+        "host snapshot {path} is damaged: {source} (take a new snapshot with `vfioctl snapshot -o FILE`)"
+    )]
+    Damaged {
+        path: PathBuf,
+        #[source]
+        source: crate::host::snapshot::Damaged,
+    },
 }
 
 /// The largest snapshot file read, 64 MiB: a snapshot of a host with thousands of functions and
@@ -48,6 +56,10 @@ pub fn load_snapshot(path: &Path) -> Result<Snapshot, HostError> {
             found: snap.format,
         });
     }
+    snap.validate().map_err(|source| HostError::Damaged {
+        path: path.to_path_buf(),
+        source,
+    })?;
     snap.normalize();
     Ok(snap)
 }

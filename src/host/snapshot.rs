@@ -387,6 +387,13 @@ pub fn is_vfio_driver(driver: &str) -> bool {
     driver.starts_with("vfio") || driver.contains("_vfio_pci") || driver.contains("-vfio-pci")
 }
 
+/// What is wrong with a damaged snapshot ([`Snapshot::validate`]), every problem by name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .problems.join("; "))]
+pub struct Damaged {
+    pub problems: Vec<String>,
+}
+
 /// Why a group is or is not viable for VFIO.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Viability {
@@ -452,8 +459,177 @@ impl Snapshot {
         self.device(addr)?.vfio_cdev.as_ref()
     }
 
+    /// Checks what a snapshot read from a file (`--host FILE`) must hold for every decision
+    /// made from it to be sound: each function and group listed once, each group member a
+    /// listed function in no other group and whose `iommu_group` names that group, each
+    /// function's group listed, each reserved region's start at or before its end. Every
+    /// problem is named, with the function, group or region it is about.
+    pub fn validate(&self) -> Result<(), Damaged> {
+        let mut problems = Vec::new();
+        let mut devices: BTreeMap<PciAddress, &PciDevice> = BTreeMap::new();
+        for d in &self.devices {
+            if devices.insert(d.address, d).is_some() {
+                problems.push(format!("function {} is listed more than once", d.address));
+            }
+        }
+        let mut member_of: BTreeMap<PciAddress, u32> = BTreeMap::new();
+        let mut groups = std::collections::BTreeSet::new();
+        for g in &self.groups {
+            if !groups.insert(g.id) {
+                problems.push(format!("IOMMU group {} is listed more than once", g.id));
+            }
+            for r in &g.reserved_regions {
+                if r.start > r.end {
+                    problems.push(format!(
+                        "IOMMU group {}: reserved region {:#x}-{:#x} ({}) starts after it ends",
+                        g.id, r.start, r.end, r.kind
+                    ));
+                }
+            }
+            for a in &g.devices {
+                match member_of.insert(*a, g.id) {
+                    Some(other) if other != g.id => problems.push(format!(
+                        "function {a} is a member of both IOMMU group {other} and IOMMU group {}",
+                        g.id
+                    )),
+                    Some(_) => problems.push(format!(
+                        "IOMMU group {} lists function {a} more than once",
+                        g.id
+                    )),
+                    None => {}
+                }
+                match devices.get(a) {
+                    None => problems.push(format!(
+                        "IOMMU group {} lists function {a}, which is not among the functions",
+                        g.id
+                    )),
+                    Some(d) if d.iommu_group != Some(g.id) => problems.push(format!(
+                        "IOMMU group {} lists function {a}, whose iommu_group is {}",
+                        g.id,
+                        d.iommu_group.map_or("none".to_string(), |x| x.to_string())
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+        for d in &self.devices {
+            if let Some(g) = d.iommu_group {
+                if !groups.contains(&g) {
+                    problems.push(format!(
+                        "function {} is in IOMMU group {g}, which is not among the groups",
+                        d.address
+                    ));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Damaged { problems })
+        }
+    }
+
     /// Functions by address, for callers that need many lookups.
     pub fn by_address(&self) -> BTreeMap<PciAddress, &PciDevice> {
         self.devices.iter().map(|d| (d.address, d)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(json: serde_json::Value) -> Snapshot {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn device(addr: &str, group: Option<u32>) -> serde_json::Value {
+        serde_json::json!({
+            "address": addr, "vendor": "8086", "device": "10d3", "class": "020000",
+            "driver": "e1000e", "driver_override": null, "iommu_group": group
+        })
+    }
+
+    fn group(id: u32, members: &[&str]) -> serde_json::Value {
+        serde_json::json!({ "id": id, "devices": members })
+    }
+
+    fn problems(s: &Snapshot) -> Vec<String> {
+        s.validate().err().map(|d| d.problems).unwrap_or_default()
+    }
+
+    #[test]
+    fn the_bundled_example_host_is_sound() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/hosts/workstation.json"
+        );
+        let s: Snapshot = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        assert_eq!(s.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_duplicate_function_is_named() {
+        let s = snap(serde_json::json!({
+            "devices": [device("0000:01:00.0", Some(1)), device("0000:01:00.0", Some(1))],
+            "groups": [group(1, &["0000:01:00.0"])],
+        }));
+        assert_eq!(
+            problems(&s),
+            ["function 0000:01:00.0 is listed more than once"]
+        );
+    }
+
+    #[test]
+    fn a_region_that_starts_after_it_ends_is_named() {
+        let s = snap(serde_json::json!({
+            "devices": [device("0000:01:00.0", Some(1))],
+            "groups": [{ "id": 1, "devices": ["0000:01:00.0"],
+                "reserved_regions": [{ "start": 4096, "end": 4095, "kind": "msi" }] }],
+        }));
+        assert_eq!(
+            problems(&s),
+            ["IOMMU group 1: reserved region 0x1000-0xfff (msi) starts after it ends"]
+        );
+    }
+
+    #[test]
+    fn a_ghost_member_and_a_function_in_two_groups_are_named() {
+        let s = snap(serde_json::json!({
+            "devices": [device("0000:01:00.0", Some(1))],
+            "groups": [group(1, &["0000:01:00.0", "0000:09:00.0"]), group(2, &["0000:01:00.0"])],
+        }));
+        let p = problems(&s);
+        assert!(
+            p.contains(
+                &"IOMMU group 1 lists function 0000:09:00.0, which is not among the functions"
+                    .to_string()
+            ),
+            "{p:?}"
+        );
+        assert!(
+            p.contains(
+                &"function 0000:01:00.0 is a member of both IOMMU group 1 and IOMMU group 2"
+                    .to_string()
+            ),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn a_function_in_a_group_that_is_not_listed_is_named() {
+        let s = snap(serde_json::json!({
+            "devices": [device("0000:01:00.0", Some(7)), device("0000:02:00.0", Some(1))],
+            "groups": [group(1, &["0000:02:00.0"])],
+        }));
+        assert_eq!(
+            problems(&s),
+            ["function 0000:01:00.0 is in IOMMU group 7, which is not among the groups"]
+        );
+        // Without an IOMMU no function has a group, and that is sound.
+        let s = snap(serde_json::json!({
+            "devices": [device("0000:01:00.0", None)], "groups": [],
+        }));
+        assert_eq!(s.validate(), Ok(()));
     }
 }

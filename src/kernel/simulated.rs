@@ -48,6 +48,20 @@ pub enum Call {
 }
 
 impl Call {
+    /// What the call acts on and what it does, for a [`FaultKey`].
+    pub fn key_parts(&self) -> (String, &'static str) {
+        match self {
+            Call::SetOverride(a, _) => (a.to_string(), "set-override"),
+            Call::Unbind(a) => (a.to_string(), "unbind"),
+            Call::Probe(a) => (a.to_string(), "probe"),
+            Call::Bind(a, _) => (a.to_string(), "bind"),
+            Call::SetNumVfs(a, _) => (a.to_string(), "set-num-vfs"),
+            Call::SetNodeOwner(g, _) => (format!("group {g}"), "set-node-owner"),
+            Call::LoadModule(m) => (format!("module {m}"), "load-module"),
+            Call::UnloadModule(m) => (format!("module {m}"), "unload-module"),
+        }
+    }
+
     /// The function the call writes to, when it writes to one.
     pub fn device(&self) -> Option<PciAddress> {
         match self {
@@ -77,9 +91,31 @@ pub enum Fault {
     Crash,
     /// Like `Crash`, but the call itself takes effect first.
     CrashAfterEffect,
+    /// The function the call acts on is surprise-removed (hot-unplugged) just before it: the
+    /// call finds no such device. Only for calls on a function.
+    Remove,
     /// The function the call writes to is surprise-removed just before it (the call then
     /// finds no such device), as a hot-unplug between a decision and its write.
     Unplug,
+}
+
+/// One call on the seam named independently of how threads interleave: what it acts on (a
+/// function's address, `group N`, `module M`, or `host`), what it does (`unbind`, `probe`,
+/// ..., or `read` for a read of a function's attributes, `snapshot` for a whole-host read),
+/// and how many calls of that kind on that target came before it in this kernel's life. Group
+/// members run side by side, but each member's calls run in order, so a key names the same call
+/// in every run of the same plan: a fault injected by key is replayable.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FaultKey {
+    pub target: String,
+    pub op: &'static str,
+    pub occurrence: usize,
+}
+
+impl std::fmt::Display for FaultKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} #{}", self.op, self.target, self.occurrence)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -129,9 +165,29 @@ struct Inner {
     stuck: BTreeMap<PciAddress, bool>,
     calls: Vec<Call>,
     faults: BTreeMap<usize, Fault>,
+    /// Faults by key ([`FaultKey`]), and every keyed call so far with how many of each.
+    keyed: BTreeMap<FaultKey, Fault>,
+    seen: BTreeMap<(String, &'static str), usize>,
+    keys: Vec<FaultKey>,
     /// Functions whose reads fail (an EIO on their sysfs attributes).
     unreadable: BTreeSet<PciAddress>,
     crashed: bool,
+}
+
+impl Inner {
+    /// The key of the next call of `op` on `target` (counting it), and its injected fault.
+    fn next_key(&mut self, target: String, op: &'static str) -> (FaultKey, Option<Fault>) {
+        let n = self.seen.entry((target.clone(), op)).or_insert(0);
+        let key = FaultKey {
+            target,
+            op,
+            occurrence: *n,
+        };
+        *n += 1;
+        self.keys.push(key.clone());
+        let fault = self.keyed.get(&key).copied();
+        (key, fault)
+    }
 }
 
 /// The simulated kernel. Cheap to clone the state out of ([`SimKernel::snapshot`]).
@@ -245,6 +301,9 @@ impl SimKernel {
                 stuck: BTreeMap::new(),
                 calls: Vec::new(),
                 faults: BTreeMap::new(),
+                keyed: BTreeMap::new(),
+                seen: BTreeMap::new(),
+                keys: Vec::new(),
                 unreadable: BTreeSet::new(),
                 crashed: false,
             }),
@@ -281,6 +340,27 @@ impl SimKernel {
         self.lock().faults.insert(n, fault);
     }
 
+    /// Injects `fault` at the call `key` names (see [`FaultKey`]): the same call in every run.
+    pub fn inject_at(&self, key: FaultKey, fault: Fault) {
+        self.lock().keyed.insert(key, fault);
+    }
+
+    /// Every keyed call so far (writes, reads of a function, whole-host reads), in order.
+    pub fn fault_keys(&self) -> Vec<FaultKey> {
+        self.lock().keys.clone()
+    }
+
+    /// The host stops answering now, as when vfioctl is killed (a crash outside the seam, in a
+    /// state file), until [`SimKernel::revive`].
+    pub fn crash(&self) {
+        self.lock().crashed = true;
+    }
+
+    /// Surprise removal of `dev` (a hot-unplug): it is gone from the host, with the VFs it had.
+    pub fn remove_device(&self, dev: PciAddress) {
+        self.lock().state.remove(dev);
+    }
+
     /// Makes every read of `dev`'s attributes fail with EIO (`false`: readable again).
     pub fn fail_reads(&self, dev: PciAddress, failing: bool) {
         let mut g = self.lock();
@@ -300,6 +380,7 @@ impl SimKernel {
     pub fn revive(&self) {
         let mut g = self.lock();
         g.faults.clear();
+        g.keyed.clear();
         g.unreadable.clear();
         g.crashed = false;
         // Hung writes finished (without effect) in the meantime.
@@ -377,9 +458,19 @@ impl SimKernel {
         }
         let unbind = matches!(call, Call::Unbind(_));
         let n = g.calls.len();
+        let (target, op) = call.key_parts();
+        let (_, by_key) = g.next_key(target, op);
         g.calls.push(call);
-        let r = match g.faults.get(&n).copied() {
+        let r = match g.faults.get(&n).copied().or(by_key) {
             None => f(&mut g.state),
+            Some(Fault::Remove) => {
+                if let Some(d) = device {
+                    g.state.remove(d);
+                }
+                Err(device.map_or(KernelError::Injected { call: n, what }, |d| {
+                    KernelError::NoSuchDevice(d)
+                }))
+            }
             Some(Fault::Fail) => Err(KernelError::Injected { call: n, what }),
             Some(Fault::Hang) => {
                 if let Some(d) = device {
@@ -449,7 +540,42 @@ impl SimKernel {
             ));
         }
         drop(g);
+        self.read_fault(dev.to_string(), "read", Some(dev))?;
         self.read(f)
+    }
+
+    /// Applies a fault injected at this read ([`FaultKey`]): a failing read is `EIO`.
+    fn read_fault(
+        &self,
+        target: String,
+        op: &'static str,
+        dev: Option<PciAddress>,
+    ) -> Result<(), KernelError> {
+        let mut g = self.lock();
+        if g.crashed {
+            return Ok(());
+        }
+        let (key, fault) = g.next_key(target, op);
+        let what = format!("{op} of {}", key.target);
+        match fault {
+            None => Ok(()),
+            Some(Fault::Fail | Fault::FailAfterEffect | Fault::Hang) => Err(KernelError::Io {
+                what,
+                path: key.target,
+                errno: Some(Errno::EIO as i32),
+                message: Errno::EIO.desc().to_string(),
+            }),
+            Some(Fault::Crash | Fault::CrashAfterEffect) => {
+                g.crashed = true;
+                Err(KernelError::Crashed { what })
+            }
+            Some(Fault::Remove | Fault::Unplug) => {
+                if let Some(d) = dev {
+                    g.state.remove(d);
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -498,6 +624,25 @@ impl State {
             None => true,
             Some(drv) => driver_keeps_group_viable(drv),
         })
+    }
+
+    /// A surprise removal: the function goes, with its VFs, and its group's node when no
+    /// vfio member is left.
+    fn remove(&mut self, a: PciAddress) {
+        let Some(gone) = self.devices.remove(&a) else {
+            return;
+        };
+        for vf in gone.dev.sriov.iter().flat_map(|x| x.vfs.clone()) {
+            self.remove(vf);
+        }
+        for d in self.devices.values_mut() {
+            if let Some(x) = d.dev.sriov.as_mut() {
+                x.vfs.retain(|v| *v != a);
+            }
+        }
+        if let Some(g) = gone.dev.iommu_group {
+            self.refresh_node(g);
+        }
     }
 
     /// The node exists exactly while some member is on a vfio driver; so does each member's
@@ -742,6 +887,7 @@ impl State {
 
 impl Host for SimKernel {
     fn snapshot(&self) -> Result<Snapshot, KernelError> {
+        self.read_fault("host".to_string(), "snapshot", None)?;
         self.read(|s| Ok(s.snapshot()))
     }
 
@@ -766,6 +912,7 @@ impl Host for SimKernel {
     }
 
     fn virtfns(&self, pf: PciAddress) -> Result<Vec<PciAddress>, KernelError> {
+        self.read_fault(pf.to_string(), "read", Some(pf))?;
         self.read(|s| {
             Ok(s.dev(pf)?
                 .sriov
@@ -775,10 +922,12 @@ impl Host for SimKernel {
     }
 
     fn node_owner(&self, group: u32) -> Result<Option<NodeOwner>, KernelError> {
+        self.read_fault(format!("group {group}"), "read", None)?;
         self.read(|s| Ok(s.groups.get(&group).and_then(|g| g.node)))
     }
 
     fn iommu_group(&self, dev: PciAddress) -> Result<Option<u32>, KernelError> {
+        self.read_fault(dev.to_string(), "read", Some(dev))?;
         self.read(|s| Ok(s.dev(dev)?.iommu_group))
     }
 

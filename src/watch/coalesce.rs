@@ -320,4 +320,32 @@ mod tests {
         assert_eq!(c.busy(t0), ms(500));
         assert!(c.take(t0 + ms(500)).full);
     }
+
+    // 10,000 notes, urgent ones for 64 functions among them: what is pending stays one burst
+    // and at most one entry per function, however long the storm.
+    #[test]
+    fn a_storm_of_notes_keeps_bounded_state() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new(timing(), t0);
+        let mut taken = Vec::new();
+        for n in 0..10_000u64 {
+            let now = t0 + Duration::from_micros(n * 100);
+            c.look_again(now);
+            if n % 3 == 0 {
+                let a = PciAddress::from_routing_id(0, 0x100 + (n % 64) as u16);
+                c.urgent(a);
+            }
+            assert!(c.urgent.len() <= 64);
+            if n % 1000 == 999 {
+                taken.push(c.take(now));
+            }
+        }
+        assert!(taken.iter().all(|w| w.devices.len() <= 64));
+        // Fully drained after the storm: one full pass, nothing left.
+        let end = t0 + Duration::from_secs(2);
+        let w = c.take(end);
+        assert!(w.full);
+        assert!(c.urgent.is_empty() && c.burst.is_none());
+        assert!(c.take(end).is_empty());
+    }
 }

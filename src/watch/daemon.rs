@@ -112,6 +112,20 @@ pub fn run(d: Daemon) -> Result<(), WatchError> {
     if store.is_some() {
         layer = layer.hand_over_on_exit();
     }
+    // At boot: let udevd finish the rule's claims of configured functions first (see
+    // watch::coldplug); events meanwhile wait in the uevent socket.
+    let left = super::coldplug::wait_for_udev(
+        &d.roots.sysfs,
+        Path::new("/run/udev"),
+        config.current(),
+        Duration::from_secs(30),
+    );
+    if !left.is_empty() {
+        tracing::warn!(
+            "udevd has not handled {} configured function(s) after 30 s; going ahead",
+            left.len()
+        );
+    }
     let mut watch = WatchLoop::new(
         source,
         layer,

@@ -144,6 +144,39 @@ impl<R: Reconciler, I: Iommu> Reconciler for DomainLayer<R, I> {
             problems: problems + report.errors.len(),
         }
     }
+
+    fn holding(&self) -> String {
+        let held: Vec<String> = self
+            .domains
+            .held()
+            .values()
+            .filter(|d| !d.containers.is_empty())
+            .map(|d| {
+                let mut groups: Vec<String> = d
+                    .containers
+                    .iter()
+                    .flat_map(|c| c.group_ids())
+                    .map(|g| g.to_string())
+                    .collect();
+                groups.sort();
+                let bytes: u64 = d.windows.iter().map(|w| w.window.size).sum();
+                format!(
+                    "{}: group{} {}, {} window{} {} KiB",
+                    d.name,
+                    if groups.len() == 1 { "" } else { "s" },
+                    groups.join(" "),
+                    d.windows.len(),
+                    if d.windows.len() == 1 { "" } else { "s" },
+                    bytes / 1024
+                )
+            })
+            .collect();
+        if held.is_empty() {
+            String::new()
+        } else {
+            format!("holding {}", held.join("; "))
+        }
+    }
 }
 
 impl<R, I: Iommu> Drop for DomainLayer<R, I> {

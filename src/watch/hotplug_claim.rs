@@ -180,10 +180,11 @@ fn serve(
 /// the decision needs, when it is the `add` of a PCI function; `None` for anything else
 /// (other actions and subsystems, udevd's own re-broadcasts, malformed messages).
 pub fn parse_added(message: &[u8]) -> Option<DeviceEvent> {
-    let mut fields = message
-        .split(|b| *b == 0)
-        .filter_map(|f| std::str::from_utf8(f).ok());
-    let header = fields.next()?;
+    let mut parts = message.split(|b| *b == 0);
+    // The header is the first field, whatever the rest holds (found by fuzzing: skipping a
+    // header that is not UTF-8 made the next field the header).
+    let header = std::str::from_utf8(parts.next()?).ok()?;
+    let fields = parts.filter_map(|f| std::str::from_utf8(f).ok());
     if !header.starts_with("add@") {
         return None;
     }
@@ -328,6 +329,9 @@ MODALIAS=pci:v00008086d000010D3sv00008086sd00000000bc02sc00i00\0SEQNUM=2291\0";
             // udevd's re-broadcast format starts with "libudev", never "add@".
             b"libudev\0\xfe\xed\xca\xfe",
             b"",
+            // The header is the first field: one that is not UTF-8 does not promote the next
+            // (found by fuzz/fuzz_targets/uevent.rs).
+            b"Z\xff\xff\0add@/:02:00.0\0SUBSYSTEM=pci\0PCI_SLOT_NAME=0000:03:00.0\0",
         ] {
             assert_eq!(parse_added(msg), None, "{:?}", String::from_utf8_lossy(msg));
         }

@@ -1,6 +1,9 @@
 //! The real event source: one `poll(2)` over three file descriptors, no threads of our own.
 //!
-//! - the udev monitor socket, subsystems `pci` and `vfio`;
+//! - a uevent socket (`NETLINK_KOBJECT_UEVENT`), read and parsed here without libudev: the
+//!   kernel's own messages (multicast group 1, `ACTION@DEVPATH` then `KEY=VALUE` pairs) or
+//!   udevd's re-broadcasts (group 2, a `libudev` header then the same pairs), keeping the
+//!   subsystems `pci` and `vfio`;
 //! - the read end of a pipe that the `notify` watcher's callback thread writes one byte to when
 //!   something changes in the config file's *directory* (editors save by writing a temporary
 //!   file and renaming it over the old one; Kubernetes ConfigMaps swap a `..data` symlink, so
@@ -13,7 +16,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -27,7 +30,7 @@ use notify::Watcher;
 use super::events::{uevent_ids, DeviceAction, DeviceEvent, Event, EventSource};
 use super::WatchError;
 
-/// Which netlink group the udev monitor listens on.
+/// Which netlink group the uevent socket listens on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UeventSource {
     /// Events as udevd re-broadcasts them, after its rules ran: later by the time udevd takes
@@ -39,9 +42,20 @@ pub enum UeventSource {
     Kernel,
 }
 
-/// udev + config directory + signals, multiplexed with poll.
+impl UeventSource {
+    /// The multicast group of `NETLINK_KOBJECT_UEVENT` (the kernel's is 1, udevd's 2).
+    fn group(self) -> u32 {
+        match self {
+            UeventSource::Kernel => 1,
+            UeventSource::Udev => 2,
+        }
+    }
+}
+
+/// uevents + config directory + signals, multiplexed with poll.
 pub struct LiveSource {
-    monitor: udev::MonitorSocket,
+    monitor: OwnedFd,
+    uevents: UeventSource,
     signals: SignalFd,
     wake: File,
     // Kept alive: dropping it stops the watcher thread.
@@ -61,15 +75,7 @@ impl LiveSource {
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| WatchError::source("creating the signalfd", e.into()))?;
 
-        let builder = match uevents {
-            UeventSource::Udev => udev::MonitorBuilder::new(),
-            UeventSource::Kernel => udev::MonitorBuilder::new_kernel(),
-        };
-        let monitor = builder
-            .and_then(|b| b.match_subsystem("pci"))
-            .and_then(|b| b.match_subsystem("vfio"))
-            .and_then(|b| b.listen())
-            .map_err(|e| WatchError::source("opening the udev monitor", e))?;
+        let monitor = open_uevent_socket(uevents)?;
 
         let (wake, wake_tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
             .map_err(|e| WatchError::source("creating the wake-up pipe", e.into()))?;
@@ -77,15 +83,40 @@ impl LiveSource {
 
         Ok(LiveSource {
             monitor,
+            uevents,
             signals,
             wake: File::from(wake),
             _watcher: watcher,
         })
     }
 
-    fn drain_udev(&self, events: &mut Vec<Event>) {
-        for e in self.monitor.iter() {
-            if let Some(event) = translate(&e) {
+    fn drain_uevents(&self, events: &mut Vec<Event>) -> Result<(), WatchError> {
+        use nix::sys::socket::{recvfrom, NetlinkAddr};
+        let mut buf = vec![0u8; 16384];
+        loop {
+            let (n, from) = match recvfrom::<NetlinkAddr>(self.monitor.as_raw_fd(), &mut buf) {
+                Ok((n, from)) => (n, from.map(|a| a.pid())),
+                Err(Errno::EAGAIN) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                // The kernel dropped messages (buffer full): a pass reads sysfs anyway, so
+                // ask for a full look and go on with what follows.
+                Err(Errno::ENOBUFS) => {
+                    tracing::warn!("uevents were dropped (receive buffer full); looking again");
+                    events.push(Event::VfioNode);
+                    continue;
+                }
+                Err(e) => return Err(WatchError::source("reading uevents", e.into())),
+            };
+            // Only the kernel (port 0) speaks on group 1, only udevd (a process) on group 2;
+            // sending to either needs CAP_NET_ADMIN, so nobody else can inject events.
+            let trusted = match self.uevents {
+                UeventSource::Kernel => from == Some(0),
+                UeventSource::Udev => from.is_some_and(|pid| pid != 0),
+            };
+            if !trusted {
+                continue;
+            }
+            if let Some(event) = parse_uevent(&buf[..n]) {
                 tracing::debug!(?event, "uevent");
                 events.push(event);
             }
@@ -136,7 +167,7 @@ impl EventSource for LiveSource {
                 PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
             }
         };
-        let (udev_ready, signals_ready, wake_ready) = {
+        let (uevents_ready, signals_ready, wake_ready) = {
             let mut fds = [
                 PollFd::new(self.monitor.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
@@ -154,8 +185,8 @@ impl EventSource for LiveSource {
         if signals_ready {
             self.drain_signals(&mut events)?;
         }
-        if udev_ready {
-            self.drain_udev(&mut events);
+        if uevents_ready {
+            self.drain_uevents(&mut events)?;
         }
         if wake_ready {
             self.drain_wake(&mut events)?;
@@ -210,21 +241,74 @@ fn watch_config_dir(
     Ok(watcher)
 }
 
-/// A udev event as the loop sees it; `None` for events it does not care about.
-fn translate(e: &udev::Event) -> Option<Event> {
-    match e.subsystem().and_then(OsStr::to_str)? {
+/// A non-blocking uevent socket on `source`'s group, with a large receive buffer so a burst
+/// of VF creations is not dropped.
+fn open_uevent_socket(source: UeventSource) -> Result<OwnedFd, WatchError> {
+    use nix::sys::socket::{
+        bind, setsockopt, socket, sockopt, AddressFamily, NetlinkAddr, SockFlag, SockProtocol,
+        SockType,
+    };
+    let err = |what: &'static str| move |e: Errno| WatchError::source(what, e.into());
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        SockProtocol::NetlinkKObjectUEvent,
+    )
+    .map_err(err("opening the uevent socket"))?;
+    let _ = setsockopt(&fd, sockopt::RcvBuf, &(4 << 20));
+    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, source.group()))
+        .map_err(err("binding the uevent socket"))?;
+    Ok(fd)
+}
+
+/// The magic number after udevd's `libudev\0` prefix, big-endian on the wire.
+const LIBUDEV_MAGIC: u32 = 0xfeed_cafe;
+
+/// The `KEY=VALUE` block of a uevent message: after the kernel's `ACTION@DEVPATH` line, or at
+/// the offset udevd's `libudev` header gives (prefix[8], magic, header_size, properties_off,
+/// properties_len, then filter hashes; all `u32`, the magic big-endian, the rest native).
+fn properties(message: &[u8]) -> Option<&[u8]> {
+    if let Some(header) = message.strip_prefix(b"libudev\0") {
+        let word = |i: usize| -> Option<[u8; 4]> { header.get(i * 4..i * 4 + 4)?.try_into().ok() };
+        if u32::from_be_bytes(word(0)?) != LIBUDEV_MAGIC {
+            return None;
+        }
+        let off = usize::try_from(u32::from_ne_bytes(word(2)?)).ok()?;
+        let len = usize::try_from(u32::from_ne_bytes(word(3)?)).ok()?;
+        return message.get(off..off.checked_add(len)?);
+    }
+    let end = message.iter().position(|b| *b == 0)?;
+    let header = &message[..end];
+    // `add@/devices/...`; anything else (udevd's header, garbage) is not a kernel uevent.
+    header.contains(&b'@').then(|| &message[end + 1..])
+}
+
+/// A uevent as the loop sees it; `None` for events it does not care about (other subsystems
+/// and actions, malformed messages).
+pub fn parse_uevent(message: &[u8]) -> Option<Event> {
+    let mut props = std::collections::HashMap::new();
+    for field in properties(message)?.split(|b| *b == 0) {
+        let Ok(field) = std::str::from_utf8(field) else {
+            continue;
+        };
+        if let Some((k, v)) = field.split_once('=') {
+            props.insert(k, v);
+        }
+    }
+    match *props.get("SUBSYSTEM")? {
         "vfio" => Some(Event::VfioNode),
         "pci" => {
-            let action = match e.event_type() {
-                udev::EventType::Add => DeviceAction::Add,
-                udev::EventType::Remove => DeviceAction::Remove,
-                udev::EventType::Bind => DeviceAction::Bind,
-                udev::EventType::Unbind => DeviceAction::Unbind,
-                udev::EventType::Change => DeviceAction::Change,
-                udev::EventType::Unknown => return None,
+            let action = match *props.get("ACTION")? {
+                "add" => DeviceAction::Add,
+                "remove" => DeviceAction::Remove,
+                "bind" => DeviceAction::Bind,
+                "unbind" => DeviceAction::Unbind,
+                "change" => DeviceAction::Change,
+                _ => return None,
             };
-            let address = e.sysname().to_str()?.parse().ok()?;
-            let prop = |k: &str| e.property_value(k).and_then(OsStr::to_str);
+            let address = props.get("DEVPATH")?.rsplit('/').next()?.parse().ok()?;
+            let prop = |k: &str| props.get(k).copied();
             Some(Event::Device(DeviceEvent {
                 action,
                 address,
@@ -239,6 +323,69 @@ fn translate(e: &udev::Event) -> Option<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const KERNEL_BIND: &[u8] = b"bind@/devices/pci0000:00/0000:00:03.0/0000:01:00.0\0ACTION=bind\0\
+DEVPATH=/devices/pci0000:00/0000:00:03.0/0000:01:00.0\0SUBSYSTEM=pci\0DRIVER=vfio-pci\0\
+PCI_CLASS=10802\0PCI_ID=1B36:0010\0PCI_SUBSYS_ID=1AF4:1100\0PCI_SLOT_NAME=0000:01:00.0\0\
+SEQNUM=1203\0";
+
+    /// udevd's re-broadcast of `props`: the `libudev` header (40 bytes) then the properties.
+    fn libudev_message(props: &[u8], magic: u32) -> Vec<u8> {
+        let mut m = b"libudev\0".to_vec();
+        m.extend_from_slice(&magic.to_be_bytes());
+        for word in [40u32, 40, props.len() as u32, 0, 0, 0, 0] {
+            m.extend_from_slice(&word.to_ne_bytes());
+        }
+        m.extend_from_slice(props);
+        m
+    }
+
+    fn bind_of_nvme() -> Event {
+        Event::Device(DeviceEvent {
+            action: DeviceAction::Bind,
+            address: "0000:01:00.0".parse().unwrap(),
+            ids: uevent_ids(Some("1B36:0010"), Some("1AF4:1100"), Some("10802")),
+            driver: Some("vfio-pci".into()),
+        })
+    }
+
+    #[test]
+    fn kernel_and_udevd_uevents_read_alike() {
+        assert_eq!(parse_uevent(KERNEL_BIND), Some(bind_of_nvme()));
+        let start = KERNEL_BIND.iter().position(|b| *b == 0).unwrap() + 1;
+        let udevd = libudev_message(&KERNEL_BIND[start..], LIBUDEV_MAGIC);
+        assert_eq!(parse_uevent(&udevd), Some(bind_of_nvme()));
+        // A wrong magic or a properties block past the end is not an event.
+        assert_eq!(
+            parse_uevent(&libudev_message(&KERNEL_BIND[start..], 1)),
+            None
+        );
+        let mut short = udevd.clone();
+        short.truncate(60);
+        assert_eq!(parse_uevent(&short), None);
+    }
+
+    #[test]
+    fn vfio_nodes_count_and_other_uevents_do_not() {
+        let node = b"add@/devices/virtual/vfio/8\0ACTION=add\0DEVPATH=/devices/virtual/vfio/8\0\
+SUBSYSTEM=vfio\0MAJOR=245\0MINOR=0\0DEVNAME=vfio/8\0";
+        assert_eq!(parse_uevent(node), Some(Event::VfioNode));
+        for msg in [
+            &b"add@/devices/virtual/net/tap0\0ACTION=add\0SUBSYSTEM=net\0INTERFACE=tap0\0"[..],
+            b"move@/devices/pci0000:00/0000:03:00.0\0ACTION=move\0SUBSYSTEM=pci\0\
+DEVPATH=/devices/pci0000:00/0000:03:00.0\0",
+            b"add@/devices/pci0000:00/0000:03:00.0\0ACTION=add\0SUBSYSTEM=pci\0DEVPATH=/x/notpci\0",
+            b"SUBSYSTEM=pci\0ACTION=add\0",
+            b"",
+        ] {
+            assert_eq!(
+                parse_uevent(msg),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(msg)
+            );
+        }
+    }
 
     /// Polls the pipe for up to `wait`; true when a wake-up byte arrived.
     fn woke(pipe: &mut File, wait: Duration) -> bool {

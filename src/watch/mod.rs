@@ -6,7 +6,7 @@
 //! duplicated event costs nothing. The pieces:
 //!
 //! - [`events`]: the event type and the [`EventSource`] trait the loop waits on;
-//! - [`live_source`]: the real source: udev monitor, `notify` on the config's directory, signalfd;
+//! - [`live_source`]: the real source: a uevent socket (no libudev), `notify` on the config's directory, signalfd;
 //! - [`coalesce`]: debounce, urgent per-device passes, resync and retry deadlines (pure, timed
 //!   by the caller's clock);
 //! - [`reload`]: re-reading the config, keeping the last good one when a new one is invalid;
@@ -22,6 +22,7 @@
 //! - [`daemon`]: the production `watch`, all of the above wired on the real host.
 
 pub mod coalesce;
+pub mod coldplug;
 pub mod daemon;
 pub mod domain_layer;
 pub mod events;

@@ -1,9 +1,10 @@
 //! IOMMU groups (`/sys/kernel/iommu_groups/N`: members, default domain `type`,
-//! `reserved_regions`) and IOMMU units (`/sys/class/iommu/*/devices`).
+//! `reserved_regions`) and IOMMU units (`/sys/class/iommu/*/devices`), and how a function's
+//! own `iommu_group` link and the groups' member lists are joined ([`join_members`]).
 
 use std::path::Path;
 
-use crate::host::snapshot::{IommuGroup, IommuUnit, ReservedRegion};
+use crate::host::snapshot::{IommuGroup, IommuUnit, PciDevice, ReservedRegion};
 use crate::pci::PciAddress;
 
 use super::read::{Need, Reader};
@@ -41,6 +42,66 @@ pub fn scan_groups(
     }
     out.sort_by_key(|g| g.id);
     out
+}
+
+/// Joins the two views of membership: each function's `iommu_group` link, and each group's
+/// `devices/` list. A function the list names whose link is missing takes the list's group
+/// (one function, one group: it is never shown both in its group and as groupless), with a
+/// warning; a link that disagrees with the lists is warned about; a link naming a group that is
+/// not there (dangling, or a group that went away mid-scan) is warned about, and the function
+/// counts as having no group, so nothing takes it on a guess. `scanned`: the groups a partial
+/// scan read (`None`: all).
+pub fn join_members(
+    r: &mut Reader,
+    pci_devices: &Path,
+    groups_dir: &Path,
+    devices: &mut [PciDevice],
+    groups: &[IommuGroup],
+    scanned: Option<&std::collections::BTreeSet<u32>>,
+) {
+    let index: std::collections::BTreeMap<PciAddress, usize> = devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.address, i))
+        .collect();
+    for g in groups {
+        for a in &g.devices {
+            let Some(&i) = index.get(a) else { continue };
+            match devices[i].iommu_group {
+                Some(x) if x == g.id => {}
+                None => {
+                    r.warn(
+                        &pci_devices.join(a.to_string()).join("iommu_group"),
+                        format!(
+                            "link missing, but IOMMU group {} lists {a}: taken as its member",
+                            g.id
+                        ),
+                    );
+                    devices[i].iommu_group = Some(g.id);
+                }
+                Some(x) => {
+                    let dir = groups_dir.join(g.id.to_string()).join("devices");
+                    r.warn(&dir, format!("lists {a}, whose iommu_group link says {x}"));
+                }
+            }
+        }
+    }
+    let present: std::collections::BTreeSet<u32> = groups.iter().map(|g| g.id).collect();
+    for d in devices.iter_mut() {
+        let Some(g) = d.iommu_group else { continue };
+        let looked = scanned.map_or(true, |s| s.contains(&g));
+        if looked && !present.contains(&g) {
+            r.warn(
+                &pci_devices.join(d.address.to_string()).join("iommu_group"),
+                format!(
+                    "link names IOMMU group {g}, which is not in /sys/kernel/iommu_groups; \
+                     {} counts as having no group (nothing takes it)",
+                    d.address
+                ),
+            );
+            d.iommu_group = None;
+        }
+    }
 }
 
 /// The PCI addresses named in a `devices/` directory, sorted; other entries are ignored

@@ -257,22 +257,14 @@ fn scan_parts(
             }
         }
     }
-    for g in &groups {
-        for a in &g.devices {
-            match index.get(a) {
-                Some(&i) if devices[i].iommu_group != Some(g.id) => r.warn(
-                    &roots.iommu_groups().join(g.id.to_string()).join("devices"),
-                    format!(
-                        "lists {a}, whose iommu_group link says {}",
-                        devices[i]
-                            .iommu_group
-                            .map_or("no group".to_string(), |x| x.to_string())
-                    ),
-                ),
-                _ => {}
-            }
-        }
-    }
+    groups::join_members(
+        &mut r,
+        &pci_devices,
+        &roots.iommu_groups(),
+        &mut devices,
+        &groups,
+        covers.as_ref().map(|c| &c.groups),
+    );
 
     let cmdline = r.text(&roots.proc.join("cmdline"), Need::Optional);
     fill_usage(

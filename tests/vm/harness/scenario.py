@@ -10,6 +10,8 @@ Header comments declare what the scenario needs, one `# vmtest: key=value` per l
   kernel=debian|iommufd     the guest kernel: Debian's packaged one (default), or the suite's
                             own build with iommufd and VFIO device cdevs (harness/kernel_build.py;
                             its drivers are built in, so it loads no modules)
+  guest=busybox|systemd     PID 1: the busybox /init (default), or Debian's systemd with
+                            vfioctl installed from its .deb (harness/systemd_guest.py)
   modules=NAMES             modules /init loads before the scenario, space-separated, or
                             `none` (default: every guest module; with `none` udev loads
                             drivers itself from modules.alias, as at a real boot)
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from .errors import SetupError
 
-KEYS = {"layout", "memory", "smp", "timeout", "qemu", "modules", "kernel"}
+KEYS = {"layout", "memory", "smp", "timeout", "qemu", "modules", "guest", "kernel"}
 KERNELS = ("debian", "iommufd")
 
 
@@ -41,6 +43,7 @@ class Scenario:
     qemu_args: list[str] = field(default_factory=list)
     modules: list[str] | None = None
     kernel: str = "debian"
+    guest: str = "busybox"
 
 
 def load(script: Path) -> Scenario:
@@ -69,6 +72,10 @@ def load(script: Path) -> Scenario:
                 sc.kernel = value.strip()
                 if sc.kernel not in KERNELS:
                     raise SetupError(f"{script}: kernel={sc.kernel}: expected one of {KERNELS}")
+            elif key == "guest":
+                sc.guest = value.strip()
+                if sc.guest not in ("busybox", "systemd"):
+                    raise SetupError(f"{script}: guest={sc.guest}: busybox or systemd")
             elif key == "modules":
                 names = value.split()
                 sc.modules = [] if names == ["none"] else names

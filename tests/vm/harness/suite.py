@@ -14,12 +14,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import boot, image, kernel_build, layouts, packages, scenario, sriov
+from . import boot, image, kernel_build, layouts, packages, scenario, sriov, systemd_guest
 from .errors import SetupError
 
 VM_DIR = Path(__file__).resolve().parent.parent
 REPO = VM_DIR.parent.parent
-HOST_PACKAGES = ["qemu-system-x86", "qemu-utils", "libudev-dev", "pkg-config"]
+INSTALL_DEPS = REPO / "tests" / "install-deps"
 
 
 def log(msg: str) -> None:
@@ -38,15 +38,12 @@ def ensure_host_tools() -> None:
     if not missing:
         return
     if ci() and shutil.which("apt-get") and os.geteuid() == 0:
-        log(f"installing {' '.join(HOST_PACKAGES)} (missing: {', '.join(missing)})")
-        subprocess.run(["apt-get", "update", "-q"], check=False)
-        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends",
-                        *HOST_PACKAGES], check=False)
+        log(f"running {INSTALL_DEPS} (missing: {', '.join(missing)})")
+        subprocess.run([str(INSTALL_DEPS)], check=False)
         missing = [t for t in ("qemu-system-x86_64", "qemu-img") if shutil.which(t) is None]
         if not missing:
             return
-    raise SetupError(f"missing {', '.join(missing)}: "
-                     f"apt-get install --no-install-recommends {' '.join(HOST_PACKAGES)}")
+    raise SetupError(f"missing {', '.join(missing)}: sudo {INSTALL_DEPS}")
 
 
 def choose_accel() -> str:
@@ -226,6 +223,10 @@ def main(argv: list[str]) -> int:
             vmlinux, release = kernel_build.iommufd_kernel(cache, log)
             kernels["iommufd"] = vmlinux
             log(f"iommufd kernel: {release} ({vmlinux})")
+        sysroot = deb = None
+        if any(sc.guest == "systemd" for sc in chosen):
+            sysroot = systemd_guest.sysroot(cache, log)
+            deb = systemd_guest.build_deb(REPO, log)
     except SetupError as e:
         print(f"vmtest: setup failed: {e}", file=sys.stderr)
         print("vmtest: 0 passed, 1 failed")
@@ -270,10 +271,21 @@ def main(argv: list[str]) -> int:
                 files[f"vmtest/examples/{ex.name}"] = ex
         binaries = {"usr/bin/vfioctl": guest_vfioctl, "usr/bin/vfio-edu-client": client,
                     "usr/bin/vfioctl-bench-domain": guest_bench}
-        image.write_overlay(overlay, files, binaries, {"init"})
+        parts = [img.base, overlay]
+        executable = {"init"}
+        if sc.guest == "systemd":
+            files["init"] = VM_DIR / "guest" / "init-systemd"
+            files["vmtest/run-systemd"] = VM_DIR / "guest" / "run-systemd"
+            files["vmtest/lib-systemd.sh"] = VM_DIR / "guest" / "lib-systemd.sh"
+            files["vmtest/vfioctl.deb"] = deb
+            executable.add("vmtest/run-systemd")
+            # vfioctl comes from the package; the root sits between base and overlay
+            binaries.pop("usr/bin/vfioctl")
+            parts = [img.base, sysroot, overlay]
+        image.write_overlay(overlay, files, binaries, executable)
         initrd = run_dir / "initrd.cpio"
         with open(initrd, "wb") as out:
-            for part in (img.base, overlay):
+            for part in parts:
                 with open(part, "rb") as f:
                     shutil.copyfileobj(f, out)
         overlay.unlink()

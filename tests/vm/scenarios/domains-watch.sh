@@ -86,4 +86,8 @@ expect_eq watch-exit 0 "$?"
 cfg 2MiB
 vfioctl reconcile -c "$cfgfile" --state-dir /tmp/state --run-dir /tmp/run >/tmp/rec.out 2>&1
 expect_eq oneshot-reconcile-without-watch "4 1" "$? $(grep -c 'no vfioctl watch is running' /tmp/rec.out)"
+# The udev rule's scoped run leaves domains to the service: converged, no watch, still 0.
+vfioctl reconcile -c "$cfgfile" --state-dir /tmp/state --run-dir /tmp/run --device 0000:00:05.0 \
+    --no-domains >/tmp/rec.out 2>&1
+expect_eq scoped-reconcile-no-domains "0 0" "$? $(grep -c 'watch' /tmp/rec.out)"
 sed 's/^/vmtest: watch: /' /tmp/watch.log | tail -40
