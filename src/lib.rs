@@ -14,6 +14,10 @@
 //!    [`domain`] holds IOMMU domains and DMA windows (through the ioctls in [`vfio`]), and
 //!    [`broker`] hands them to the users the config names, as file descriptors.
 //!
+//! 6. Around them, for fleets: [`metrics`] renders the state as Prometheus text (status and
+//!    `watch --metrics-dir`), and [`kubelet`] serves the configured groups to Kubernetes as a
+//!    device plugin (`watch --kubelet-dir`).
+//!
 //! [`pci`] holds the PCI identity types every stage shares. [`cli`] only parses arguments into
 //! options and dispatches to these stages. `fixtures` (hidden, behind the `testing` feature like
 //! the simulated kernel and IOMMU) builds fake sysfs trees and
@@ -31,6 +35,8 @@ pub mod fixtures;
 pub mod host;
 pub mod journald;
 pub mod kernel;
+pub mod kubelet;
+pub mod metrics;
 pub mod pci;
 pub mod plan;
 pub mod vfio;

@@ -268,12 +268,24 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__status)
-            opts="-v -h -V --json --host --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
+            opts="-c -v -h -V --json --format --config --host --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "text json openmetrics" -- "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --host)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -328,7 +340,7 @@ _vfioctl() {
             return 0
             ;;
         vfioctl__subcmd__watch)
-            opts="-c -v -h -V --config --allow-insecure-config --resync --debounce-ms --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
+            opts="-c -v -h -V --config --allow-insecure-config --resync --debounce-ms --metrics-dir --kubelet-dir --sysfs-root --dev-root --proc-root --state-dir --run-dir --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -347,6 +359,14 @@ _vfioctl() {
                     return 0
                     ;;
                 --debounce-ms)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --kubelet-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -49,6 +49,10 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -s V -l versio
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand schema" -s V -l version -d 'Print version'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l format -d 'Output format (`--json` is `--format json`)' -r -f -a "text\t''
+json\t''
+openmetrics\t'Prometheus text (0.0.4), as `watch --metrics-dir` writes it'"
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -s c -l config -d 'With `--format openmetrics`: count functions against this config and report the drift' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l sysfs-root -d 'Root of sysfs [default: /sys]' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l dev-root -d 'Root of /dev [default: /dev]' -r -F
@@ -57,7 +61,7 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l state-dir -d 
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot) [default: /run/vfioctl]' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -l json -d 'Print the snapshot as JSON'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
-complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -s h -l help -d 'Print help'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand status" -s V -l version -d 'Print version'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -s o -l output -d 'Write to FILE instead of standard output' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand snapshot" -l host -d 'Read the host from a snapshot file (`vfioctl snapshot`) instead of the live system' -r -F
@@ -97,6 +101,8 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand rollback" -s V -l versio
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -s c -l config -d 'The config file' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l resync -d 'Periodic full resync, in seconds (0 disables)' -r
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l debounce-ms -d 'Quiet period that coalesces bursts of events, in milliseconds' -r
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l metrics-dir -d 'After each pass, write metrics to DIR/vfioctl.prom (node_exporter\'s textfile collector)' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l kubelet-dir -d 'Serve a kubelet device plugin in DIR (kubelet\'s: /var/lib/kubelet/device-plugins): one resource vfioctl.io/NAME per [[device]], one unit per IOMMU group' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l sysfs-root -d 'Root of sysfs [default: /sys]' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l dev-root -d 'Root of /dev [default: /dev]' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand watch" -l proc-root -d 'Root of /proc [default: /proc]' -r -F

@@ -104,6 +104,8 @@ pub struct Offers {
     /// Hand-overs since start (newest last, bounded).
     pub handed: Vec<Handed>,
     pub refused: u64,
+    /// Hand-overs since start (all of them; `handed` keeps only the latest), for the metrics.
+    pub granted: u64,
 }
 
 /// Most hand-overs remembered for `status`.
@@ -111,6 +113,7 @@ pub const HANDED_KEPT: usize = 64;
 
 impl Offers {
     pub fn record(&mut self, h: Handed) {
+        self.granted += 1;
         if self.handed.len() >= HANDED_KEPT {
             self.handed.remove(0);
         }

@@ -101,6 +101,23 @@ pub enum Command {
     /// `driver_override` before any module driver loads.
     #[command(hide = true)]
     UdevClaim(UdevClaimArgs),
+    /// For the VM suite: play kubelet once on a device plugin directory (serve Registration,
+    /// list, prefer, allocate the first Healthy unit) and print what the plugin answered.
+    #[command(hide = true)]
+    KubeletProbe(KubeletProbeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KubeletProbeArgs {
+    /// The plugin directory (kubelet.sock goes here).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The resource to wait for (`vfioctl.io/NAME`).
+    #[arg(long, value_name = "NAME")]
+    pub resource: String,
+    /// Give up after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub timeout: u64,
 }
 
 /// Where the config comes from.
@@ -140,12 +157,27 @@ pub struct StatusArgs {
     /// Print the snapshot as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Output format (`--json` is `--format json`).
+    #[arg(long, value_enum, conflicts_with = "json")]
+    pub format: Option<StatusFormat>,
+    /// With `--format openmetrics`: count functions against this config and report the drift.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub host: HostFileArg,
     #[command(flatten)]
     pub roots: RootsArgs,
     #[command(flatten)]
     pub dirs: DirsArgs,
+}
+
+/// How `status` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    Text,
+    Json,
+    /// Prometheus text (0.0.4), as `watch --metrics-dir` writes it.
+    Openmetrics,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -215,6 +247,13 @@ pub struct WatchArgs {
     /// Quiet period that coalesces bursts of events, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 200)]
     pub debounce_ms: u64,
+    /// After each pass, write metrics to DIR/vfioctl.prom (node_exporter's textfile collector).
+    #[arg(long, value_name = "DIR")]
+    pub metrics_dir: Option<PathBuf>,
+    /// Serve a kubelet device plugin in DIR (kubelet's: /var/lib/kubelet/device-plugins): one
+    /// resource vfioctl.io/NAME per [[device]], one unit per IOMMU group.
+    #[arg(long, value_name = "DIR")]
+    pub kubelet_dir: Option<PathBuf>,
     #[command(flatten)]
     pub roots: RootsArgs,
     #[command(flatten)]

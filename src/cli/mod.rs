@@ -65,6 +65,19 @@ pub fn run(cli: Cli) -> Exit {
         Command::Watch(a) => watch::run(&opts, a),
         Command::Domain(a) => domain::run(&opts, a),
         Command::UdevClaim(a) => udev_claim::run(&opts, a),
+        Command::KubeletProbe(a) => {
+            let timeout = std::time::Duration::from_secs(a.timeout);
+            match crate::kubelet::probe::run(&a.dir, &a.resource, timeout) {
+                Ok(p) => {
+                    println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default());
+                    Exit::Done
+                }
+                Err(e) => {
+                    eprintln!("vfioctl kubelet-probe: {e}");
+                    Exit::Failed
+                }
+            }
+        }
     };
     output::finish(name, exit)
 }

@@ -144,7 +144,7 @@ impl Options {
 fn flags_of(c: &Command) -> (Option<&RootsArgs>, Option<&DirsArgs>, Option<&HostFileArg>) {
     use args::DomainCommand as D;
     match c {
-        Command::Validate(_) | Command::Schema => (None, None, None),
+        Command::Validate(_) | Command::Schema | Command::KubeletProbe(_) => (None, None, None),
         Command::Status(a) => (Some(&a.roots), Some(&a.dirs), Some(&a.host)),
         Command::Snapshot(a) => (Some(&a.roots), None, Some(&a.host)),
         Command::Reconcile(a) => (Some(&a.roots), Some(&a.dirs), Some(&a.host)),
@@ -212,6 +212,7 @@ pub fn command_name(c: &Command) -> &'static str {
         Command::Rollback(_) => "rollback",
         Command::Watch(_) => "watch",
         Command::UdevClaim(_) => "udev-claim",
+        Command::KubeletProbe(_) => "kubelet-probe",
         Command::Domain(D::Open(_)) => "domain open",
         Command::Domain(D::Hold(_)) => "domain hold",
     }

@@ -6,9 +6,13 @@ use super::{args, Exit, HostSource, Options};
 use crate::host;
 
 pub fn run(opts: &Options, args: &args::StatusArgs) -> Exit {
+    if args.format == Some(args::StatusFormat::Openmetrics) {
+        return openmetrics(opts, args);
+    }
+    let json = args.json || args.format == Some(args::StatusFormat::Json);
     // The text view shows no accounts: a live scan skips reading them (the JSON is the whole
     // snapshot).
-    let observed = match (&opts.host, args.json) {
+    let observed = match (&opts.host, json) {
         (HostSource::Live, false) => {
             crate::host::scan::scan_without_accounts(&opts.roots).map_err(Into::into)
         }
@@ -31,7 +35,7 @@ pub fn run(opts: &Options, args: &args::StatusArgs) -> Exit {
         Some(_) => crate::broker::ledger::read_live(&opts.run_dir, &opts.roots.proc),
         None => None,
     };
-    if args.json {
+    if json {
         let text = match held {
             Some(p) => crate::domain::status::with_domains_json(&snap, &p.domains),
             None => host::snapshot_json(&snap),
@@ -64,4 +68,51 @@ fn with_broker_json(text: &str, ledger: &crate::broker::ledger::Ledger) -> Strin
         );
     }
     serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+}
+
+/// `status --format openmetrics`: the host (and, with `--config`, the drift) as Prometheus text.
+fn openmetrics(opts: &Options, args: &args::StatusArgs) -> Exit {
+    let config = match &args.config {
+        Some(path) => match crate::config::load(path) {
+            Ok(c) => Some(c),
+            Err(crate::config::LoadError::Invalid(d)) => {
+                eprint!("{}", d.render(crate::config::Style::Plain));
+                return Exit::Failed;
+            }
+            Err(e) => {
+                eprintln!("vfioctl status: {e}");
+                return Exit::Failed;
+            }
+        },
+        None => None,
+    };
+    let snap = match opts.observe() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vfioctl status: {e}");
+            return Exit::Failed;
+        }
+    };
+    let held = match opts.is_live() {
+        true => crate::domain::published::read(&opts.run_dir, &opts.roots.proc).ok(),
+        false => None,
+    };
+    let pending = config.as_ref().map(|c| {
+        let ctx = crate::plan::Context {
+            accounts: crate::host::accounts::resolve(&crate::plan::ownership::account_names(c)),
+            ..Default::default()
+        };
+        crate::plan::plan_with(c, &snap, &ctx)
+    });
+    print!(
+        "{}",
+        crate::metrics::render(&crate::metrics::Sample {
+            host: &snap,
+            config: config.as_ref(),
+            pending: pending.as_ref(),
+            domains: held.as_ref().map(|p| p.domains.as_slice()),
+            watch: None,
+        })
+    );
+    Exit::Done
 }

@@ -41,6 +41,8 @@ pub fn run(opts: &Options, args: &args::WatchArgs) -> Exit {
         debounce: Duration::from_millis(args.debounce_ms),
         resync: Duration::from_secs(args.resync),
         accounts: |c| crate::host::accounts::resolve(&crate::plan::ownership::account_names(c)),
+        metrics_dir: args.metrics_dir.clone(),
+        kubelet_dir: args.kubelet_dir.clone(),
     });
     match result {
         Ok(()) => Exit::Done,

@@ -22,6 +22,7 @@ use crate::watch::domain_layer::{DomainLayer, OnPass};
 use crate::watch::host_reconciler::ApplyReconciler;
 use crate::watch::hotplug_claim::{self, ClaimConfig};
 use crate::watch::live_source::{LiveSource, UeventSource};
+use crate::watch::pass_report::{self, Reported};
 use crate::watch::reload::load_from_disk_with;
 use crate::watch::{ConfigState, SystemdNotifier, Timing, WatchError, WatchLoop};
 
@@ -41,6 +42,10 @@ pub struct Daemon {
     pub resync: Duration,
     /// Resolves the user and group names a config mentions.
     pub accounts: fn(&Config) -> Accounts,
+    /// Write metrics here after each pass (`--metrics-dir`).
+    pub metrics_dir: Option<PathBuf>,
+    /// Serve the kubelet device plugin here (`--kubelet-dir`).
+    pub kubelet_dir: Option<PathBuf>,
 }
 
 /// Runs `watch` until asked to stop. Call it before any thread exists: it takes the fds
@@ -126,9 +131,32 @@ pub fn run(d: Daemon) -> Result<(), WatchError> {
             left.len()
         );
     }
+    // What each pass tells the outside (issue 18): the metrics textfile, the kubelet plugin.
+    let observe_roots = d.roots.clone();
+    let mut reported = Reported::new(
+        layer,
+        Box::new(move || crate::host::observe(&observe_roots, None).map_err(|e| e.to_string())),
+    );
+    if let Some(dir) = &d.metrics_dir {
+        reported = reported.sink(pass_report::metrics_sink(
+            dir.clone(),
+            d.accounts,
+            handout.clone(),
+        ));
+    }
+    let _plugin = match &d.kubelet_dir {
+        None => None,
+        Some(dir) => {
+            let opts = crate::kubelet::Options::new(dir.clone(), d.roots.dev.clone());
+            let (plugin, publisher) = crate::kubelet::Plugin::start(opts)
+                .map_err(|e| WatchError::source("starting the kubelet plugin", e))?;
+            reported = reported.sink(pass_report::kubelet_sink(publisher));
+            Some(plugin)
+        }
+    };
     let mut watch = WatchLoop::new(
         source,
-        layer,
+        reported,
         loader,
         SystemdNotifier::new(),
         config,

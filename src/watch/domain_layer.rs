@@ -92,6 +92,12 @@ impl<R, I: Iommu> DomainLayer<R, I> {
     pub fn domains(&self) -> &Domains<I> {
         &self.domains
     }
+
+    /// The host as read after the latest converged pass (metrics and the kubelet plugin
+    /// reuse it rather than scan again).
+    pub fn last_host(&self) -> Option<&Snapshot> {
+        self.last_host.as_ref()
+    }
 }
 
 fn log(report: &Report) {

@@ -171,8 +171,31 @@ fn serve(
             Err(e) => return Err(WatchError::source("reading kernel uevents", e.into())),
         };
         if let Some(event) = parse_added(&buf[..n]) {
-            claim_announced(host, run_dir, config, [event]);
+            for (device, outcome) in claim_announced(host, run_dir, config, [event]) {
+                count_claim(host, device, &outcome);
+            }
         }
+    }
+}
+
+/// Counts a claim for the metrics (after it is made and logged, outside its timing): won when
+/// the override names the wanted driver and no other driver is bound (the host driver did not
+/// get there first), lost when the claim failed or a host driver was first. Functions the
+/// config does not name, and refusals for safety, are not races and are not counted.
+fn count_claim(host: &dyn Host, device: PciAddress, outcome: &Result<EarlyClaim, EarlyClaimError>) {
+    use crate::metrics::counters::{claim_won, HOTPLUG_CLAIMS_LOST, HOTPLUG_CLAIMS_WON};
+    let (written, driver) = match outcome {
+        Ok(EarlyClaim::Written { driver, .. } | EarlyClaim::AlreadySet { driver }) => {
+            (true, driver.as_str())
+        }
+        Ok(EarlyClaim::NotWanted | EarlyClaim::Refused { .. }) => return,
+        Err(_) => (false, ""),
+    };
+    let bound = host.device_state(device).ok().and_then(|s| s.driver);
+    if claim_won(written, bound.as_deref(), driver) {
+        HOTPLUG_CLAIMS_WON.inc();
+    } else {
+        HOTPLUG_CLAIMS_LOST.inc();
     }
 }
 

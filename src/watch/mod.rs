@@ -19,6 +19,8 @@
 //! - [`notify_systemd`]: READY / RELOADING / STATUS / STOPPING for systemd;
 //! - [`domain_layer`]: the domain adapter: holds the config's `[[domain]]`s around each binding
 //!   pass (releases before it, builds after it) and publishes them;
+//! - [`pass_report`]: times each pass and reports it (with the host read after it) to the
+//!   metrics textfile and the kubelet device plugin;
 //! - [`daemon`]: the production `watch`, all of the above wired on the real host.
 
 pub mod coalesce;
@@ -30,6 +32,7 @@ pub mod host_reconciler;
 pub mod hotplug_claim;
 pub mod live_source;
 pub mod notify_systemd;
+pub mod pass_report;
 pub mod relevance;
 pub mod reload;
 pub mod run_loop;
