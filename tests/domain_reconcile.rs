@@ -41,6 +41,7 @@ fn host(functions: &[(&str, u32)]) -> Snapshot {
             boot_vga: None,
             reset_method: None,
             usage: Usage::default(),
+            vfio_cdev: None,
         });
         if snap.groups.iter().all(|x| x.id != g) {
             snap.groups.push(IommuGroup {

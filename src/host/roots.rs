@@ -63,6 +63,16 @@ impl Roots {
         self.dev.join("vfio")
     }
 
+    /// `/dev/iommu` (iommufd).
+    pub fn iommufd(&self) -> PathBuf {
+        self.dev.join("iommu")
+    }
+
+    /// `/dev/vfio/devices/NAME` (a VFIO device cdev, `vfioN`).
+    pub fn device_cdev(&self, name: &str) -> PathBuf {
+        self.dev_vfio().join("devices").join(name)
+    }
+
     /// `/dev/vfio/N`.
     pub fn group_node(&self, group: u32) -> PathBuf {
         self.dev_vfio().join(group.to_string())

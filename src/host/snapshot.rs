@@ -123,6 +123,27 @@ pub struct PciDevice {
     /// What the host uses this function for.
     #[serde(default)]
     pub usage: Usage,
+    /// The function's VFIO device cdev (`<function>/vfio-dev/vfioN`, Linux 6.6+ with
+    /// `CONFIG_VFIO_DEVICE_CDEV`), present while it is on a vfio driver. Its number changes on
+    /// every rebind. Absent in snapshots taken before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vfio_cdev: Option<DeviceCdev>,
+}
+
+/// A VFIO device character device: what sysfs says (`vfio-dev/vfioN/dev`) and, when it exists,
+/// the node `/dev/vfio/devices/vfioN` with its owner and mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCdev {
+    /// `vfioN`.
+    pub name: String,
+    /// `/dev/vfio/devices/vfioN` (under the scan's dev root).
+    pub path: String,
+    /// The character device number sysfs gives (`major:minor`).
+    pub major: u32,
+    pub minor: u32,
+    /// The node in `/dev`, `None` when it does not exist (yet).
+    #[serde(default)]
+    pub node: Option<NodeInfo>,
 }
 
 impl PciDevice {
@@ -337,6 +358,9 @@ pub struct VfioState {
     /// `/dev/iommu` exists (iommufd).
     #[serde(default)]
     pub iommufd: bool,
+    /// `/dev/iommu`'s owner and mode, when it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iommufd_node: Option<NodeInfo>,
     /// `/dev/vfio/devices/*` entries.
     #[serde(default)]
     pub device_cdevs: Vec<String>,
@@ -427,6 +451,12 @@ impl Snapshot {
             viable: blockers.is_empty(),
             blockers,
         })
+    }
+
+    /// The VFIO device cdev of the function at `addr`, when it is on a vfio driver on a kernel
+    /// with device cdevs.
+    pub fn cdev(&self, addr: PciAddress) -> Option<&DeviceCdev> {
+        self.device(addr)?.vfio_cdev.as_ref()
     }
 
     /// Checks what a snapshot read from a file (`--host FILE`) must hold for every decision

@@ -1,7 +1,7 @@
 //! The human status view of a snapshot (`vfioctl status`): the host line, the VFIO layer,
 //! then one block per IOMMU group (viable or not and why, the group node's owner and mode,
-//! reserved regions, and each member with address, ids, class, driver, override and what the
-//! host uses it for). A host without IOMMU groups gets a clear statement and the fix instead
+//! reserved regions, and each member with address, ids, class, driver, override, its VFIO
+//! device cdev and what the host uses it for). A host without IOMMU groups gets a clear statement and the fix instead
 //! of an empty table. Pure: snapshot in, text out.
 
 use std::fmt::Write as _;
@@ -94,10 +94,14 @@ fn vfio_line(out: &mut String, snap: &Snapshot) {
     if let Some(l) = v.dma_entry_limit {
         parts.push(format!("dma_entry_limit {l}"));
     }
-    parts.push(format!(
-        "iommufd {}",
-        if v.iommufd { "present" } else { "absent" }
-    ));
+    parts.push(match (&v.iommufd_node, v.iommufd) {
+        (Some(n), _) => format!(
+            "iommufd {} present (owner uid {} gid {}, mode {:04o})",
+            n.path, n.uid, n.gid, n.mode
+        ),
+        (None, true) => "iommufd /dev/iommu present".to_string(),
+        (None, false) => "iommufd absent".to_string(),
+    });
     if !v.device_cdevs.is_empty() {
         parts.push(format!("device nodes {}", v.device_cdevs.join(", ")));
     }
@@ -243,6 +247,17 @@ fn member(out: &mut String, d: &PciDevice, w: &Widths) {
         let _ = write!(line, "  [{}]", flags.join("; "));
     }
     let _ = writeln!(out, "{}", line.trim_end());
+    if let Some(c) = &d.vfio_cdev {
+        let node = match &c.node {
+            Some(n) => format!("owner uid {} gid {}, mode {:04o}", n.uid, n.gid, n.mode),
+            None => "node missing".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "      cdev {} ({}:{}): {node}",
+            c.path, c.major, c.minor
+        );
+    }
     for reason in d.usage.reasons() {
         let _ = writeln!(out, "      in use: {reason}");
     }

@@ -257,6 +257,43 @@ fn write_direct(what: &str, path: &Path, data: &[u8]) -> Result<(), KernelError>
     fs::write(path, data).map_err(|e| KernelError::io(what, path.display(), &e))
 }
 
+impl LinuxHost {
+    /// `/dev/vfio/devices/vfioN` of every member of `group` that has a device cdev now (its
+    /// `vfio-dev/vfioN` in sysfs), resolved afresh: the number changes on every rebind.
+    fn member_cdevs(&self, group: u32) -> Result<Vec<std::path::PathBuf>, KernelError> {
+        let members = self
+            .roots
+            .iommu_groups()
+            .join(group.to_string())
+            .join("devices");
+        let mut out = Vec::new();
+        let entries = match fs::read_dir(&members) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(KernelError::io("list group members", members.display(), &e)),
+        };
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| KernelError::io("list group members", members.display(), &e))?;
+            let vfio_dev = entry.path().join("vfio-dev");
+            let Ok(names) = fs::read_dir(&vfio_dev) else {
+                continue; // no cdev: not on vfio, or a kernel without device cdevs
+            };
+            for n in names.flatten() {
+                let name = n.file_name().to_string_lossy().into_owned();
+                if name
+                    .strip_prefix("vfio")
+                    .is_some_and(|k| k.parse::<u32>().is_ok())
+                {
+                    out.push(self.roots.device_cdev(&name));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
 impl Host for LinuxHost {
     fn snapshot(&self) -> Result<Snapshot, KernelError> {
         crate::host::scan(&self.roots).map_err(|e| KernelError::Scan(e.to_string()))
@@ -511,6 +548,36 @@ impl Host for LinuxHost {
                 expected: owner.to_string(),
                 found: now.map_or("no node".to_string(), |n| n.to_string()),
             });
+        }
+        for cdev in self.member_cdevs(group)? {
+            while !cdev.exists() {
+                if Instant::now() >= deadline {
+                    return Err(KernelError::NotConverged {
+                        what: format!("device cdev {}", cdev.display()),
+                        expected: "the node devtmpfs creates".to_string(),
+                        found: format!("no node after {:.1} s", wait.as_secs_f64()),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            std::os::unix::fs::chown(&cdev, Some(owner.uid), Some(owner.gid))
+                .map_err(|e| KernelError::io("chown device cdev", cdev.display(), &e))?;
+            fs::set_permissions(&cdev, fs::Permissions::from_mode(owner.mode))
+                .map_err(|e| KernelError::io("chmod device cdev", cdev.display(), &e))?;
+            let m = fs::metadata(&cdev)
+                .map_err(|e| KernelError::io("stat device cdev", cdev.display(), &e))?;
+            let found = NodeOwner {
+                uid: m.uid(),
+                gid: m.gid(),
+                mode: m.mode() & 0o7777,
+            };
+            if found != owner {
+                return Err(KernelError::NotConverged {
+                    what: format!("owner of {}", cdev.display()),
+                    expected: owner.to_string(),
+                    found: found.to_string(),
+                });
+            }
         }
         Ok(())
     }

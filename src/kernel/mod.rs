@@ -163,7 +163,9 @@ pub trait Host: Send + Sync {
     fn bind(&self, dev: PciAddress, driver: &str) -> Result<(), KernelError>;
     /// Writes `sriov_numvfs`. The kernel refuses to change a non-zero count except to 0.
     fn set_num_vfs(&self, pf: PciAddress, count: u32) -> Result<(), KernelError>;
-    /// Sets owner and mode of `/dev/vfio/GROUP`, waiting at most `wait` for it to appear.
+    /// Sets owner and mode of `/dev/vfio/GROUP` and of the device cdevs
+    /// (`/dev/vfio/devices/vfioN`, resolved now: numbers change on rebind) of the members that
+    /// have one, waiting at most `wait` for them to appear.
     fn set_node_owner(
         &self,
         group: u32,

@@ -25,9 +25,12 @@ use nix::errno::Errno;
 
 use super::{DeviceState, Host, KernelError, NodeOwner};
 use crate::host::{
-    driver_keeps_group_viable, is_vfio_driver, IommuGroup, NodeInfo, PciDevice, Snapshot, Sriov,
-    Usage,
+    driver_keeps_group_viable, is_vfio_driver, DeviceCdev, IommuGroup, NodeInfo, PciDevice,
+    Snapshot, Sriov, Usage,
 };
+
+/// The major number the simulated kernel gives VFIO device cdevs.
+const SIM_CDEV_MAJOR: u32 = 511;
 use crate::pci::{PciAddress, PciId};
 use crate::vfio::GroupStatus;
 
@@ -118,6 +121,9 @@ impl std::fmt::Display for FaultKey {
 #[derive(Debug, Clone)]
 struct SimDevice {
     dev: PciDevice,
+    /// The device cdev (`vfioN`, its node's owner) while on a vfio driver, on a kernel with
+    /// device cdevs.
+    cdev: Option<(u32, NodeOwner)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -144,6 +150,9 @@ struct State {
     /// Registered drivers whose probe fails (the device stays unbound, the write succeeds).
     refusing: BTreeSet<String>,
     next_group: u32,
+    /// The kernel has iommufd and VFIO device cdevs (the snapshot it was made from had
+    /// `/dev/iommu`): a function on a vfio driver gets `vfioN`, the lowest free number.
+    cdevs: bool,
     template: Snapshot,
 }
 
@@ -251,7 +260,27 @@ impl SimKernel {
         let devices = s
             .devices
             .iter()
-            .map(|d| (d.address, SimDevice { dev: d.clone() }))
+            .map(|d| {
+                let cdev = d.vfio_cdev.as_ref().and_then(|c| {
+                    let n = c.name.strip_prefix("vfio")?.parse::<u32>().ok()?;
+                    let owner = c
+                        .node
+                        .as_ref()
+                        .map_or(NodeOwner::KERNEL_DEFAULT, |n| NodeOwner {
+                            uid: n.uid,
+                            gid: n.gid,
+                            mode: n.mode,
+                        });
+                    Some((n, owner))
+                });
+                (
+                    d.address,
+                    SimDevice {
+                        dev: d.clone(),
+                        cdev,
+                    },
+                )
+            })
             .collect();
         let loadable = ["vfio", "vfio_pci", "vfio_iommu_type1", "pci_stub"]
             .into_iter()
@@ -268,6 +297,7 @@ impl SimKernel {
                     loadable,
                     refusing: BTreeSet::new(),
                     next_group,
+                    cdevs: s.vfio.iommufd,
                     template: s,
                 },
                 stuck: BTreeMap::new(),
@@ -624,8 +654,34 @@ impl State {
         }
     }
 
-    /// The node exists exactly while some member is on a vfio driver.
+    /// The node exists exactly while some member is on a vfio driver; so does each member's
+    /// device cdev (a fresh one, root:root 0600, the lowest free number) on a cdev kernel.
     fn refresh_node(&mut self, group: u32) {
+        if self.cdevs {
+            let mut used: BTreeSet<u32> = self
+                .devices
+                .values()
+                .filter_map(|d| d.cdev.map(|(n, _)| n))
+                .collect();
+            for d in self.devices.values_mut() {
+                if d.dev.iommu_group != Some(group) {
+                    continue;
+                }
+                let on_vfio = d.dev.driver.as_deref().is_some_and(is_vfio_driver);
+                match (on_vfio, d.cdev) {
+                    (true, None) => {
+                        let n = (0..).find(|n| !used.contains(n)).unwrap_or(0);
+                        used.insert(n);
+                        d.cdev = Some((n, NodeOwner::KERNEL_DEFAULT));
+                    }
+                    (false, Some((n, _))) => {
+                        used.remove(&n);
+                        d.cdev = None;
+                    }
+                    _ => {}
+                }
+            }
+        }
         let has_vfio = self
             .members(group)
             .any(|d| d.driver.as_deref().is_some_and(is_vfio_driver));
@@ -758,8 +814,15 @@ impl State {
                 boot_vga: None,
                 reset_method: None,
                 usage: Usage::default(),
+                vfio_cdev: None,
             };
-            self.devices.insert(addr, SimDevice { dev: vf });
+            self.devices.insert(
+                addr,
+                SimDevice {
+                    dev: vf,
+                    cdev: None,
+                },
+            );
             vfs.push(addr);
             // sriov_drivers_autoprobe defaults to 1: new VFs are probed at once.
             if let Some(drv) = self.probe_target(addr)? {
@@ -776,7 +839,33 @@ impl State {
 
     fn snapshot(&self) -> Snapshot {
         let mut s = self.template.clone();
-        s.devices = self.devices.values().map(|d| d.dev.clone()).collect();
+        s.devices = self
+            .devices
+            .values()
+            .map(|d| {
+                let mut dev = d.dev.clone();
+                dev.vfio_cdev = d.cdev.map(|(n, o)| DeviceCdev {
+                    name: format!("vfio{n}"),
+                    path: format!("/dev/vfio/devices/vfio{n}"),
+                    major: SIM_CDEV_MAJOR,
+                    minor: n,
+                    node: Some(NodeInfo {
+                        path: format!("/dev/vfio/devices/vfio{n}"),
+                        uid: o.uid,
+                        gid: o.gid,
+                        mode: o.mode,
+                    }),
+                });
+                dev
+            })
+            .collect();
+        let mut cdevs: Vec<(u32, String)> = s
+            .devices
+            .iter()
+            .filter_map(|d| d.vfio_cdev.as_ref().map(|c| (c.minor, c.name.clone())))
+            .collect();
+        cdevs.sort();
+        s.vfio.device_cdevs = cdevs.into_iter().map(|(_, n)| n).collect();
         let mut groups = Vec::new();
         for (id, g) in &self.groups {
             let members: Vec<PciAddress> = self.members(*id).map(|d| d.address).collect();
@@ -926,6 +1015,13 @@ impl Host for SimKernel {
             match s.groups.get_mut(&group).and_then(|g| g.node.as_mut()) {
                 Some(n) => {
                     *n = owner;
+                    for d in s.devices.values_mut() {
+                        if d.dev.iommu_group == Some(group) {
+                            if let Some((_, o)) = d.cdev.as_mut() {
+                                *o = owner;
+                            }
+                        }
+                    }
                     Ok(())
                 }
                 None => Err(KernelError::NodeMissing {
@@ -1060,6 +1156,7 @@ pub mod fixtures {
             boot_vga: None,
             reset_method: None,
             usage: Usage::default(),
+            vfio_cdev: None,
         }
     }
 

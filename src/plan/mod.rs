@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::host::{PciDevice, Snapshot};
+use crate::host::{is_vfio_driver, PciDevice, Snapshot};
 use crate::pci::PciAddress;
 
 pub use action::{Action, Mode, Ownership, Step, Unit};
@@ -151,7 +151,7 @@ pub fn plan_with(config: &Config, snap: &Snapshot, ctx: &Context) -> Plan {
     steps.claims(&res, &active);
     steps.releases(&claims.releases, &failed_groups);
     steps.vf_changes(&res);
-    steps.node_owners(&nodes.wants);
+    steps.node_owners(&nodes.wants, &active);
     steps.domain_edges(&active);
 
     let actions = match steps.g.order() {
@@ -400,12 +400,21 @@ impl<'a> Steps<'a> {
         }
     }
 
-    /// Group node owners and modes the `[[user]]` entries want.
-    fn node_owners(&mut self, wants: &BTreeMap<NodeKey, ownership::NodeWant>) {
+    /// Group node owners and modes the `[[user]]` entries want (with the members' device
+    /// cdevs on a kernel that has them).
+    fn node_owners(
+        &mut self,
+        wants: &BTreeMap<NodeKey, ownership::NodeWant>,
+        active: &BTreeMap<PciAddress, Claim>,
+    ) {
+        let cdev_kernel = has_device_cdevs(self.snap);
         for (key, want) in wants {
-            let why = match &want.user {
-                Some(u) => format!("[[user]] `{u}` may open this group"),
-                None => "claimed group without a [[user]]: root only".to_string(),
+            let why = match (&want.user, cdev_kernel) {
+                (Some(u), false) => format!("[[user]] `{u}` may open this group"),
+                (Some(u), true) => {
+                    format!("[[user]] `{u}` may open this group and its devices' cdevs")
+                }
+                (None, _) => "claimed group without a [[user]]: root only".to_string(),
             };
             match key {
                 NodeKey::Group(grp) => {
@@ -419,7 +428,8 @@ impl<'a> Steps<'a> {
                             mode: Mode(n.mode & 0o7777),
                         });
                     let expected = current.unwrap_or(Ownership::KERNEL_DEFAULT);
-                    if expected != want.owner {
+                    let cdevs = cdevs_to_set(self.snap, *grp, active, want.owner);
+                    if expected != want.owner || cdevs {
                         self.g.push(
                             Node::Group(*grp),
                             Action::SetNodeOwner {
@@ -763,4 +773,46 @@ fn scope(plan: Plan, snap: &Snapshot, res: &resolve::Resolution, dev: PciAddress
         notes: plan.notes,
         warnings: plan.warnings,
     }
+}
+
+/// Whether the host has iommufd and VFIO device cdevs (`/dev/iommu`, or a function with a cdev).
+fn has_device_cdevs(snap: &Snapshot) -> bool {
+    snap.vfio.iommufd || snap.devices.iter().any(|d| d.vfio_cdev.is_some())
+}
+
+/// Whether group `group`'s device cdevs need the node step although the group node itself is
+/// right: a member's cdev (node) owned otherwise, or, on a cdev kernel, a claimed member not on
+/// a vfio driver yet (its cdev appears root:root 0600 when it binds, after the group node).
+fn cdevs_to_set(
+    snap: &Snapshot,
+    group: u32,
+    active: &BTreeMap<PciAddress, Claim>,
+    want: Ownership,
+) -> bool {
+    let Some(g) = snap.group(group) else {
+        return false;
+    };
+    let cdev_kernel = has_device_cdevs(snap);
+    g.devices.iter().filter_map(|a| snap.device(*a)).any(|d| {
+        let owned = |c: &crate::host::DeviceCdev| {
+            c.node
+                .as_ref()
+                .map_or(Ownership::KERNEL_DEFAULT, |n| Ownership {
+                    uid: n.uid,
+                    gid: n.gid,
+                    mode: Mode(n.mode & 0o7777),
+                })
+        };
+        match &d.vfio_cdev {
+            Some(c) => owned(c) != want,
+            None => {
+                cdev_kernel
+                    && want != Ownership::KERNEL_DEFAULT
+                    && active
+                        .get(&d.address)
+                        .is_some_and(|c| is_vfio_driver(&c.driver))
+                    && !d.driver.as_deref().is_some_and(is_vfio_driver)
+            }
+        }
+    })
 }

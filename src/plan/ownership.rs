@@ -3,6 +3,13 @@
 //! mode each claimed group's `/dev/vfio/N` should have, conflicts between users, and memlock
 //! budgets against the limits the caller could read.
 //!
+//! On a kernel with iommufd, a user's devices' cdevs (`/dev/vfio/devices/vfioN`) get the same
+//! owner as their group node (the node step sets both), and `/dev/iommu` is left as the
+//! kernel and udev make it: it is shared by every user of the host, so vfioctl never chowns it
+//! to one user nor loosens it to 0666. A user who opens cdevs directly needs access to it
+//! through its group (add the user to that group); one who goes through `vfioctl domain open`
+//! receives an opened fd and needs nothing. The plan notes a user that has no such access.
+//!
 //! Every claimed group that goes to a vfio driver has a desired node: its user's ownership, or
 //! root:root 0600 (the kernel's default) when no user names it or when it belongs to a
 //! `[[domain]]`, whose group the daemon holds and hands out.
@@ -169,6 +176,9 @@ pub fn nodes(
             gid,
             mode: Mode(u.mode),
         };
+        if let Some(note) = iommufd_access(snap, u, uid, gid, account) {
+            out.notes.push(note);
+        }
         for name in &u.devices {
             let Some(&ei) = entry_index.get(name.as_str()) else {
                 out.problems.push(
@@ -239,4 +249,37 @@ pub fn nodes(
         out.wants.remove(&k);
     }
     out
+}
+
+/// A note when `/dev/iommu` exists and `u` (uid, the node group it gets, its primary group)
+/// cannot open it read-write by owner, group or other bits. Supplementary groups are not known
+/// here, so the note says which group would give access.
+fn iommufd_access(
+    snap: &Snapshot,
+    u: &UserSpec,
+    uid: u32,
+    gid: u32,
+    account: Option<&Account>,
+) -> Option<String> {
+    let n = snap.vfio.iommufd_node.as_ref()?;
+    if u.devices.is_empty() {
+        return None;
+    }
+    let rw_owner = n.uid == uid && n.mode & 0o600 == 0o600;
+    // `gid` is the node group the entry names (0 when it names none: that is no membership).
+    let in_group = (u.group.is_some() && n.gid == gid) || account.is_some_and(|a| a.gid == n.gid);
+    let rw_group = in_group && n.mode & 0o060 == 0o060;
+    let rw_other = n.mode & 0o006 == 0o006;
+    if rw_owner || rw_group || rw_other {
+        return None;
+    }
+    Some(format!(
+        "{}: its devices' cdevs are in /dev/vfio/devices, but {} (uid {} gid {}, mode {:04o})          is not open to it; to open cdevs directly add the user to group {} (and give the node          group read-write, e.g. a udev rule `KERNEL==\"iommu\", MODE=\"0660\", GROUP=...`), or          hand it the fds through a [[domain]] and `vfioctl domain open`",
+        describe(u),
+        n.path,
+        n.uid,
+        n.gid,
+        n.mode,
+        n.gid
+    ))
 }

@@ -56,6 +56,43 @@ fn refresh_node(s: &mut Snapshot, g: u32) {
     }
 }
 
+/// On a kernel with device cdevs (`/dev/iommu` present), a function on a vfio driver has one
+/// (a fresh one, root:root 0600, the lowest free number) and one off it has none.
+fn refresh_cdev(s: &mut Snapshot, device: PciAddress) {
+    if !s.vfio.iommufd {
+        return;
+    }
+    let used: std::collections::BTreeSet<u32> = s
+        .devices
+        .iter()
+        .filter_map(|d| d.vfio_cdev.as_ref().map(|c| c.minor))
+        .collect();
+    let Some(d) = device_mut(s, device) else {
+        return;
+    };
+    let on_vfio = d.driver.as_deref().is_some_and(is_vfio_driver);
+    match (on_vfio, d.vfio_cdev.is_some()) {
+        (true, false) => {
+            let n = (0u32..).find(|n| !used.contains(n)).unwrap_or(0);
+            let path = format!("/dev/vfio/devices/vfio{n}");
+            d.vfio_cdev = Some(crate::host::DeviceCdev {
+                name: format!("vfio{n}"),
+                path: path.clone(),
+                major: 0,
+                minor: n,
+                node: Some(NodeInfo {
+                    path,
+                    uid: 0,
+                    gid: 0,
+                    mode: 0o600,
+                }),
+            });
+        }
+        (false, true) => d.vfio_cdev = None,
+        _ => {}
+    }
+}
+
 fn apply(s: &mut Snapshot, action: &Action) {
     match action {
         Action::LoadModule { module, driver } => {
@@ -96,7 +133,9 @@ fn apply(s: &mut Snapshot, action: &Action) {
             d.driver = to;
             // Leaving a driver takes its interfaces and disks with it.
             d.usage = Usage::default();
-            if let Some(g) = d.iommu_group {
+            let group = d.iommu_group;
+            refresh_cdev(s, *device);
+            if let Some(g) = group {
                 refresh_node(s, g);
             }
         }
@@ -118,6 +157,17 @@ fn apply(s: &mut Snapshot, action: &Action) {
                     gid: to.gid,
                     mode: to.mode.0,
                 });
+            }
+            // The node step sets the members' device cdevs too.
+            for d in s.devices.iter_mut().filter(|d| d.iommu_group == Some(g)) {
+                if let Some(c) = d.vfio_cdev.as_mut() {
+                    c.node = Some(NodeInfo {
+                        path: c.path.clone(),
+                        uid: to.uid,
+                        gid: to.gid,
+                        mode: to.mode.0,
+                    });
+                }
             }
         }
     }
@@ -186,6 +236,7 @@ fn set_num_vfs(s: &mut Snapshot, pf: PciAddress, to: u32) {
             boot_vga: None,
             reset_method: pfdev.reset_method.clone(),
             usage: Usage::default(),
+            vfio_cdev: None,
         });
         if let Some(unit) = s
             .iommus

@@ -45,6 +45,7 @@ pub fn func(
         boot_vga: None,
         reset_method: None,
         usage: Usage::default(),
+        vfio_cdev: None,
     }
 }
 

@@ -75,6 +75,7 @@ pub fn scan_function(roots: &Roots, address: PciAddress) -> Option<PciDevice> {
     let mut r = Reader::default();
     let dir = r.resolve(&roots.pci_device(&address), Need::Optional)?;
     let mut device = pci::read_function(&mut r, address, &dir)?;
+    vfio::attach_cdevs(&mut r, roots, std::slice::from_mut(&mut device));
     let cmdline = r.text(&roots.proc.join("cmdline"), Need::Optional);
     let only: BTreeSet<PciAddress> = [address].into();
     if device.driver.is_some() {
@@ -248,6 +249,7 @@ fn scan_parts(
     );
     let iommus = groups::scan_units(&mut r, &roots.iommu_class());
     let (vfio, nodes) = vfio::scan_vfio(&mut r, &roots);
+    vfio::attach_cdevs(&mut r, &roots, &mut devices);
     for g in &mut groups {
         g.node = nodes.get(&g.id).cloned();
     }

@@ -147,6 +147,7 @@ pub fn read_identity(r: &mut Reader, address: PciAddress, dir: &Path) -> Option<
         boot_vga,
         reset_method: None,
         usage,
+        vfio_cdev: None,
     })
 }
 

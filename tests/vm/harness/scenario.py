@@ -7,6 +7,9 @@ Header comments declare what the scenario needs, one `# vmtest: key=value` per l
   smp=2                     guest CPUs
   timeout=60                seconds before the boot is killed
   qemu=ARGS                 extra QEMU arguments (may repeat)
+  kernel=debian|iommufd     the guest kernel: Debian's packaged one (default), or the suite's
+                            own build with iommufd and VFIO device cdevs (harness/kernel_build.py;
+                            its drivers are built in, so it loads no modules)
   guest=busybox|systemd     PID 1: the busybox /init (default), or Debian's systemd with
                             vfioctl installed from its .deb (harness/systemd_guest.py)
   bundle=NAMES              extra archives appended to the base image, space-separated
@@ -26,7 +29,8 @@ from pathlib import Path
 from .errors import SetupError
 
 BUNDLES = {"podman"}
-KEYS = {"layout", "memory", "smp", "timeout", "qemu", "modules", "guest", "bundle"}
+KEYS = {"layout", "memory", "smp", "timeout", "qemu", "modules", "guest", "bundle", "kernel"}
+KERNELS = ("debian", "iommufd")
 
 
 @dataclass
@@ -41,6 +45,7 @@ class Scenario:
     timeout: float = 60.0
     qemu_args: list[str] = field(default_factory=list)
     modules: list[str] | None = None
+    kernel: str = "debian"
     guest: str = "busybox"
     bundles: list[str] = field(default_factory=list)
 
@@ -67,6 +72,10 @@ def load(script: Path) -> Scenario:
                 sc.timeout = float(value)
             elif key == "qemu":
                 sc.qemu_args += shlex.split(value)
+            elif key == "kernel":
+                sc.kernel = value.strip()
+                if sc.kernel not in KERNELS:
+                    raise SetupError(f"{script}: kernel={sc.kernel}: expected one of {KERNELS}")
             elif key == "guest":
                 sc.guest = value.strip()
                 if sc.guest not in ("busybox", "systemd"):

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import boot, image, layouts, packages, podman, scenario, sriov, systemd_guest
+from . import boot, image, kernel_build, layouts, packages, podman, scenario, sriov, systemd_guest
 from .errors import SetupError
 
 VM_DIR = Path(__file__).resolve().parent.parent
@@ -219,6 +219,12 @@ def main(argv: list[str]) -> int:
         qemus = {"default": (Path(shutil.which("qemu-system-x86_64") or ""), [])}
         if any(sc.layout == "sriov" for sc in chosen):
             qemus["sriov"] = sriov.backports_qemu(cache, log)
+        # the iommufd kernel, built once per config (cached), for the scenarios that ask for it
+        kernels = {"debian": img.kernel.image}
+        if any(sc.kernel == "iommufd" for sc in chosen):
+            vmlinux, release = kernel_build.iommufd_kernel(cache, log)
+            kernels["iommufd"] = vmlinux
+            log(f"iommufd kernel: {release} ({vmlinux})")
         sysroot = deb = None
         if any(sc.guest == "systemd" for sc in chosen):
             sysroot = systemd_guest.sysroot(cache, log)
@@ -255,7 +261,9 @@ def main(argv: list[str]) -> int:
             "vmtest/lib.sh": VM_DIR / "guest" / "lib.sh",
             "vmtest/scenario.sh": sc.script,
             "vmtest/name": sc.name.encode() + b"\n",
+            # the iommufd kernel has its drivers built in: nothing to load
             "vmtest/modules": (" ".join(sc.modules if sc.modules is not None
+                                        else [] if sc.kernel == "iommufd"
                                         else image.GUEST_MODULES) + "\n").encode(),
         }
         for rules in sorted((REPO / "contrib" / "udev").glob("*.rules")):
@@ -285,9 +293,10 @@ def main(argv: list[str]) -> int:
         overlay.unlink()
         qemu, firmware = qemus[sc.layout]
         qmp = run_dir / "qmp.sock"
-        cmd = layouts.qemu_command(qemu, firmware, accel, img.kernel.image, initrd, qmp,
+        cmd = layouts.qemu_command(qemu, firmware, accel, kernels[sc.kernel], initrd, qmp,
                                    sc.layout, sc.memory, sc.smp, sc.qemu_args)
-        print(f"vmtest: --- {sc.name} ({sc.layout}) {sc.summary}", flush=True)
+        print(f"vmtest: --- {sc.name} ({sc.layout}, {sc.kernel} kernel) {sc.summary}",
+              flush=True)
         res = boot.boot(cmd, qmp, run_dir / "serial.log", artifacts, sc.timeout)
         if res.verdict is None and res.exit_code in QEMU_CRASH_CODES:
             # QEMU itself crashed (seen: QEMU 7.2 under TCG segfaulting on a device_del right
