@@ -307,6 +307,16 @@ def main(argv: list[str]) -> int:
             print(f"vmtest: qemu crashed (signal {-res.exit_code}) in {sc.name}; "
                   f"booting once more (log: {crashed})", flush=True)
             res = boot.boot(cmd, qmp, run_dir / "serial.log", artifacts, sc.timeout)
+        if res.problem == "kernel panic" and res.init_seconds is None and not res.checks:
+            # A panic before /init ran (seen under TCG on a loaded host: "timer doesn't work
+            # through Interrupt-remapped IO-APIC" at 0.01-0.04 s) is the emulated machine's
+            # timing, before any of vfioctl's code: boot once more, keeping the log. A panic
+            # after /init is a verdict and is never retried.
+            early = run_dir / "serial-early-panic.log"
+            (run_dir / "serial.log").rename(early)
+            print(f"vmtest: kernel panicked before /init in {sc.name}; booting once more "
+                  f"(log: {early})", flush=True)
+            res = boot.boot(cmd, qmp, run_dir / "serial.log", artifacts, sc.timeout)
         initrd.unlink()
         for c in res.checks:
             print(f"    guest {'PASS' if c.ok else 'FAIL'} {c.name} {c.detail}".rstrip())
