@@ -218,6 +218,18 @@ pub fn create_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<
     }
 }
 
+/// [`write_atomic`] for a file other programs read (a CDI spec for container runtimes, a
+/// metrics textfile for node_exporter): a missing `DIR` is created 0755, not 0700, and the
+/// file is written 0644.
+pub fn write_atomic_public(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), FileError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| io_err(dir, &e))?;
+    write_atomic_simple(dir, name, bytes, 0o644)
+}
+
 /// Removes `DIR/NAME` (absent is fine) and fsyncs the directory. Returns whether it existed.
 pub fn remove_durable(dir: &Path, name: &str) -> Result<bool, FileError> {
     let target = dir.join(name);

@@ -18,17 +18,9 @@ pub fn run(opts: &Options, args: &args::StatusArgs) -> Exit {
         }
         _ => opts.observe(),
     };
-    let snap = match observed {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("vfioctl status: {e}");
-            return Exit::Failed;
-        }
-    };
-    // Held domains live in the running `watch`; shown when one publishes them (live host only).
-    let held = match opts.is_live() {
-        true => crate::domain::published::read(&opts.run_dir, &opts.roots.proc).ok(),
-        false => None,
+    let (snap, held) = match with_held(opts, observed) {
+        Ok(v) => v,
+        Err(exit) => return exit,
     };
     // Who holds what, from the fd broker of the same `watch`.
     let broker = match held {
@@ -57,6 +49,23 @@ pub fn run(opts: &Options, args: &args::StatusArgs) -> Exit {
 }
 
 /// Adds a `broker` key (the live hand-overs) to the status JSON.
+/// The observed host, or exit 1 saying why; with the domains a running `watch` publishes
+/// (live host only: held domains live in that process).
+fn with_held<E: std::fmt::Display>(
+    opts: &Options,
+    observed: Result<host::Snapshot, E>,
+) -> Result<(host::Snapshot, Option<crate::domain::published::Published>), Exit> {
+    let snap = observed.map_err(|e| {
+        eprintln!("vfioctl status: {e}");
+        Exit::Failed
+    })?;
+    let held = match opts.is_live() {
+        true => crate::domain::published::read(&opts.run_dir, &opts.roots.proc).ok(),
+        false => None,
+    };
+    Ok((snap, held))
+}
+
 fn with_broker_json(text: &str, ledger: &crate::broker::ledger::Ledger) -> String {
     let Ok(mut v) = serde_json::from_str::<serde_json::Value>(text) else {
         return text.to_string();
@@ -86,16 +95,9 @@ fn openmetrics(opts: &Options, args: &args::StatusArgs) -> Exit {
         },
         None => None,
     };
-    let snap = match opts.observe() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("vfioctl status: {e}");
-            return Exit::Failed;
-        }
-    };
-    let held = match opts.is_live() {
-        true => crate::domain::published::read(&opts.run_dir, &opts.roots.proc).ok(),
-        false => None,
+    let (snap, held) = match with_held(opts, opts.observe()) {
+        Ok(v) => v,
+        Err(exit) => return exit,
     };
     let pending = config.as_ref().map(|c| {
         let ctx = crate::plan::Context {
@@ -104,7 +106,7 @@ fn openmetrics(opts: &Options, args: &args::StatusArgs) -> Exit {
         };
         crate::plan::plan_with(c, &snap, &ctx)
     });
-    print!(
+    out!(
         "{}",
         crate::metrics::render(&crate::metrics::Sample {
             host: &snap,

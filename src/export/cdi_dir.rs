@@ -4,8 +4,6 @@
 //! the directory see no needless events), removed with [`crate::files::remove_durable`] when
 //! nothing is handed out or on `rollback`.
 
-use std::fs;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use crate::files::{self, FileError};
@@ -52,17 +50,9 @@ pub fn keep(dir: &Path, spec: &Spec) -> Result<Kept, FileError> {
         Err(e @ FileError::NotRegular { .. }) => return Err(e),
         Err(_) => {}
     }
-    // Runtimes (and rootless podman) read the directory: create it world-readable, not with
-    // the 0700 of vfioctl's private state directories.
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(|e| FileError::Io {
-            path: dir.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    files::write_atomic_simple(dir, FILE_NAME, &bytes, 0o644)?;
+    // Runtimes (and rootless podman) read the directory: world-readable, not the 0700 of
+    // vfioctl's private state directories.
+    files::write_atomic_public(dir, FILE_NAME, &bytes)?;
     Ok(Kept::Written)
 }
 

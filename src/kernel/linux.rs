@@ -281,9 +281,12 @@ impl LinuxHost {
             };
             for n in names.flatten() {
                 let name = n.file_name().to_string_lossy().into_owned();
+                // Without a `dev` file the class entry has no character device (6.1-6.5, or
+                // CONFIG_VFIO_DEVICE_CDEV=n): nothing for devtmpfs to create.
                 if name
                     .strip_prefix("vfio")
                     .is_some_and(|k| k.parse::<u32>().is_ok())
+                    && n.path().join("dev").exists()
                 {
                     out.push(self.roots.device_cdev(&name));
                 }

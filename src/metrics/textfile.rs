@@ -17,20 +17,8 @@ pub fn path(dir: &Path) -> PathBuf {
 /// Replaces `DIR/vfioctl.prom` with `text` (mode 0644: node_exporter usually runs as another
 /// user).
 pub fn write(dir: &Path, text: &str) -> Result<(), FileError> {
-    // Readable by the collector: a missing directory is made 0755 (write_atomic would make
-    // it 0700).
-    if !dir.exists() {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dir)
-            .map_err(|e| FileError::Io {
-                path: dir.to_path_buf(),
-                message: e.to_string(),
-            })?;
-    }
-    files::write_atomic_simple(dir, FILE_NAME, text.as_bytes(), 0o644)
+    // Readable by the collector.
+    files::write_atomic_public(dir, FILE_NAME, text.as_bytes())
 }
 
 #[cfg(test)]

@@ -127,6 +127,11 @@ fn read_cdev(r: &mut Reader, roots: &Roots, dir: &Path) -> Option<DeviceCdev> {
     }
     let name = names.into_iter().next()?;
     let dev_file = dir.join(&name).join("dev");
+    // Kernels 6.1-6.5 (and any without CONFIG_VFIO_DEVICE_CDEV) have the `vfio-dev` class
+    // entry but no character device: no `dev` file, no cdev, nothing to report.
+    if !exists(r, &dev_file) {
+        return None;
+    }
     let (major, minor) = r.value(&dev_file, Need::Required, "major:minor", |s| {
         let (a, b) = s.split_once(':')?;
         Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?))
