@@ -279,3 +279,50 @@ fn the_linux_host_sets_the_group_node_and_its_members_cdevs_on_a_fake_tree() {
     let nvme = numbers[&addr(NVME)];
     assert_eq!(mode(roots.device_cdev(&format!("vfio{nvme}"))), 0o600);
 }
+
+/// Linux 6.1-6.5 (Debian bookworm's kernel) give a vfio-bound function a `vfio-dev/vfioN`
+/// class entry but no character device: no `dev` file, no `/dev/vfio/devices/vfioN`. That is
+/// no cdev: the scan reports none and warns about nothing, and setting the group node's owner
+/// does not wait for a node devtmpfs will never create (it waited 5 s and failed the pass).
+#[test]
+fn a_class_entry_without_a_dev_file_is_no_cdev() {
+    use vfioctl::kernel::linux::{LinuxHost, Timeouts};
+    use vfioctl::kernel::NodeOwner;
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = vfioctl::fixtures::vm::q35();
+    h.vfio_loaded().with_cdevs().group_node(5, 0o600);
+    for f in &mut h.functions {
+        if f.address.bus == 0 && f.address.device == 5 {
+            f.driver = Some("vfio-pci".into());
+        }
+    }
+    let roots = h.write(dir.path()).unwrap();
+    // Make it the 6.1 shape: keep the class entries, drop their dev files and the nodes.
+    for (a, n) in h.cdev_numbers() {
+        let entry = roots.pci_device(&a).join(format!("vfio-dev/vfio{n}"));
+        std::fs::remove_file(entry.join("dev")).unwrap();
+        let _ = std::fs::remove_file(roots.device_cdev(&format!("vfio{n}")));
+    }
+    let snap = vfioctl::host::scan(&roots).unwrap();
+    assert!(snap.devices.iter().all(|d| d.vfio_cdev.is_none()));
+    assert!(
+        !snap
+            .warnings
+            .iter()
+            .any(|w| format!("{w:?}").contains("vfio-dev")),
+        "{:?}",
+        snap.warnings
+    );
+    let host = LinuxHost::new(roots.clone(), Timeouts::default());
+    let owner = NodeOwner {
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        mode: 0o640,
+    };
+    // The old code waited for /dev/vfio/devices/vfioN here and failed.
+    host.set_node_owner(5, owner, Duration::from_secs(1))
+        .unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let mode = std::fs::metadata(roots.group_node(5)).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o640);
+}
