@@ -99,7 +99,11 @@ pub(super) fn after_reconcile(
     lock_timeout: u64,
     exit: Exit,
 ) -> Exit {
-    if exit == Exit::Usage || !opts.is_live() {
+    // Kept after a successful pass only (the rule, and a safety one): a failed pass
+    // was undone, so the spec of the last good pass still holds; and a pass that abandoned a
+    // write blocked in the kernel leaves a device whose sysfs attributes block on its device
+    // lock, which a full read of the host here would hang on.
+    if !matches!(exit, Exit::Done | Exit::NoWatch) || !opts.is_live() {
         return exit;
     }
     let lock = match crate::apply::lock::acquire(&opts.run_dir, Duration::from_secs(lock_timeout)) {

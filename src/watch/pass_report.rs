@@ -94,8 +94,13 @@ impl<R: Reconciler + HeldDomains> Reconciler for Reported<R> {
         let kept = matches!(outcome, Outcome::Converged { .. })
             .then(|| self.inner.host_after_pass())
             .flatten();
+        // Not after a failed pass: it may have abandoned a write still blocked in the kernel,
+        // and reading that device's attributes would block this loop on its device lock. The
+        // sinks get no host for such a pass (the next good pass reports it).
+        let failed = matches!(outcome, Outcome::Failed(_));
         let read = match kept {
             Some(_) => None,
+            None if failed => None,
             None => match (self.observe)() {
                 Ok(h) => Some(h),
                 Err(e) => {
