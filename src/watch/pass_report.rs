@@ -125,6 +125,12 @@ impl<R: Reconciler + HeldDomains> Reconciler for Reported<R> {
         }
         outcome
     }
+
+    /// What the wrapped reconciler holds: the service status (`STATUS=`) must not lose it to
+    /// the wrapper.
+    fn holding(&self) -> String {
+        self.inner.holding()
+    }
 }
 
 /// The `--metrics-dir` sink: renders the metrics after every pass and replaces
@@ -178,4 +184,59 @@ pub fn kubelet_sink(mut publisher: crate::kubelet::Publisher) -> Sink {
             publisher.pass(r.config, host);
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reconciler that holds something and fails its passes.
+    struct Holder;
+
+    impl Reconciler for Holder {
+        fn reconcile(&mut self, _: &Config, _: Scope) -> Outcome {
+            Outcome::Failed("an unbind was abandoned".into())
+        }
+        fn holding(&self) -> String {
+            "holding dma: group 5".into()
+        }
+    }
+
+    impl HeldDomains for Holder {
+        fn held_status(&self) -> Vec<DomainStatus> {
+            Vec::new()
+        }
+        fn host_after_pass(&self) -> Option<&Snapshot> {
+            None
+        }
+    }
+
+    #[test]
+    fn the_wrapper_keeps_what_the_reconciler_holds_for_the_service_status() {
+        let reported = Reported::new(Holder, Box::new(|| Err("not read".into())));
+        assert_eq!(reported.holding(), "holding dma: group 5");
+    }
+
+    #[test]
+    fn after_a_failed_pass_the_host_is_not_read_and_sinks_get_none() {
+        let reads = std::rc::Rc::new(std::cell::Cell::new(0));
+        let seen = std::rc::Rc::new(std::cell::Cell::new(None));
+        let (r, s) = (reads.clone(), seen.clone());
+        let mut reported = Reported::new(
+            Holder,
+            Box::new(move || {
+                r.set(r.get() + 1);
+                Err("would block on a stuck device".into())
+            }),
+        )
+        .sink(Box::new(move |p: &PassReport| {
+            s.set(Some(p.host.is_some()))
+        }));
+        let config =
+            crate::config::parse_str("version = 1\n", std::path::Path::new("t.toml")).unwrap();
+        let out = reported.reconcile(&config, Scope::All);
+        assert!(matches!(out, Outcome::Failed(_)));
+        assert_eq!(reads.get(), 0, "a failed pass must not read the host");
+        assert_eq!(seen.get(), Some(false));
+    }
 }
