@@ -168,6 +168,11 @@ pub(super) fn after_reconcile(global: &super::Options, cfg: &crate::config::Conf
     if cfg.domains.is_empty() {
         return Exit::Done;
     }
+    // Now that the members are bound, their cdevs are known: an explicit iommufd the host
+    // cannot give is an error (watch would not hold the domain either).
+    if refuse_unrealisable(global, cfg, None) {
+        return Exit::Failed;
+    }
     match crate::domain::published::read(&global.run_dir, &global.roots.proc) {
         Ok(p) => {
             let pid = nix::unistd::Pid::from_raw(p.pid as i32);
@@ -226,9 +231,10 @@ pub(super) fn preview(
     (crate::domain::preview::preview(config, snap, &held), whose)
 }
 
-/// The domain section of the text dry run.
+/// The domain section of the text dry run: each domain's backend and why, then the changes.
 pub(super) fn print_preview(
     config: &crate::config::Config,
+    backends: &[(String, crate::plan::backend::Resolved)],
     events: &[crate::domain::report::Event],
     whose: &str,
 ) {
@@ -236,12 +242,52 @@ pub(super) fn print_preview(
         return;
     }
     outln!("\ndomains ({whose}):");
+    for (name, b) in backends {
+        outln!("  {}", b.line(name));
+    }
     if events.is_empty() {
         outln!("  nothing to do");
     }
     for e in events {
         outln!("  {e}");
     }
+}
+
+/// Domains whose explicit `backend = "iommufd"` this host cannot give, printed as errors
+/// (what is missing, how to fix). `true` when there are any: reconcile then exits 1. Reads the
+/// host only when the config asks for iommufd explicitly.
+pub(super) fn refuse_unrealisable(
+    global: &super::Options,
+    config: &crate::config::Config,
+    host: Option<&crate::host::Snapshot>,
+) -> bool {
+    use crate::config::model::BackendChoice;
+    if !config
+        .domains
+        .iter()
+        .any(|d| d.backend == BackendChoice::Iommufd)
+    {
+        return false;
+    }
+    let observed;
+    let host = match host {
+        Some(h) => h,
+        None => match global.observe() {
+            Ok(s) => {
+                observed = s;
+                &observed
+            }
+            Err(e) => {
+                eprintln!("vfioctl reconcile: {e}");
+                return true;
+            }
+        },
+    };
+    let bad = crate::plan::backend::unrealisable(config, host);
+    for e in &bad {
+        eprintln!("error: {e}");
+    }
+    !bad.is_empty()
 }
 
 #[cfg(test)]
