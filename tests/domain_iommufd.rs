@@ -500,3 +500,67 @@ fn an_iommufd_domain_is_stored_adopted_and_converges_with_no_change() {
     assert_eq!(Layout::of(&next.held()["dma"]), layout);
     assert_eq!(next.iommu().pinned(), 2 * 2 * MIB);
 }
+
+/// The broker offers an iommufd domain as the iommufd, each bound and attached device cdev and
+/// the window memfds, with the IOAS ids (`domain open`'s variables from such a description:
+/// `cli::domain`'s unit tests).
+#[test]
+fn the_broker_offers_the_iommufd_the_devices_and_the_windows() {
+    use vfioctl::broker::handout::Handout;
+
+    let f = [("0000:00:05.0", 5), ("0000:00:06.0", 6)];
+    let snap = host(&f, true);
+    let cfg = config(
+        &["0000:00:05.0", "0000:00:06.0"],
+        Placement::PerGroup,
+        BackendChoice::Auto,
+        vec![window("buf", 0x10_0000, 2 * MIB)],
+    );
+    let mut d = Domains::new(sim(&f));
+    assert!(d.reconcile(&cfg, &snap).ok());
+    let handout = Handout::new();
+    handout.refresh(&d, Some(&snap), cfg.clone(), Default::default());
+    let offer = handout.lock().domains.remove("dma").expect("offered");
+    let desc = &offer.description;
+    assert!(
+        desc.containers.is_empty() && desc.groups.is_empty(),
+        "{desc:?}"
+    );
+    let iommufd = desc.iommufd.as_ref().expect("an iommufd");
+    let ids: Vec<u32> = d.held()["dma"].fds().ioas;
+    assert_eq!(
+        iommufd
+            .ioas
+            .iter()
+            .map(|i| (i.id, i.groups.clone()))
+            .collect::<Vec<_>>(),
+        vec![(ids[0], vec![5]), (ids[1], vec![6])]
+    );
+    let devices: Vec<(&str, Option<u32>)> = desc
+        .devices
+        .iter()
+        .map(|x| (x.address.as_str(), x.ioas))
+        .collect();
+    assert_eq!(
+        devices,
+        [
+            ("0000:00:05.0", Some(ids[0])),
+            ("0000:00:06.0", Some(ids[1]))
+        ]
+    );
+    assert_eq!(offer.fds.len(), 4, "iommufd, two devices, one window");
+    assert_eq!(desc.fd_count(), 4);
+
+    // The fds are what they say: the simulated tokens name the iommufd context and the cdevs.
+    let token = |fd: &std::os::fd::OwnedFd| {
+        let mut b = [0u8; 8];
+        nix::sys::uio::pread(fd, &mut b, 0).unwrap();
+        u64::from_le_bytes(b)
+    };
+    let ctx = d.iommu().live_containers()[0].ioas.unwrap().0;
+    assert_eq!(token(&offer.fds[iommufd.fd]), ctx);
+    assert_eq!(
+        token(&offer.fds[desc.devices[1].fd]),
+        d.iommu().cdevs["0000:00:06.0"].id
+    );
+}
