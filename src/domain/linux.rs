@@ -4,6 +4,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
 
@@ -40,11 +41,17 @@ impl ContainerHandle for LinuxContainer {
     }
 }
 
-/// A group on the live host: its node, or its members' device cdevs.
+/// A group on the live host: its node, or its members' device cdevs (with whether they are
+/// bound to the domain's iommufd yet: a device fd binds once, and a group the kernel refused
+/// in one IOAS is attached to another without binding again).
 #[derive(Debug)]
 pub enum LinuxGroup {
     Legacy(Group),
-    Devices { id: u32, devices: Vec<DeviceFd> },
+    Devices {
+        id: u32,
+        devices: Vec<DeviceFd>,
+        bound: AtomicBool,
+    },
 }
 
 impl GroupHandle for LinuxGroup {
@@ -150,7 +157,11 @@ impl Iommu for LinuxIommu {
                 DeviceFd::open(&self.roots.device_cdev(&c.name), &c.address).map_err(call_error)?;
             devices.push(d);
         }
-        Ok(LinuxGroup::Devices { id: group, devices })
+        Ok(LinuxGroup::Devices {
+            id: group,
+            devices,
+            bound: AtomicBool::new(false),
+        })
     }
 
     fn new_ioas(&mut self, share: Option<&LinuxContainer>) -> Result<LinuxContainer, IommuError> {
@@ -187,12 +198,15 @@ impl Iommu for LinuxIommu {
                 }
                 Ok(())
             }
-            (LinuxContainer::Ioas { iommufd, id }, LinuxGroup::Devices { devices, .. }) => {
-                // A device fd binds once: binding happens here, the first time the group is
-                // attached (the held state never moves a group between containers).
-                for d in devices {
-                    d.bind(iommufd)
-                        .map_err(|e| AttachError::Failed(call_error(e)))?;
+            (LinuxContainer::Ioas { iommufd, id }, LinuxGroup::Devices { devices, bound, .. }) => {
+                // A device fd binds once, the first time its group is attached; every IOAS of
+                // the domain is in the same iommufd.
+                if !bound.load(Ordering::SeqCst) {
+                    for d in devices {
+                        d.bind(iommufd)
+                            .map_err(|e| AttachError::Failed(call_error(e)))?;
+                    }
+                    bound.store(true, Ordering::SeqCst);
                 }
                 let mut attached: Vec<&DeviceFd> = Vec::new();
                 for d in devices {
@@ -356,7 +370,11 @@ impl Iommu for LinuxIommu {
                 DeviceFd::from_fd(fd, path, &address)
             })
             .collect();
-        Ok(LinuxGroup::Devices { id: group, devices })
+        Ok(LinuxGroup::Devices {
+            id: group,
+            devices,
+            bound: AtomicBool::new(true),
+        })
     }
 
     fn adopt_memory(&mut self, fd: OwnedFd, window: &Window) -> Result<WindowMemory, IommuError> {

@@ -375,6 +375,11 @@ impl SimIommu {
             let Some(c) = self.cdevs.get_mut(address) else {
                 return Err(failed("VFIO_DEVICE_BIND_IOMMUFD", Errno::ENODEV));
             };
+            if c.bound == Some(ctx) && c.open > 0 {
+                // Bound by this handle when its group was first attached (the held state
+                // retries a refused group in another IOAS of the same iommufd).
+                continue;
+            }
             if c.bound.is_some() {
                 self.log.push(format!("refuse bind {address}"));
                 return Err(AttachError::Failed(
