@@ -252,8 +252,10 @@ def main(argv: list[str]) -> int:
             subprocess.run(["strip", "--strip-debug", str(binary)], check=False)
 
     outcomes: list[Outcome] = []
-    for sc in chosen:
-        run_dir = logs / sc.name
+    for i, sc in enumerate(chosen):
+        # a scenario named more than once (benchmarks) gets one log directory per run
+        run_dir = logs / (sc.name if not (logs / sc.name).exists()
+                          else f"{sc.name}.{i + 1}")
         run_dir.mkdir()
         artifacts = run_dir / "files"
         artifacts.mkdir()
