@@ -564,3 +564,37 @@ fn the_broker_offers_the_iommufd_the_devices_and_the_windows() {
         d.iommu().cdevs["0000:00:06.0"].id
     );
 }
+
+/// A function that leaves an iommufd domain while another member of its group stays: before
+/// the binding pass gives it back, its cdev is closed (the group is placed again with the
+/// member that stays), so its unbind does not wait on an open fd.
+#[test]
+fn a_function_leaving_the_domain_has_its_cdev_closed_before_release() {
+    let f = [("0000:00:05.0", 5), ("0000:00:05.1", 5)];
+    let snap = host(&f, true);
+    let both = config(
+        &["0000:00:05.0", "0000:00:05.1"],
+        Placement::Shared,
+        BackendChoice::Auto,
+        vec![window("buf", 0x10_0000, 2 * MIB)],
+    );
+    let mut d = Domains::new(sim(&f));
+    assert!(d.reconcile(&both, &snap).ok());
+    assert_eq!(d.iommu().cdevs["0000:00:05.1"].open, 1);
+    let mut one = both.clone();
+    one.domains[0].devices.retain(|n| n == "dev-0000:00:05.0");
+    let r = d.release_departed(&one, &snap);
+    assert!(r.ok(), "{r}");
+    assert_eq!(
+        d.iommu().cdevs["0000:00:05.1"].open,
+        0,
+        "closed before release"
+    );
+    let r = d.reconcile(&one, &snap);
+    assert!(r.ok(), "{r}");
+    let cdevs = &d.iommu().cdevs;
+    assert_eq!(cdevs["0000:00:05.0"].open, 1);
+    assert!(cdevs["0000:00:05.0"].bound.is_some());
+    assert_eq!(cdevs["0000:00:05.1"].open, 0);
+    assert_eq!(d.iommu().pinned(), 2 * MIB, "the window is still mapped");
+}
