@@ -598,3 +598,36 @@ fn a_function_leaving_the_domain_has_its_cdev_closed_before_release() {
     assert_eq!(cdevs["0000:00:05.1"].open, 0);
     assert_eq!(d.iommu().pinned(), 2 * MIB, "the window is still mapped");
 }
+
+/// `domain hold --status-file` names an iommufd domain's device fds by address and its IOAS
+/// ids; a layout record written before issue 19 (no `backend`) still reads as legacy.
+#[test]
+fn the_hold_status_names_device_fds_and_old_records_read_as_legacy() {
+    let f = [("0000:00:05.0", 5)];
+    let snap = host(&f, true);
+    let cfg = config(
+        &["0000:00:05.0"],
+        Placement::Shared,
+        BackendChoice::Auto,
+        vec![window("buf", 0x10_0000, 2 * MIB)],
+    );
+    let mut d = Domains::new(sim(&f));
+    let r = d.reconcile(&cfg, &snap);
+    assert!(r.ok(), "{r}");
+    let status = vfioctl::domain::hold::status_json(1, &d, &r);
+    let fds = &status["fds"]["dma"];
+    assert!(fds["devices"]["0000:00:05.0"].is_i64(), "{status:#}");
+    assert_eq!(fds["ioas"].as_array().map(Vec::len), Some(1), "{status:#}");
+    assert_eq!(fds["groups"].as_object().map(|m| m.len()), Some(0));
+    assert_eq!(status["domains"][0]["backend"], "iommufd");
+
+    let old = r#"{"version":1,"placement":"shared","containers":[{"role":"shared","groups":[5]}],"windows":[]}"#;
+    let layout = vfioctl::domain::adopt::parse_layout("dma", old).unwrap();
+    assert_eq!(layout.backend, Backend::Legacy);
+    assert_eq!(layout.containers[0].ioas, None);
+    assert_eq!(
+        serde_json::to_string(&layout).unwrap(),
+        old,
+        "written as before"
+    );
+}
