@@ -223,7 +223,17 @@ fn auto_holds_an_iommufd_with_the_device_bound_and_attached_and_the_window_mappe
     let json = serde_json::to_value(&st[0]).unwrap();
     assert_eq!(json["backend"], "iommufd");
     assert!(json["containers"][0]["ioas"].is_u64(), "{json}");
-    assert!(vfioctl::domain::status::render_text(&st).contains("backend iommufd (auto:"));
+    let text = vfioctl::domain::status::render_text(&st);
+    assert!(
+        text.contains("  dma (shared, iommufd): 1 container(s)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "    domain \"dma\" backend iommufd (auto: /dev/iommu present, every member has a cdev)\n"
+        ),
+        "{text}"
+    );
 
     // Another process: the device is bound already (EINVAL), the legacy group is busy.
     let mut other = d.iommu().clone();
