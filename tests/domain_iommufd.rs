@@ -494,6 +494,19 @@ fn an_iommufd_domain_is_stored_adopted_and_converges_with_no_change() {
     drop(fds);
     drop(d);
 
+    // Without the iommufd among the fds handed back, the domain is not adopted (it is closed
+    // and rebuilt), and the error says what is missing.
+    let partial: Vec<(std::os::fd::OwnedFd, String)> = passed
+        .iter()
+        .filter(|(_, n)| n != "vfioctl.dma.iommufd.0")
+        .map(|(f, n)| (f.try_clone().unwrap(), n.clone()))
+        .collect();
+    let mut probe = kernel.clone();
+    let refused = adopt_passed(&mut probe, partial, &["dma".to_string()], None);
+    assert!(refused.domains.is_empty());
+    let why = format!("{:?}", refused.report.errors);
+    assert!(why.contains("the iommufd"), "{why}");
+
     let mut next = Domains::new(kernel);
     let adopted = adopt_passed(next.iommu_mut(), passed, &["dma".to_string()], None);
     assert!(adopted.report.errors.is_empty(), "{:?}", adopted.report);
