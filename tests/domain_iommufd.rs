@@ -654,3 +654,84 @@ fn the_hold_status_names_device_fds_and_old_records_read_as_legacy() {
         "written as before"
     );
 }
+
+// ---- the command line ----
+
+fn dry_run(config: &str, host: &str, extra: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vfioctl"))
+        .args(["reconcile", "--dry-run", "--config", config, "--host", host])
+        .args(extra)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run vfioctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const GPU_DOMAIN: &str = r#"version = 1
+[[device]]
+name = "gpu"
+address = "01:00.0"
+companions = ["01:00.1"]
+[[domain]]
+name = "vm1"
+devices = ["gpu"]
+BACKEND
+[[domain.window]]
+name = "ram"
+iova = 0
+size = "2GiB"
+"#;
+
+/// The dry run names each domain's backend and why; an explicit iommufd on a host without
+/// `/dev/iommu` exits 1 naming the domain and what is missing; with `/dev/iommu` and cdevs in
+/// the snapshot, auto picks iommufd.
+#[test]
+fn the_dry_run_says_the_backend_and_refuses_an_iommufd_the_host_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, backend: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, GPU_DOMAIN.replace("BACKEND", backend)).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let workstation = "examples/hosts/workstation.json";
+    let auto = write("auto.toml", "");
+    let (code, out, err) = dry_run(&auto, workstation, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("  domain \"vm1\" backend legacy (auto: /dev/iommu absent)\n"),
+        "{out}"
+    );
+    let (code, out, _) = dry_run(&auto, workstation, &["--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["domain_backends"][0]["backend"], "legacy");
+    assert_eq!(v["domain_backends"][0]["why"], "auto: /dev/iommu absent");
+
+    let explicit = write("iommufd.toml", "backend = \"iommufd\"");
+    let (code, out, err) = dry_run(&explicit, workstation, &[]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("error: domain \"vm1\": backend \"iommufd\" is set, but this host cannot hold it that way: /dev/iommu absent"),
+        "{err}"
+    );
+
+    // The same host with iommufd: the plan binds the GPU pair, whose cdevs then appear.
+    let mut snap: Snapshot =
+        serde_json::from_str(&std::fs::read_to_string(workstation).unwrap()).unwrap();
+    snap.vfio.iommufd = true;
+    let with = dir.path().join("with-iommufd.json");
+    std::fs::write(&with, serde_json::to_string(&snap).unwrap()).unwrap();
+    let with = with.to_str().unwrap();
+    let (code, out, err) = dry_run(&auto, with, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("  domain \"vm1\" backend iommufd (auto: /dev/iommu present, every member has a cdev)\n"),
+        "{out}"
+    );
+    let (code, _, err) = dry_run(&explicit, with, &[]);
+    assert_eq!(code, 0, "{err}");
+}
