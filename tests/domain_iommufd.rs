@@ -223,7 +223,17 @@ fn auto_holds_an_iommufd_with_the_device_bound_and_attached_and_the_window_mappe
     let json = serde_json::to_value(&st[0]).unwrap();
     assert_eq!(json["backend"], "iommufd");
     assert!(json["containers"][0]["ioas"].is_u64(), "{json}");
-    assert!(vfioctl::domain::status::render_text(&st).contains("backend iommufd (auto:"));
+    let text = vfioctl::domain::status::render_text(&st);
+    assert!(
+        text.contains("  dma (shared, iommufd): 1 container(s)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "    domain \"dma\" backend iommufd (auto: /dev/iommu present, every member has a cdev)\n"
+        ),
+        "{text}"
+    );
 
     // Another process: the device is bound already (EINVAL), the legacy group is busy.
     let mut other = d.iommu().clone();
@@ -484,6 +494,19 @@ fn an_iommufd_domain_is_stored_adopted_and_converges_with_no_change() {
     drop(fds);
     drop(d);
 
+    // Without the iommufd among the fds handed back, the domain is not adopted (it is closed
+    // and rebuilt), and the error says what is missing.
+    let partial: Vec<(std::os::fd::OwnedFd, String)> = passed
+        .iter()
+        .filter(|(_, n)| n != "vfioctl.dma.iommufd.0")
+        .map(|(f, n)| (f.try_clone().unwrap(), n.clone()))
+        .collect();
+    let mut probe = kernel.clone();
+    let refused = adopt_passed(&mut probe, partial, &["dma".to_string()], None);
+    assert!(refused.domains.is_empty());
+    let why = format!("{:?}", refused.report.errors);
+    assert!(why.contains("the iommufd"), "{why}");
+
     let mut next = Domains::new(kernel);
     let adopted = adopt_passed(next.iommu_mut(), passed, &["dma".to_string()], None);
     assert!(adopted.report.errors.is_empty(), "{:?}", adopted.report);
@@ -563,4 +586,152 @@ fn the_broker_offers_the_iommufd_the_devices_and_the_windows() {
         token(&offer.fds[desc.devices[1].fd]),
         d.iommu().cdevs["0000:00:06.0"].id
     );
+}
+
+/// A function that leaves an iommufd domain while another member of its group stays: before
+/// the binding pass gives it back, its cdev is closed (the group is placed again with the
+/// member that stays), so its unbind does not wait on an open fd.
+#[test]
+fn a_function_leaving_the_domain_has_its_cdev_closed_before_release() {
+    let f = [("0000:00:05.0", 5), ("0000:00:05.1", 5)];
+    let snap = host(&f, true);
+    let both = config(
+        &["0000:00:05.0", "0000:00:05.1"],
+        Placement::Shared,
+        BackendChoice::Auto,
+        vec![window("buf", 0x10_0000, 2 * MIB)],
+    );
+    let mut d = Domains::new(sim(&f));
+    assert!(d.reconcile(&both, &snap).ok());
+    assert_eq!(d.iommu().cdevs["0000:00:05.1"].open, 1);
+    let mut one = both.clone();
+    one.domains[0].devices.retain(|n| n == "dev-0000:00:05.0");
+    let r = d.release_departed(&one, &snap);
+    assert!(r.ok(), "{r}");
+    assert_eq!(
+        d.iommu().cdevs["0000:00:05.1"].open,
+        0,
+        "closed before release"
+    );
+    let r = d.reconcile(&one, &snap);
+    assert!(r.ok(), "{r}");
+    let cdevs = &d.iommu().cdevs;
+    assert_eq!(cdevs["0000:00:05.0"].open, 1);
+    assert!(cdevs["0000:00:05.0"].bound.is_some());
+    assert_eq!(cdevs["0000:00:05.1"].open, 0);
+    assert_eq!(d.iommu().pinned(), 2 * MIB, "the window is still mapped");
+}
+
+/// `domain hold --status-file` names an iommufd domain's device fds by address and its IOAS
+/// ids; a layout record written before issue 19 (no `backend`) still reads as legacy.
+#[test]
+fn the_hold_status_names_device_fds_and_old_records_read_as_legacy() {
+    let f = [("0000:00:05.0", 5)];
+    let snap = host(&f, true);
+    let cfg = config(
+        &["0000:00:05.0"],
+        Placement::Shared,
+        BackendChoice::Auto,
+        vec![window("buf", 0x10_0000, 2 * MIB)],
+    );
+    let mut d = Domains::new(sim(&f));
+    let r = d.reconcile(&cfg, &snap);
+    assert!(r.ok(), "{r}");
+    let status = vfioctl::domain::hold::status_json(1, &d, &r);
+    let fds = &status["fds"]["dma"];
+    assert!(fds["devices"]["0000:00:05.0"].is_i64(), "{status:#}");
+    assert_eq!(fds["ioas"].as_array().map(Vec::len), Some(1), "{status:#}");
+    assert_eq!(fds["groups"].as_object().map(|m| m.len()), Some(0));
+    assert_eq!(status["domains"][0]["backend"], "iommufd");
+
+    let old = r#"{"version":1,"placement":"shared","containers":[{"role":"shared","groups":[5]}],"windows":[]}"#;
+    let layout = vfioctl::domain::adopt::parse_layout("dma", old).unwrap();
+    assert_eq!(layout.backend, Backend::Legacy);
+    assert_eq!(layout.containers[0].ioas, None);
+    assert_eq!(
+        serde_json::to_string(&layout).unwrap(),
+        old,
+        "written as before"
+    );
+}
+
+// ---- the command line ----
+
+fn dry_run(config: &str, host: &str, extra: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vfioctl"))
+        .args(["reconcile", "--dry-run", "--config", config, "--host", host])
+        .args(extra)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run vfioctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const GPU_DOMAIN: &str = r#"version = 1
+[[device]]
+name = "gpu"
+address = "01:00.0"
+companions = ["01:00.1"]
+[[domain]]
+name = "vm1"
+devices = ["gpu"]
+BACKEND
+[[domain.window]]
+name = "ram"
+iova = 0
+size = "2GiB"
+"#;
+
+/// The dry run names each domain's backend and why; an explicit iommufd on a host without
+/// `/dev/iommu` exits 1 naming the domain and what is missing; with `/dev/iommu` and cdevs in
+/// the snapshot, auto picks iommufd.
+#[test]
+fn the_dry_run_says_the_backend_and_refuses_an_iommufd_the_host_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, backend: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, GPU_DOMAIN.replace("BACKEND", backend)).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let workstation = "examples/hosts/workstation.json";
+    let auto = write("auto.toml", "");
+    let (code, out, err) = dry_run(&auto, workstation, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("  domain \"vm1\" backend legacy (auto: /dev/iommu absent)\n"),
+        "{out}"
+    );
+    let (code, out, _) = dry_run(&auto, workstation, &["--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["domain_backends"][0]["backend"], "legacy");
+    assert_eq!(v["domain_backends"][0]["why"], "auto: /dev/iommu absent");
+
+    let explicit = write("iommufd.toml", "backend = \"iommufd\"");
+    let (code, out, err) = dry_run(&explicit, workstation, &[]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("error: domain \"vm1\": backend \"iommufd\" is set, but this host cannot hold it that way: /dev/iommu absent"),
+        "{err}"
+    );
+
+    // The same host with iommufd: the plan binds the GPU pair, whose cdevs then appear.
+    let mut snap: Snapshot =
+        serde_json::from_str(&std::fs::read_to_string(workstation).unwrap()).unwrap();
+    snap.vfio.iommufd = true;
+    let with = dir.path().join("with-iommufd.json");
+    std::fs::write(&with, serde_json::to_string(&snap).unwrap()).unwrap();
+    let with = with.to_str().unwrap();
+    let (code, out, err) = dry_run(&auto, with, &[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("  domain \"vm1\" backend iommufd (auto: /dev/iommu present, every member has a cdev)\n"),
+        "{out}"
+    );
+    let (code, _, err) = dry_run(&explicit, with, &[]);
+    assert_eq!(code, 0, "{err}");
 }

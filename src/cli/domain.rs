@@ -195,10 +195,18 @@ pub(super) fn after_reconcile(global: &super::Options, cfg: &crate::config::Conf
         return Exit::Done;
     }
     // Now that the members are bound, their cdevs are known: an explicit iommufd the host
-    // cannot give is an error (watch would not hold the domain either).
-    if refuse_unrealisable(global, cfg, None) {
-        return Exit::Failed;
+    // cannot give is an error (watch does not hold that domain either, but applies the others).
+    let unrealisable = refuse_unrealisable(global, cfg, None);
+    let exit = signal_watch(global, cfg);
+    if unrealisable {
+        Exit::Failed
+    } else {
+        exit
     }
+}
+
+/// Asks the running `watch` for a pass (SIGHUP); exit 4 when none runs.
+fn signal_watch(global: &super::Options, cfg: &crate::config::Config) -> Exit {
     match crate::domain::published::read(&global.run_dir, &global.roots.proc) {
         Ok(p) => {
             let pid = nix::unistd::Pid::from_raw(p.pid as i32);

@@ -205,13 +205,7 @@ impl<I: Iommu> HeldDomain<I> {
 
     /// First phase: make the container layout match the desired member groups.
     pub fn reconcile_groups(&mut self, iommu: &mut I, want: &DesiredDomain, report: &mut Report) {
-        // iommufd: a group whose member functions changed is placed again with the new ones.
-        let keep: Vec<u32> = want
-            .groups
-            .iter()
-            .copied()
-            .filter(|g| !self.members_changed(*g, want.cdevs.get(g)))
-            .collect();
+        let keep = self.kept_groups(want);
         self.release_departed(iommu, &keep, report);
         let held = self.groups();
         for &g in want.groups.iter().filter(|g| !held.contains(g)) {
@@ -219,6 +213,17 @@ impl<I: Iommu> HeldDomain<I> {
             self.add_group(iommu, g, cdevs, report);
         }
         self.refresh_info(iommu, report);
+    }
+
+    /// The held groups that stay as they are: those still wanted, except (iommufd) groups whose
+    /// member functions changed, which are released and placed again with the new ones (a
+    /// function that left the domain must not stay open: its unbind would wait for the fd).
+    pub fn kept_groups(&self, want: &DesiredDomain) -> Vec<u32> {
+        want.groups
+            .iter()
+            .copied()
+            .filter(|g| !self.members_changed(*g, want.cdevs.get(g)))
+            .collect()
     }
 
     /// Whether held group `g`'s devices differ from the desired cdevs (iommufd only).

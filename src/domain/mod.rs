@@ -252,7 +252,8 @@ impl<I: Iommu> Domains<I> {
         self.release_other_backend(&desired, &mut report);
         for want in desired {
             if let Some(held) = self.held.get_mut(&want.name) {
-                held.release_departed(&mut self.iommu, &want.groups, &mut report);
+                let keep = held.kept_groups(&want);
+                held.release_departed(&mut self.iommu, &keep, &mut report);
             }
         }
         report

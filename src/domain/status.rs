@@ -118,7 +118,12 @@ pub fn render_text(domains: &[DomainStatus]) -> String {
             human_bytes(d.bytes_pinned)
         );
         if !d.backend_why.is_empty() {
-            let _ = writeln!(out, "    backend {} ({})", d.backend, d.backend_why);
+            // As the plan says it: `domain "dma" backend iommufd (auto: ...)`.
+            let _ = writeln!(
+                out,
+                "    domain \"{}\" backend {} ({})",
+                d.name, d.backend, d.backend_why
+            );
         }
         for (i, c) in d.containers.iter().enumerate() {
             let groups: Vec<String> = c.groups.iter().map(u32::to_string).collect();
