@@ -342,7 +342,8 @@ pub enum IommufdCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct IommufdOpenArgs {
-    /// The command to run (after `--` when it has options of its own).
+    /// The command to run and its arguments (`--` before it is accepted, and needed when
+    /// COMMAND itself starts with `-`).
     #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
     #[command(flatten)]
