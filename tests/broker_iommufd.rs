@@ -123,7 +123,11 @@ fn the_grant_carries_exactly_one_fd_an_iommufd_of_the_seam() {
         target(&grant.fds[0])
     );
     let fd = client::open_iommufd(dir.path()).unwrap();
-    assert!(target(&fd).contains("vfioctl-sim-iommufd"), "{}", target(&fd));
+    assert!(
+        target(&fd).contains("vfioctl-sim-iommufd"),
+        "{}",
+        target(&fd)
+    );
     // Each request gets a fresh one (the seam opened twice), and the broker keeps no copy.
     let o = handout.lock();
     assert_eq!(o.handed.len(), 2);
@@ -158,7 +162,10 @@ fn the_first_versions_domain_request_is_still_granted_byte_for_byte() {
         out.contains("\"refused\"") && out.contains("unknown request kind \\\"vdpa\\\""),
         "{out}"
     );
-    let out = raw(&path, b"{\"version\":1,\"kind\":\"iommufd\",\"domain\":\"dma\"}\n");
+    let out = raw(
+        &path,
+        b"{\"version\":1,\"kind\":\"iommufd\",\"domain\":\"dma\"}\n",
+    );
     assert!(out.contains("names no domain"), "{out}");
     assert!(client::open_iommufd(dir.path()).is_ok());
 }
@@ -188,7 +195,10 @@ fn a_failed_open_and_a_broker_without_an_opener_are_refused() {
     let (dir, _server, _handout) = start(Some(sim));
     match client::open_iommufd(dir.path()) {
         Err(ClientError::Refused(r)) => {
-            assert!(r.contains("cannot open an iommufd") && r.contains("open /dev/iommu"), "{r}")
+            assert!(
+                r.contains("cannot open an iommufd") && r.contains("open /dev/iommu"),
+                "{r}"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -246,7 +256,14 @@ fn iommufd_open_runs_the_command_with_the_fd_and_clears_the_domain_variables() {
     let out = vfioctl()
         .arg("--run-dir")
         .arg(dir.path())
-        .args(["iommufd", "open", "sh", "-c", "echo fd=$VFIOCTL_IOMMUFD_FD", "-x"])
+        .args([
+            "iommufd",
+            "open",
+            "sh",
+            "-c",
+            "echo fd=$VFIOCTL_IOMMUFD_FD",
+            "-x",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

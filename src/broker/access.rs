@@ -260,7 +260,10 @@ devices = ["ssd", "gpu"]
         // Nobody names 1001 or its groups.
         let err = may_have_iommufd(&c, &a, &caller(1001, 1001, &[4, 24])).unwrap_err();
         assert_eq!(err, Refusal::NotAUser { uid: 1001 });
-        assert!(err.to_string().contains("no [[user]] entry names it"), "{err}");
+        assert!(
+            err.to_string().contains("no [[user]] entry names it"),
+            "{err}"
+        );
         // A name the accounts do not resolve names nobody.
         assert!(may_have_iommufd(&c, &Accounts::default(), &caller(1000, 1000, &[])).is_err());
         // A config without [[user]] entries gives an iommufd to root only.

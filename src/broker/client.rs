@@ -58,7 +58,9 @@ pub fn open_iommufd(run_dir: &Path) -> Result<OwnedFd, ClientError> {
         && d.groups.is_empty()
         && d.windows.is_empty()
         && d.devices.is_empty()
-        && d.iommufd.as_ref().is_some_and(|i| i.fd == 0 && i.ioas.is_empty());
+        && d.iommufd
+            .as_ref()
+            .is_some_and(|i| i.fd == 0 && i.ioas.is_empty());
     if !only_iommufd || grant.fds.len() != 1 {
         return Err(ClientError::Protocol(protocol::ProtocolError::Malformed(
             format!(

@@ -392,8 +392,8 @@ mod tests {
         let req = parse_request(&line[..line.len() - 1]).unwrap();
         assert_eq!(req, Request::iommufd());
         assert_eq!(req.ask(), Ok(Ask::Iommufd));
-        let err = parse_request(b"{\"version\":1,\"kind\":\"iommufd\",\"domain\":\"dma\"}")
-            .unwrap_err();
+        let err =
+            parse_request(b"{\"version\":1,\"kind\":\"iommufd\",\"domain\":\"dma\"}").unwrap_err();
         assert!(
             matches!(&err, ProtocolError::Malformed(m) if m.contains("names no domain")),
             "{err:?}"

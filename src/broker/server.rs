@@ -591,10 +591,7 @@ fn serve_iommufd(mut stream: UnixStream, caller: &Caller, who: &str, handout: &H
         Ok(fd) => fd,
         Err(reason) => {
             handout.lock().refused += 1;
-            tracing::warn!(
-                "fd broker: {who}: refused an iommufd: {}",
-                for_log(&reason)
-            );
+            tracing::warn!("fd broker: {who}: refused an iommufd: {}", for_log(&reason));
             answer(&mut stream, &Response::refused(reason), &[]);
             return;
         }
