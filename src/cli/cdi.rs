@@ -108,7 +108,7 @@ pub(super) fn keep_after_pass(
     }
     let whole;
     let after = if out.after.covers.is_some() {
-        whole = crate::host::observe(&opts.roots, None).map_err(|e| e.to_string());
+        whole = crate::host::scan::scan_without_accounts(&opts.roots).map_err(|e| e.to_string());
         match &whole {
             Ok(s) => s,
             Err(e) => return Some(Err(e.clone())),
