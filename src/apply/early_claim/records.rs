@@ -120,6 +120,9 @@ const STAGED_UNSET: &str = ".unset";
 /// so its first claim is as quick as the others.
 pub fn stage(run_dir: &Path) -> Result<(), JournalError> {
     let dir = record_dir(run_dir);
+    // The run directory is shared (the broker's socket is in it): missing directories get the
+    // default mode here, not the 0700 of a state-file write that creates its directory.
+    fs::create_dir_all(&dir).map_err(|e| io_err(&dir, &e))?;
     let bytes = encode(None);
     match files::read_bounded(&dir.join(STAGED_UNSET), RECORD_LIMIT, "early-claim record") {
         Ok(b) if b == bytes => Ok(()),
@@ -412,6 +415,21 @@ mod tests {
             [".unset", "0000:00:01.0", "0000:02:01.0", "README"],
             "{names:?}"
         );
+    }
+
+    // Staging makes a missing run directory as `watch` always did (the default mode: other
+    // users reach the broker's socket in it), not 0700.
+    #[test]
+    fn staging_leaves_a_new_run_directory_reachable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        stage(&run).unwrap();
+        let plain = dir.path().join("plain");
+        fs::create_dir(&plain).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&run), mode(&plain));
+        assert_ne!(mode(&run), 0o700);
     }
 
     // The hot path: an unset override's record is one link of the staged whole record, staged
