@@ -120,6 +120,7 @@ fn bench_map(device: &str, mib: u64, rounds: u32) -> Result<(), String> {
             name: "bench".into(),
             devices: vec!["dev".into()],
             placement: Placement::Shared,
+            backend: vfioctl::config::model::BackendChoice::Auto,
             windows: vec![WindowSpec {
                 name: Some("w".into()),
                 iova: 1 << 32,

@@ -46,6 +46,7 @@ fn many_clients_leak_no_fds() {
                 groups: vec![],
                 windows: vec![],
                 devices: vec![],
+                iommufd: None,
             },
             fds,
         },

@@ -38,6 +38,7 @@ fn handout() -> Handout {
                 groups: vec![],
                 windows: vec![],
                 devices: vec![],
+                iommufd: None,
             },
             fds,
         },

@@ -62,6 +62,7 @@ fn offer() -> Offer {
                 fd: 2,
             }],
             devices: vec![],
+            iommufd: None,
         },
         fds: vec![file("container"), file("group"), file("window")],
     }

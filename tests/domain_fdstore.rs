@@ -170,9 +170,12 @@ fn a_restart_adopts_wanted_domains_and_drops_the_rest_from_the_store() {
     let layout = Layout {
         version: LAYOUT_VERSION,
         placement: "shared".into(),
+        backend: vfioctl::plan::backend::Backend::Legacy,
+        devices: vec![],
         containers: vec![LayoutContainer {
             role: Role::Shared,
             groups: vec![5],
+            ioas: None,
         }],
         windows: vec![LayoutWindow {
             name: w.name.clone(),
@@ -259,9 +262,12 @@ fn only_changed_domains_are_stored_again_and_released_ones_are_removed() {
     let layout = Layout {
         version: LAYOUT_VERSION,
         placement: "shared".into(),
+        backend: vfioctl::plan::backend::Backend::Legacy,
+        devices: vec![],
         containers: vec![LayoutContainer {
             role: Role::Shared,
             groups: vec![5],
+            ioas: None,
         }],
         windows: vec![LayoutWindow {
             name: w.name.clone(),

@@ -94,6 +94,7 @@ fn config(addrs: &[&str], placement: Placement, windows: Vec<WindowSpec>) -> Con
             name: "dma".into(),
             devices: devices.iter().map(|d| d.name.clone()).collect(),
             placement,
+            backend: vfioctl::config::model::BackendChoice::Auto,
             windows,
             origin: Origin::default(),
         }],
@@ -691,6 +692,7 @@ fn a_domain_on_the_simulated_iommu_is_handed_out_adopted_and_handed_out_again() 
                 Part::Container(i) => fds.containers[i],
                 Part::Group(g) => fds.groups.iter().find(|x| x.0 == g).unwrap().1,
                 Part::Window(i) => fds.windows[i].1,
+                Part::Iommufd | Part::Device(_) => panic!("not stored for a legacy domain"),
             };
             (fd.try_clone_to_owned().unwrap(), n.encode().unwrap())
         })

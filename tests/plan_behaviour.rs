@@ -514,6 +514,7 @@ fn window_over_the_msi_region_is_an_error() {
         name: "dma".into(),
         devices: vec!["nic".into()],
         placement: Placement::Shared,
+        backend: vfioctl::config::model::BackendChoice::Auto,
         windows: vec![
             WindowSpec {
                 name: Some("low".into()),
@@ -851,6 +852,7 @@ fn a_domain_device_keeps_a_root_only_node_even_when_a_user_lists_it() {
         name: "dp".into(),
         devices: vec!["nic".into()],
         placement: Placement::PerGroup,
+        backend: vfioctl::config::model::BackendChoice::Auto,
         windows: Vec::new(),
         origin: Origin::default(),
     });

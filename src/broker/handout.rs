@@ -10,13 +10,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
-use super::protocol::{Description, DeviceDesc, GroupDesc, WindowDesc, VERSION};
+use super::protocol::{
+    Description, DeviceDesc, GroupDesc, IoasDesc, IommufdDesc, WindowDesc, VERSION,
+};
 use crate::config::Config;
 use crate::domain::held::DomainFds;
 use crate::domain::iommu::Iommu;
 use crate::domain::Domains;
 use crate::host::accounts::Accounts;
 use crate::host::snapshot::Snapshot;
+use crate::plan::backend::Backend;
 
 /// One domain ready to hand over: its description and the fds it indexes.
 #[derive(Debug)]
@@ -27,8 +30,12 @@ pub struct Offer {
 
 impl Offer {
     /// Duplicates a held domain's fds (`F_DUPFD_CLOEXEC`) from the fd view `domain` gives, and
-    /// describes them; members' addresses come from `host`.
+    /// describes them; members' addresses come from `host` (legacy) or the held cdevs
+    /// (iommufd).
     pub fn of(domain: &str, f: &DomainFds<'_>, host: Option<&Snapshot>) -> std::io::Result<Offer> {
+        if f.backend == Backend::Iommufd {
+            return Self::of_iommufd(domain, f);
+        }
         let mut fds = Vec::new();
         let mut containers = Vec::new();
         for c in &f.containers {
@@ -65,6 +72,7 @@ impl Offer {
                             address: d.address.to_string(),
                             group: g,
                             fd: gd.fd,
+                            ioas: None,
                         })
                     })
                     .collect()
@@ -78,6 +86,64 @@ impl Offer {
                 groups,
                 windows,
                 devices,
+                iommufd: None,
+            },
+            fds,
+        })
+    }
+
+    /// An iommufd domain: the iommufd once, each member's bound and attached cdev fd, the
+    /// window memfds; the IOAS ids in the description.
+    fn of_iommufd(domain: &str, f: &DomainFds<'_>) -> std::io::Result<Offer> {
+        let mut fds = Vec::new();
+        let iommufd = match f.containers.first() {
+            Some(fd) => {
+                let mut ioas: Vec<IoasDesc> = f
+                    .ioas
+                    .iter()
+                    .map(|&id| IoasDesc { id, groups: vec![] })
+                    .collect();
+                for (g, _, _, c) in &f.devices {
+                    if let Some(i) = ioas.get_mut(*c) {
+                        if !i.groups.contains(g) {
+                            i.groups.push(*g);
+                        }
+                    }
+                }
+                fds.push(fd.try_clone_to_owned()?);
+                Some(IommufdDesc { fd: 0, ioas })
+            }
+            None => None,
+        };
+        let mut devices = Vec::new();
+        for (g, address, fd, c) in &f.devices {
+            devices.push(DeviceDesc {
+                address: address.to_string(),
+                group: *g,
+                fd: fds.len(),
+                ioas: f.ioas.get(*c).copied(),
+            });
+            fds.push(fd.try_clone_to_owned()?);
+        }
+        let mut windows = Vec::new();
+        for (w, fd) in &f.windows {
+            windows.push(WindowDesc {
+                name: w.name.clone(),
+                iova: w.iova,
+                size: w.size,
+                fd: fds.len(),
+            });
+            fds.push(fd.try_clone_to_owned()?);
+        }
+        Ok(Offer {
+            description: Description {
+                version: VERSION,
+                domain: domain.to_string(),
+                containers: Vec::new(),
+                groups: Vec::new(),
+                windows,
+                devices,
+                iommufd,
             },
             fds,
         })

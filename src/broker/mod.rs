@@ -1,6 +1,7 @@
 //! The fd broker (issue 10): hands a domain `watch` holds to an unprivileged process named in
 //! the config, over a unix socket (`RUN_DIR/broker.sock`), by passing the container, group and
-//! window memfd descriptors with `SCM_RIGHTS` plus a small versioned JSON description.
+//! window memfd descriptors (on the iommufd backend: the iommufd, the bound and attached device
+//! cdevs and the window memfds) with `SCM_RIGHTS` plus a small versioned JSON description.
 //!
 //! - [`protocol`]: the wire format (request, description, refusal), size-bounded, pure;
 //! - [`access`]: who may open which domain (pure: config + resolved accounts + caller);

@@ -51,13 +51,32 @@ pub struct GroupDesc {
     pub container: usize,
 }
 
-/// A member function: its address and the fd of its group (open it with
-/// `VFIO_GROUP_GET_DEVICE_FD`).
+/// A member function: its address and, on legacy, the fd of its group (open it with
+/// `VFIO_GROUP_GET_DEVICE_FD`); on iommufd its own cdev fd, bound to the iommufd and attached
+/// to the IOAS `ioas`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceDesc {
     pub address: String,
     pub group: u32,
     pub fd: usize,
+    /// The IOAS the device is attached to (iommufd only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ioas: Option<u32>,
+}
+
+/// One IOAS of an iommufd domain and the groups whose devices are attached to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoasDesc {
+    pub id: u32,
+    pub groups: Vec<u32>,
+}
+
+/// The iommufd of a domain on the iommufd backend: its fd index and its IOASes (one, or one
+/// per group with `per-group` placement), in container order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IommufdDesc {
+    pub fd: usize,
+    pub ioas: Vec<IoasDesc>,
 }
 
 /// What a grant describes; the fds arrive in the order the indices give.
@@ -70,6 +89,10 @@ pub struct Description {
     pub groups: Vec<GroupDesc>,
     pub windows: Vec<WindowDesc>,
     pub devices: Vec<DeviceDesc>,
+    /// iommufd backend: the iommufd and its IOASes (then `containers` and `groups` are
+    /// empty and each device's fd is its cdev). Absent on legacy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iommufd: Option<IommufdDesc>,
 }
 
 impl Description {
@@ -80,6 +103,8 @@ impl Description {
             .copied()
             .chain(self.groups.iter().map(|g| g.fd))
             .chain(self.windows.iter().map(|w| w.fd))
+            .chain(self.devices.iter().map(|d| d.fd))
+            .chain(self.iommufd.iter().map(|i| i.fd))
             .map(|i| i + 1)
             .max()
             .unwrap_or(0)
@@ -213,8 +238,61 @@ mod tests {
                 address: "0000:00:03.0".into(),
                 group: 7,
                 fd: 1,
+                ioas: None,
             }],
+            iommufd: None,
         }
+    }
+
+    fn iommufd_desc() -> Description {
+        Description {
+            version: VERSION,
+            domain: "dma".into(),
+            containers: vec![],
+            groups: vec![],
+            windows: vec![WindowDesc {
+                name: "buf".into(),
+                iova: 0x10_0000,
+                size: 0x20_0000,
+                fd: 2,
+            }],
+            devices: vec![DeviceDesc {
+                address: "0000:00:03.0".into(),
+                group: 7,
+                fd: 1,
+                ioas: Some(2),
+            }],
+            iommufd: Some(IommufdDesc {
+                fd: 0,
+                ioas: vec![IoasDesc {
+                    id: 2,
+                    groups: vec![7],
+                }],
+            }),
+        }
+    }
+
+    #[test]
+    fn an_iommufd_grant_round_trips_and_counts_its_fds() {
+        let resp = Response::Granted(iommufd_desc());
+        let bytes = encode_response(&resp).unwrap();
+        assert_eq!(parse_response(&bytes, 3).unwrap(), resp);
+        assert_eq!(
+            parse_response(&bytes, 2),
+            Err(ProtocolError::MissingFd {
+                index: 2,
+                received: 2
+            })
+        );
+        let mut no_window = iommufd_desc();
+        no_window.windows.clear();
+        assert_eq!(no_window.fd_count(), 2, "the device and the iommufd count");
+        // A legacy description is what it was: no iommufd, no ioas keys.
+        let text = String::from_utf8(encode_response(&Response::Granted(desc())).unwrap()).unwrap();
+        assert!(
+            !text.contains("iommufd") && !text.contains("ioas"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -22,11 +22,19 @@ pub const ENV_CONTAINER_FDS: &str = "VFIOCTL_CONTAINER_FDS";
 pub const ENV_GROUP_FDS: &str = "VFIOCTL_GROUP_FDS";
 pub const ENV_WINDOW_FDS: &str = "VFIOCTL_WINDOW_FDS";
 pub const ENV_DOMAIN_JSON: &str = "VFIOCTL_DOMAIN_JSON";
+/// The iommufd of a domain on the iommufd backend (empty on legacy).
+pub const ENV_IOMMUFD_FD: &str = "VFIOCTL_IOMMUFD_FD";
+/// Its (first) IOAS id, decimal; with `per-group` placement the JSON has every IOAS.
+pub const ENV_IOAS_ID: &str = "VFIOCTL_IOAS_ID";
+/// `ADDRESS=FD,...`: each member's cdev fd, bound and attached (iommufd; empty on legacy).
+pub const ENV_DEVICE_FDS: &str = "VFIOCTL_DEVICE_FDS";
 
 /// The environment `open` gives the command: fd numbers instead of the description's
 /// indices. `VFIOCTL_GROUP_FDS` is `GROUP=FD,...`; `VFIOCTL_WINDOW_FDS` is
 /// `FD:IOVA:SIZE,...` (hex IOVA and size, in the description's order); the JSON is the
-/// description with every `fd` index replaced by the fd number.
+/// description with every `fd` index replaced by the fd number. On the iommufd backend
+/// `VFIOCTL_IOMMUFD_FD`, `VFIOCTL_IOAS_ID` and `VFIOCTL_DEVICE_FDS` (`ADDRESS=FD,...`) are set
+/// too (empty on legacy, where the container and group variables are).
 pub fn open_env(
     desc: &crate::broker::protocol::Description,
     fd_of: &[i32],
@@ -53,9 +61,24 @@ pub fn open_env(
         windows.push(format!("{}:{:#x}:{:#x}", fd(w.fd)?, w.iova, w.size));
         w.fd = fd(w.fd)? as usize;
     }
+    let iommufd = d.iommufd.is_some();
+    let mut devices = Vec::new();
     for dev in &mut d.devices {
         dev.fd = fd(dev.fd)? as usize;
+        if iommufd {
+            devices.push(format!("{}={}", dev.address, dev.fd));
+        }
     }
+    let (iommufd_fd, ioas) = match &mut d.iommufd {
+        Some(i) => {
+            i.fd = fd(i.fd)? as usize;
+            (
+                i.fd.to_string(),
+                i.ioas.first().map(|a| a.id.to_string()).unwrap_or_default(),
+            )
+        }
+        None => (String::new(), String::new()),
+    };
     d.containers = containers.iter().map(|&c| c as usize).collect();
     let json = serde_json::to_string(&d).map_err(|e| e.to_string())?;
     let list = |v: &[i32]| v.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
@@ -68,6 +91,9 @@ pub fn open_env(
         (ENV_GROUP_FDS, groups.join(",")),
         (ENV_WINDOW_FDS, windows.join(",")),
         (ENV_DOMAIN_JSON, json),
+        (ENV_IOMMUFD_FD, iommufd_fd),
+        (ENV_IOAS_ID, ioas),
+        (ENV_DEVICE_FDS, devices.join(",")),
     ])
 }
 
@@ -168,6 +194,19 @@ pub(super) fn after_reconcile(global: &super::Options, cfg: &crate::config::Conf
     if cfg.domains.is_empty() {
         return Exit::Done;
     }
+    // Now that the members are bound, their cdevs are known: an explicit iommufd the host
+    // cannot give is an error (watch does not hold that domain either, but applies the others).
+    let unrealisable = refuse_unrealisable(global, cfg, None);
+    let exit = signal_watch(global, cfg);
+    if unrealisable {
+        Exit::Failed
+    } else {
+        exit
+    }
+}
+
+/// Asks the running `watch` for a pass (SIGHUP); exit 4 when none runs.
+fn signal_watch(global: &super::Options, cfg: &crate::config::Config) -> Exit {
     match crate::domain::published::read(&global.run_dir, &global.roots.proc) {
         Ok(p) => {
             let pid = nix::unistd::Pid::from_raw(p.pid as i32);
@@ -226,9 +265,10 @@ pub(super) fn preview(
     (crate::domain::preview::preview(config, snap, &held), whose)
 }
 
-/// The domain section of the text dry run.
+/// The domain section of the text dry run: each domain's backend and why, then the changes.
 pub(super) fn print_preview(
     config: &crate::config::Config,
+    backends: &[(String, crate::plan::backend::Resolved)],
     events: &[crate::domain::report::Event],
     whose: &str,
 ) {
@@ -236,12 +276,52 @@ pub(super) fn print_preview(
         return;
     }
     outln!("\ndomains ({whose}):");
+    for (name, b) in backends {
+        outln!("  {}", b.line(name));
+    }
     if events.is_empty() {
         outln!("  nothing to do");
     }
     for e in events {
         outln!("  {e}");
     }
+}
+
+/// Domains whose explicit `backend = "iommufd"` this host cannot give, printed as errors
+/// (what is missing, how to fix). `true` when there are any: reconcile then exits 1. Reads the
+/// host only when the config asks for iommufd explicitly.
+pub(super) fn refuse_unrealisable(
+    global: &super::Options,
+    config: &crate::config::Config,
+    host: Option<&crate::host::Snapshot>,
+) -> bool {
+    use crate::config::model::BackendChoice;
+    if !config
+        .domains
+        .iter()
+        .any(|d| d.backend == BackendChoice::Iommufd)
+    {
+        return false;
+    }
+    let observed;
+    let host = match host {
+        Some(h) => h,
+        None => match global.observe() {
+            Ok(s) => {
+                observed = s;
+                &observed
+            }
+            Err(e) => {
+                eprintln!("vfioctl reconcile: {e}");
+                return true;
+            }
+        },
+    };
+    let bad = crate::plan::backend::unrealisable(config, host);
+    for e in &bad {
+        eprintln!("error: {e}");
+    }
+    !bad.is_empty()
 }
 
 #[cfg(test)]
@@ -276,8 +356,82 @@ mod open_env_tests {
                 address: "0000:00:05.0".into(),
                 group: 5,
                 fd: 1,
+                ioas: None,
             }],
+            iommufd: None,
         }
+    }
+
+    #[test]
+    fn a_legacy_domain_leaves_the_iommufd_variables_empty() {
+        let env: std::collections::BTreeMap<_, _> = open_env(&desc(), &[10, 11, 12, 13, 14])
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(env[ENV_IOMMUFD_FD], "");
+        assert_eq!(env[ENV_IOAS_ID], "");
+        assert_eq!(env[ENV_DEVICE_FDS], "");
+    }
+
+    /// A per-group iommufd domain: the iommufd, two devices (one per IOAS), a window.
+    #[test]
+    fn an_iommufd_domain_exports_its_iommufd_ioas_and_device_fds() {
+        use crate::broker::protocol::{IoasDesc, IommufdDesc};
+        let d = Description {
+            version: VERSION,
+            domain: "dma".into(),
+            containers: vec![],
+            groups: vec![],
+            windows: vec![WindowDesc {
+                name: "buf".into(),
+                iova: 0x10_0000,
+                size: 0x20_0000,
+                fd: 3,
+            }],
+            devices: vec![
+                DeviceDesc {
+                    address: "0000:00:05.0".into(),
+                    group: 5,
+                    fd: 1,
+                    ioas: Some(2),
+                },
+                DeviceDesc {
+                    address: "0000:00:06.0".into(),
+                    group: 6,
+                    fd: 2,
+                    ioas: Some(3),
+                },
+            ],
+            iommufd: Some(IommufdDesc {
+                fd: 0,
+                ioas: vec![
+                    IoasDesc {
+                        id: 2,
+                        groups: vec![5],
+                    },
+                    IoasDesc {
+                        id: 3,
+                        groups: vec![6],
+                    },
+                ],
+            }),
+        };
+        let env: std::collections::BTreeMap<_, _> = open_env(&d, &[20, 21, 22, 23])
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(env[ENV_IOMMUFD_FD], "20");
+        assert_eq!(env[ENV_IOAS_ID], "2");
+        assert_eq!(env[ENV_DEVICE_FDS], "0000:00:05.0=21,0000:00:06.0=22");
+        assert_eq!(env[ENV_WINDOW_FDS], "23:0x100000:0x200000");
+        assert_eq!(env[ENV_CONTAINER_FD], "");
+        assert_eq!(env[ENV_GROUP_FDS], "");
+        let json: serde_json::Value = serde_json::from_str(&env[ENV_DOMAIN_JSON]).unwrap();
+        assert_eq!(json["iommufd"]["fd"], 20);
+        assert_eq!(json["iommufd"]["ioas"][1]["id"], 3);
+        assert_eq!(json["devices"][1]["fd"], 22);
+        assert_eq!(json["devices"][1]["ioas"], 3);
+        assert!(open_env(&d, &[20]).is_err(), "a missing fd is an error");
     }
 
     #[test]

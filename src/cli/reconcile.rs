@@ -23,6 +23,10 @@ pub fn run(opts: &Options, args: &args::ReconcileArgs) -> Exit {
     let Some(config) = config_or_report(loaded, "changed") else {
         return Exit::Failed;
     };
+    if !args.no_domains && super::domain::refuse_unrealisable(opts, config, None) {
+        eprintln!("vfioctl reconcile: nothing was changed");
+        return Exit::Failed;
+    }
     let (exit, kept) = apply(opts, args, config);
     let exit = super::cdi::after_reconcile(opts, kept, exit);
     match exit {
@@ -100,17 +104,25 @@ fn dry_run(opts: &Options, args: &args::ReconcileArgs, loaded: &LoadedConfig) ->
     };
     // The domain layer is planned by the running `watch`, after binding: preview it against the
     // host as the plan leaves it. A scoped (udev) run leaves it alone.
+    let outcome = crate::plan::simulate(&observed, &plan);
     let (domain_events, whose) = match opts.device {
         Some(_) => (Vec::new(), String::new()),
-        None => super::domain::preview(opts, config, &crate::plan::simulate(&observed, &plan)),
+        None => super::domain::preview(opts, config, &outcome),
+    };
+    let backends = match opts.device {
+        Some(_) => Vec::new(),
+        None => crate::domain::preview::backends(config, &outcome),
     };
     if args.json {
-        outln!("{}", with_domain_actions(&plan, &domain_events));
+        outln!("{}", with_domain_actions(&plan, &domain_events, &backends));
     } else {
         out!("{}", crate::plan::render::text(&plan));
         if opts.device.is_none() {
-            super::domain::print_preview(config, &domain_events, &whose);
+            super::domain::print_preview(config, &backends, &domain_events, &whose);
         }
+    }
+    if opts.device.is_none() && super::domain::refuse_unrealisable(opts, config, Some(&outcome)) {
+        return Exit::Failed;
     }
     dry_run_exit(&plan, !domain_events.is_empty(), args.check)
 }
@@ -190,10 +202,13 @@ fn dry_run_failed(args: &args::ReconcileArgs, lines: Vec<String>) -> Exit {
 }
 
 /// The plan's JSON with the domain layer's changes under `domain_actions` (each with `action`,
-/// `domain` and `detail`), so machines see the whole dry run as people do.
+/// `domain` and `detail`) and, when the config has domains, each one's backend under
+/// `domain_backends` (`domain`, `backend`, `why`), so machines see the whole dry run as people
+/// do.
 fn with_domain_actions(
     plan: &crate::plan::Plan,
     events: &[crate::domain::report::Event],
+    backends: &[(String, crate::plan::backend::Resolved)],
 ) -> String {
     let text = crate::plan::render::json(plan);
     let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(&text) else {
@@ -211,6 +226,22 @@ fn with_domain_actions(
             })
             .collect();
         obj.insert("domain_actions".to_string(), serde_json::Value::Array(list));
+        if !backends.is_empty() {
+            let list = backends
+                .iter()
+                .map(|(name, b)| {
+                    serde_json::json!({
+                        "domain": name,
+                        "backend": b.backend.as_str(),
+                        "why": b.why,
+                    })
+                })
+                .collect();
+            obj.insert(
+                "domain_backends".to_string(),
+                serde_json::Value::Array(list),
+            );
+        }
     }
     serde_json::to_string_pretty(&doc).unwrap_or(text)
 }

@@ -12,8 +12,8 @@ use toml::Spanned;
 
 use crate::config::diagnostic::{Reporter, Severity};
 use crate::config::model::{
-    Config, DeviceSpec, DomainSpec, Origin, Placement, Selector, SriovSpec, UserRef, UserSpec,
-    WindowSpec, CONFIG_VERSION, DEFAULT_DRIVER,
+    BackendChoice, Config, DeviceSpec, DomainSpec, Origin, Placement, Selector, SriovSpec, UserRef,
+    UserSpec, WindowSpec, CONFIG_VERSION, DEFAULT_DRIVER,
 };
 use crate::config::raw::{Field, RawConfig, RawDevice, RawDomain, RawUser, RawValue, RawWindow};
 use crate::config::similar::closest;
@@ -67,7 +67,8 @@ pub fn check(raw: &RawConfig, rep: &mut Reporter<'_>) -> Option<Config> {
     let devices = c.devices(&raw.device);
     let users = c.users(&raw.user, &devices);
     let sriov = c.sriov(&raw.sriov);
-    let domains = c.domains(&raw.domain, &devices);
+    let backend = c.backend(&raw.backend, "the file-wide default");
+    let domains = c.domains(&raw.domain, &devices, backend.unwrap_or_default());
     if c.rep.has_errors() {
         return None;
     }
@@ -77,6 +78,7 @@ pub fn check(raw: &RawConfig, rep: &mut Reporter<'_>) -> Option<Config> {
         users: users.into_iter().collect::<Option<_>>()?,
         sriov: sriov.into_iter().collect::<Option<_>>()?,
         domains: domains.into_iter().collect::<Option<_>>()?,
+        backend: backend.ok()?,
     })
 }
 
@@ -691,12 +693,46 @@ impl Checker<'_, '_> {
         out
     }
 
+    // ---- backend ----
+
+    /// A `backend` value (top level or `[[domain]]`); absent: `auto`. `Err` when reported.
+    fn backend(&mut self, field: &Field, whose: &str) -> Result<BackendChoice, ()> {
+        const HINT: &str = "backend is \"auto\" (default: iommufd where /dev/iommu and every member's device cdev exist, else legacy), \"iommufd\" or \"legacy\"";
+        self.opt(field, |v, _| match v {
+            RawValue::String(s) => [
+                BackendChoice::Auto,
+                BackendChoice::Iommufd,
+                BackendChoice::Legacy,
+            ]
+            .into_iter()
+            .find(|b| b.as_str() == s)
+            .ok_or_else(|| {
+                Problem::new(
+                    format!("backend `{s}` of {whose} is not known"),
+                    match closest(s, ["auto", "iommufd", "legacy"]) {
+                        Some(c) => format!("did you mean \"{c}\"? {HINT}"),
+                        None => HINT.to_string(),
+                    },
+                )
+            }),
+            other => Err(Problem::new(
+                format!(
+                    "backend of {whose} must be a string, found {}",
+                    other.kind()
+                ),
+                HINT,
+            )),
+        })
+        .map(Option::unwrap_or_default)
+    }
+
     // ---- [[domain]] ----
 
     fn domains(
         &mut self,
         raw: &[Spanned<RawDomain>],
         devices: &[CheckedDevice],
+        file_backend: BackendChoice,
     ) -> Vec<Option<DomainSpec>> {
         let mut out = Vec::with_capacity(raw.len());
         let mut names: FirstSeen<String> = FirstSeen::new();
@@ -757,15 +793,22 @@ impl Checker<'_, '_> {
                     "placement is \"shared\" (default) or \"per-group\"",
                 )),
             });
+            let backend = match &d.backend {
+                Some(_) => self.backend(&d.backend, &label),
+                None => Ok(file_backend),
+            };
             let windows = self.windows(&d.window, &label);
-            out.push(match (name, refs, placement, windows) {
-                (Some(name), Some(refs), Ok(placement), Some(windows)) => Some(DomainSpec {
-                    name,
-                    devices: refs.into_iter().map(|(n, _)| n).collect(),
-                    placement: placement.unwrap_or_default(),
-                    windows,
-                    origin: self.origin(head),
-                }),
+            out.push(match (name, refs, placement, backend, windows) {
+                (Some(name), Some(refs), Ok(placement), Ok(backend), Some(windows)) => {
+                    Some(DomainSpec {
+                        name,
+                        devices: refs.into_iter().map(|(n, _)| n).collect(),
+                        placement: placement.unwrap_or_default(),
+                        backend,
+                        windows,
+                        origin: self.origin(head),
+                    })
+                }
                 _ => None,
             });
         }

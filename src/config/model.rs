@@ -27,6 +27,9 @@ pub struct Config {
     pub users: Vec<UserSpec>,
     pub sriov: Vec<SriovSpec>,
     pub domains: Vec<DomainSpec>,
+    /// The file-wide `backend` (default `auto`): what domains without their own, and the
+    /// cdev form of exports, follow.
+    pub backend: BackendChoice,
 }
 
 /// How a `[[device]]` entry picks functions.
@@ -133,6 +136,30 @@ pub enum Placement {
     PerGroup,
 }
 
+/// Which kernel interface holds a domain: `backend = "auto" | "iommufd" | "legacy"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// iommufd where the kernel and every member support it (`/dev/iommu`, and a VFIO device
+    /// cdev for every member on a vfio driver), else legacy.
+    #[default]
+    Auto,
+    /// `/dev/iommu` with device cdevs; not realisable on a host without them.
+    Iommufd,
+    /// VFIO groups and type1 containers (`/dev/vfio/vfio`).
+    Legacy,
+}
+
+impl BackendChoice {
+    /// As written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Iommufd => "iommufd",
+            BackendChoice::Legacy => "legacy",
+        }
+    }
+}
+
 /// A `[[domain]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainSpec {
@@ -140,6 +167,8 @@ pub struct DomainSpec {
     /// Names of `[[device]]` entries.
     pub devices: Vec<String>,
     pub placement: Placement,
+    /// The entry's own `backend`, else the file-wide one (filled in by the checker).
+    pub backend: BackendChoice,
     pub windows: Vec<WindowSpec>,
     pub origin: Origin,
 }

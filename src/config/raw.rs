@@ -132,6 +132,14 @@ pub struct RawConfig {
     #[serde(default)]
     #[schemars(with = "Vec<RawDomain>")]
     pub domain: Vec<Spanned<RawDomain>>,
+    /// Kernel interface for held domains, file-wide (a `[[domain]]` may override it):
+    /// `"auto"` (default: iommufd where `/dev/iommu` exists and every member on a vfio driver
+    /// has a VFIO device cdev, else legacy), `"iommufd"` or `"legacy"` (groups and containers).
+    /// Exports (CDI, the device plugin) offer `/dev/iommu` + the device cdevs where it resolves
+    /// to iommufd.
+    #[serde(default)]
+    #[schemars(schema_with = "backend_schema")]
+    pub backend: Field,
 }
 
 /// A device to hand to VFIO, chosen by PCI address or by vendor and device id.
@@ -240,6 +248,11 @@ pub struct RawDomain {
     #[serde(default)]
     #[schemars(schema_with = "placement_schema")]
     pub placement: Field,
+    /// Kernel interface for this domain: `"auto"`, `"iommufd"` or `"legacy"`. Default: the
+    /// file-wide `backend` (itself `"auto"` by default).
+    #[serde(default)]
+    #[schemars(schema_with = "backend_schema")]
+    pub backend: Field,
     /// DMA windows (IOVA ranges) the domain maps, one `[[domain.window]]` table each.
     #[serde(default)]
     #[schemars(with = "Vec<RawWindow>")]
@@ -271,7 +284,7 @@ pub struct RawWindow {
 }
 
 /// The keys each table accepts (kept equal to the structs above by a test against the schema).
-pub const TOP_KEYS: &[&str] = &["version", "device", "user", "sriov", "domain"];
+pub const TOP_KEYS: &[&str] = &["version", "device", "user", "sriov", "domain", "backend"];
 pub const DEVICE_KEYS: &[&str] = &[
     "name",
     "address",
@@ -286,7 +299,7 @@ pub const DEVICE_KEYS: &[&str] = &[
 ];
 pub const USER_KEYS: &[&str] = &["name", "group", "mode", "devices", "memlock"];
 pub const SRIOV_KEYS: &[&str] = &["pf", "num_vfs"];
-pub const DOMAIN_KEYS: &[&str] = &["name", "devices", "placement", "window"];
+pub const DOMAIN_KEYS: &[&str] = &["name", "devices", "placement", "backend", "window"];
 pub const WINDOW_KEYS: &[&str] = &["name", "iova", "size", "hugepages"];
 
 // JSON Schema fragments for the values kept raw. Patterns state the accepted forms; the
@@ -382,6 +395,10 @@ fn iova_schema(_: &mut SchemaGenerator) -> Schema {
 
 fn num_vfs_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({ "type": "integer", "minimum": 0, "maximum": 65535 })
+}
+
+fn backend_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "string", "enum": ["auto", "iommufd", "legacy"], "default": "auto" })
 }
 
 fn placement_schema(_: &mut SchemaGenerator) -> Schema {

@@ -3,7 +3,9 @@
 //! fds alone do not say which groups share a container, nor where each window is mapped) and
 //! turning a stored domain back into a [`HeldDomain`] through the [`Iommu`] seam (the real
 //! kernel or the simulated one): the container and group fds are taken as they are (their kernel mappings lived on in the container), each
-//! window's memfd is mapped again so its memory is reachable in this process.
+//! window's memfd is mapped again so its memory is reachable in this process. On the iommufd
+//! backend the record also holds each container's IOAS id and lists the device cdevs (stored
+//! as `device.N`), and the one iommufd (`iommufd.0`) stands for every container.
 //!
 //! After adoption the domain goes through the normal pass: `plan_windows` diffs the adopted
 //! windows against the config, so only what differs changes.
@@ -15,11 +17,13 @@ use serde::{Deserialize, Serialize};
 
 use super::fdstore::{sort, FdStore, Part, Stored, StoredName};
 use super::held::{HeldContainer, HeldDomain, HeldGroup, HeldWindow};
+use super::iommu::GroupHandle;
 use super::iommu::Iommu;
 use super::placement::{Refusals, Role};
 use super::windows::Window;
 use super::{placement_name, Report};
 use crate::config::model::Placement;
+use crate::plan::backend::Backend;
 
 /// Version of the layout record.
 pub const LAYOUT_VERSION: u32 = 1;
@@ -30,6 +34,21 @@ pub const LAYOUT_VERSION: u32 = 1;
 pub struct LayoutContainer {
     pub role: Role,
     pub groups: Vec<u32>,
+    /// The IOAS id (iommufd backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ioas: Option<u32>,
+}
+
+/// One device cdev of the layout (iommufd backend): device N is stored as `device.N`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayoutDevice {
+    pub address: String,
+    pub group: u32,
+}
+
+fn is_legacy(b: &Backend) -> bool {
+    *b == Backend::Legacy
 }
 
 /// One window of the layout: window N is stored as `window.N`.
@@ -48,8 +67,14 @@ pub struct LayoutWindow {
 pub struct Layout {
     pub version: u32,
     pub placement: String,
+    /// Absent in records of legacy domains (and of vfioctl before issue 19).
+    #[serde(default, skip_serializing_if = "is_legacy")]
+    pub backend: Backend,
     pub containers: Vec<LayoutContainer>,
     pub windows: Vec<LayoutWindow>,
+    /// The device cdevs, in the order they are stored (iommufd backend).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<LayoutDevice>,
 }
 
 impl Layout {
@@ -58,12 +83,25 @@ impl Layout {
         Layout {
             version: LAYOUT_VERSION,
             placement: placement_name(held.placement).to_string(),
+            backend: held.backend,
             containers: held
                 .containers
                 .iter()
                 .map(|c| LayoutContainer {
                     role: c.role,
                     groups: c.group_ids(),
+                    ioas: c.ioas(),
+                })
+                .collect(),
+            devices: held
+                .containers
+                .iter()
+                .flat_map(|c| &c.groups)
+                .flat_map(|g| {
+                    g.handle.devices().into_iter().map(|(a, _)| LayoutDevice {
+                        address: a.to_string(),
+                        group: g.id,
+                    })
                 })
                 .collect(),
             windows: held
@@ -166,28 +204,63 @@ pub fn adopt<I: Iommu>(
         what,
     };
     let placement = placement_of(&layout.placement).unwrap_or_default();
-    let mut held = HeldDomain::new(domain, placement);
+    let mut held = HeldDomain::on(domain, placement, layout.backend);
+    let handle_err = |e: super::iommu::IommuError| AdoptError::Handle {
+        domain: domain.to_string(),
+        why: e.to_string(),
+    };
+    let iommufd = match layout.backend {
+        Backend::Legacy => None,
+        Backend::Iommufd => Some(
+            stored
+                .iommufd
+                .take()
+                .ok_or_else(|| missing("the iommufd".to_string()))?,
+        ),
+    };
     for (i, lc) in layout.containers.iter().enumerate() {
-        let fd = stored
-            .containers
-            .remove(&i)
-            .ok_or_else(|| missing(format!("container {i}")))?;
         let mut groups = Vec::new();
-        for &g in &lc.groups {
-            let gfd = stored
-                .groups
-                .remove(&g)
-                .ok_or_else(|| missing(format!("group {g}")))?;
-            let handle = iommu.adopt_group(g, gfd).map_err(|e| AdoptError::Handle {
+        let handle = if let Some(iommufd) = &iommufd {
+            let ioas = lc
+                .ioas
+                .ok_or_else(|| missing(format!("the IOAS id of container {i}")))?;
+            for &g in &lc.groups {
+                let mut fds = Vec::new();
+                for (n, d) in layout
+                    .devices
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, d)| d.group == g)
+                {
+                    let fd = stored
+                        .devices
+                        .remove(&n)
+                        .ok_or_else(|| missing(format!("device {n} ({})", d.address)))?;
+                    fds.push((d.address.clone(), fd));
+                }
+                let handle = iommu.adopt_devices(g, fds).map_err(handle_err)?;
+                groups.push(HeldGroup { id: g, handle });
+            }
+            let fd = iommufd.try_clone().map_err(|e| AdoptError::Handle {
                 domain: domain.to_string(),
-                why: e.to_string(),
+                why: format!("dup of the iommufd: {e}"),
             })?;
-            groups.push(HeldGroup { id: g, handle });
-        }
-        let handle = iommu.adopt_container(fd).map_err(|e| AdoptError::Handle {
-            domain: domain.to_string(),
-            why: e.to_string(),
-        })?;
+            iommu.adopt_ioas(fd, ioas).map_err(handle_err)?
+        } else {
+            let fd = stored
+                .containers
+                .remove(&i)
+                .ok_or_else(|| missing(format!("container {i}")))?;
+            for &g in &lc.groups {
+                let gfd = stored
+                    .groups
+                    .remove(&g)
+                    .ok_or_else(|| missing(format!("group {g}")))?;
+                let handle = iommu.adopt_group(g, gfd).map_err(handle_err)?;
+                groups.push(HeldGroup { id: g, handle });
+            }
+            iommu.adopt_container(fd).map_err(handle_err)?
+        };
         held.containers.push(HeldContainer {
             role: lc.role,
             handle,
@@ -216,7 +289,8 @@ pub fn adopt<I: Iommu>(
         held.windows.push(HeldWindow { window, memory });
     }
     held.refusals = Refusals::default();
-    let extra = stored.containers.len() + stored.groups.len() + stored.windows.len();
+    let extra =
+        stored.containers.len() + stored.groups.len() + stored.windows.len() + stored.devices.len();
     if extra > 0 {
         report.note(
             domain,
@@ -243,9 +317,17 @@ pub fn stored_names(domain: &str, layout: &Layout) -> Vec<StoredName> {
         part,
     };
     let mut out = vec![name(Part::Layout)];
-    for (i, c) in layout.containers.iter().enumerate() {
-        out.push(name(Part::Container(i)));
-        out.extend(c.groups.iter().map(|&g| name(Part::Group(g))));
+    match layout.backend {
+        Backend::Legacy => {
+            for (i, c) in layout.containers.iter().enumerate() {
+                out.push(name(Part::Container(i)));
+                out.extend(c.groups.iter().map(|&g| name(Part::Group(g))));
+            }
+        }
+        Backend::Iommufd => {
+            out.push(name(Part::Iommufd));
+            out.extend((0..layout.devices.len()).map(|i| name(Part::Device(i))));
+        }
     }
     out.extend((0..layout.windows.len()).map(|i| name(Part::Window(i))));
     out
@@ -263,6 +345,10 @@ fn all_names(domain: &str, s: &Stored) -> Vec<StoredName> {
         .collect();
     out.extend(s.groups.keys().map(|&g| name(Part::Group(g))));
     out.extend(s.windows.keys().map(|&i| name(Part::Window(i))));
+    out.extend(s.devices.keys().map(|&i| name(Part::Device(i))));
+    if s.iommufd.is_some() {
+        out.push(name(Part::Iommufd));
+    }
     if s.layout.is_some() {
         out.push(name(Part::Layout));
     }
@@ -367,9 +453,12 @@ mod tests {
         let layout = Layout {
             version: LAYOUT_VERSION,
             placement: "shared".into(),
+            backend: crate::plan::backend::Backend::Legacy,
+            devices: vec![],
             containers: vec![LayoutContainer {
                 role: Role::Shared,
                 groups: vec![5, 7],
+                ioas: None,
             }],
             windows: [window("a", 1 << 20), window("b", 4 << 20)]
                 .iter()
@@ -439,6 +528,11 @@ mod tests {
             ],
             reserved: vec![],
             pending: vec![],
+            backend: crate::plan::backend::Resolved {
+                backend: Backend::Legacy,
+                why: "set in the config".into(),
+            },
+            cdevs: Default::default(),
         };
         let changes = crate::domain::windows::diff(&want.windows, &held.held_windows());
         let names: Vec<&str> = changes.iter().map(|c| c.name()).collect();

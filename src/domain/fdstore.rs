@@ -5,7 +5,9 @@
 //! (`LISTEN_FDS` / `LISTEN_FDNAMES`) into per-domain sets.
 //!
 //! Names: `vfioctl.DOMAIN.container.N`, `vfioctl.DOMAIN.group.ID`, `vfioctl.DOMAIN.window.N`,
-//! `vfioctl.DOMAIN.layout.0`,
+//! `vfioctl.DOMAIN.layout.0`; on the iommufd backend `vfioctl.DOMAIN.iommufd.0` (the one
+//! iommufd; the IOAS ids are in the layout record) and `vfioctl.DOMAIN.device.N` (the Nth
+//! device cdev the layout lists) instead of containers and groups;
 //! DOMAIN percent-escaped so the name stays a valid `FDNAME` (printable ASCII, no `:`, at
 //! most 255 bytes).
 //!
@@ -28,6 +30,10 @@ pub enum Part {
     Window(usize),
     /// The domain's layout record (see `domain::adopt`).
     Layout,
+    /// The iommufd of a domain on the iommufd backend.
+    Iommufd,
+    /// The Nth device cdev of the layout (iommufd backend).
+    Device(usize),
 }
 
 /// A stored fd's name.
@@ -77,6 +83,8 @@ impl StoredName {
             Part::Group(g) => format!("group.{g}"),
             Part::Window(n) => format!("window.{n}"),
             Part::Layout => "layout.0".to_string(),
+            Part::Iommufd => "iommufd.0".to_string(),
+            Part::Device(n) => format!("device.{n}"),
         };
         let name = format!("{PREFIX}{}.{part}", escape(&self.domain));
         (name.len() <= MAX_NAME).then_some(name)
@@ -94,6 +102,8 @@ impl StoredName {
             "group" => Part::Group(n.parse().ok()?),
             "window" => Part::Window(n.parse().ok()?),
             "layout" if n == "0" => Part::Layout,
+            "iommufd" if n == "0" => Part::Iommufd,
+            "device" => Part::Device(n.parse().ok()?),
             _ => return None,
         };
         Some(StoredName { domain, part })
@@ -187,6 +197,8 @@ pub struct Stored {
     pub groups: BTreeMap<u32, OwnedFd>,
     pub windows: BTreeMap<usize, OwnedFd>,
     pub layout: Option<OwnedFd>,
+    pub iommufd: Option<OwnedFd>,
+    pub devices: BTreeMap<usize, OwnedFd>,
 }
 
 /// Sorts fds passed back by systemd by domain. Fds with names that are not ours are
@@ -211,6 +223,10 @@ pub fn sort(passed: Vec<(OwnedFd, String)>) -> (BTreeMap<String, Stored>, Vec<(O
                 d.windows.insert(i, fd);
             }
             Part::Layout => d.layout = Some(fd),
+            Part::Iommufd => d.iommufd = Some(fd),
+            Part::Device(i) => {
+                d.devices.insert(i, fd);
+            }
         }
     }
     (domains, other)
@@ -318,6 +334,8 @@ mod tests {
                 Part::Group(42),
                 Part::Window(3),
                 Part::Layout,
+                Part::Iommufd,
+                Part::Device(2),
             ] {
                 let n = StoredName {
                     domain: domain.into(),

@@ -5,15 +5,20 @@
 //! removed or resized window before mapping the new ranges.
 //!
 //! Invariant: every container of a domain maps every held window.
+//!
+//! On the iommufd backend a container is an IOAS (all of a domain's IOASes in one iommufd) and
+//! a group is its member devices' cdevs, bound and attached when the group is placed; a group
+//! whose members (or their cdevs) changed is released and placed again.
 
 use std::os::fd::{AsFd, BorrowedFd};
 
-use super::iommu::{AttachError, Backing, Iommu};
+use super::iommu::{AttachError, Backing, Cdev, ContainerHandle, GroupHandle, Iommu};
 use super::placement::{self, Refusals, Role, Target};
 use super::report::{Action, Report};
 use super::windows::{self, GroupReserved, Window, WindowChange, WindowError};
 use super::DesiredDomain;
 use crate::config::model::Placement;
+use crate::plan::backend::Backend;
 use crate::vfio::dma::map_errno_meaning;
 use crate::vfio::iommu_info::IommuInfo;
 
@@ -38,6 +43,11 @@ impl<I: Iommu> HeldContainer<I> {
     pub fn group_ids(&self) -> Vec<u32> {
         self.groups.iter().map(|g| g.id).collect()
     }
+
+    /// The IOAS id (iommufd), `None` on legacy.
+    pub fn ioas(&self) -> Option<u32> {
+        self.handle.ioas()
+    }
 }
 
 /// A window mapped in every container of its domain, with its backing memory.
@@ -52,6 +62,10 @@ pub struct HeldWindow<I: Iommu> {
 pub struct HeldDomain<I: Iommu> {
     pub name: String,
     pub placement: Placement,
+    /// The kernel interface it is held through.
+    pub backend: Backend,
+    /// Why that backend (`auto: /dev/iommu present, ...`), as of the last pass.
+    pub backend_why: String,
     pub containers: Vec<HeldContainer<I>>,
     pub windows: Vec<HeldWindow<I>>,
     /// Group pairs the kernel refused to share a container; kept while the domain lives.
@@ -100,9 +114,17 @@ impl WindowPlan {
 /// containers, group nodes, and each window's memory file.
 #[derive(Debug)]
 pub struct DomainFds<'a> {
+    pub backend: Backend,
+    /// Legacy: each container's fd. iommufd: the iommufd's fd once per IOAS (the same
+    /// iommufd; [`DomainFds::ioas`] has the ids).
     pub containers: Vec<BorrowedFd<'a>>,
-    /// (group id, its `/dev/vfio/N` fd, the index of its container).
+    /// The IOAS id of each container (iommufd); empty on legacy.
+    pub ioas: Vec<u32>,
+    /// (group id, its `/dev/vfio/N` fd, the index of its container); legacy only.
     pub groups: Vec<(u32, BorrowedFd<'a>, usize)>,
+    /// (group id, PCI address, its bound and attached cdev fd, the index of its container);
+    /// iommufd only.
+    pub devices: Vec<(u32, &'a str, BorrowedFd<'a>, usize)>,
     /// (window, its memory's fd).
     pub windows: Vec<(&'a Window, BorrowedFd<'a>)>,
 }
@@ -111,12 +133,31 @@ impl<I: Iommu> HeldDomain<I> {
     /// Borrows every fd the domain holds (the fd view the broker's offers are built from).
     pub fn fds(&self) -> DomainFds<'_> {
         DomainFds {
+            backend: self.backend,
             containers: self.containers.iter().map(|c| c.handle.as_fd()).collect(),
+            ioas: self.containers.iter().filter_map(|c| c.ioas()).collect(),
             groups: self
                 .containers
                 .iter()
                 .enumerate()
-                .flat_map(|(i, c)| c.groups.iter().map(move |g| (g.id, g.handle.as_fd(), i)))
+                .flat_map(|(i, c)| {
+                    c.groups
+                        .iter()
+                        .filter_map(move |g| g.handle.node().map(|fd| (g.id, fd, i)))
+                })
+                .collect(),
+            devices: self
+                .containers
+                .iter()
+                .enumerate()
+                .flat_map(|(i, c)| {
+                    c.groups.iter().flat_map(move |g| {
+                        g.handle
+                            .devices()
+                            .into_iter()
+                            .map(move |(a, fd)| (g.id, a, fd, i))
+                    })
+                })
                 .collect(),
             windows: self
                 .windows
@@ -129,9 +170,16 @@ impl<I: Iommu> HeldDomain<I> {
 
 impl<I: Iommu> HeldDomain<I> {
     pub fn new(name: &str, placement: Placement) -> Self {
+        Self::on(name, placement, Backend::Legacy)
+    }
+
+    /// A new, empty domain held through `backend`.
+    pub fn on(name: &str, placement: Placement, backend: Backend) -> Self {
         HeldDomain {
             name: name.to_string(),
             placement,
+            backend,
+            backend_why: String::new(),
             containers: Vec::new(),
             windows: Vec::new(),
             refusals: Refusals::default(),
@@ -157,12 +205,46 @@ impl<I: Iommu> HeldDomain<I> {
 
     /// First phase: make the container layout match the desired member groups.
     pub fn reconcile_groups(&mut self, iommu: &mut I, want: &DesiredDomain, report: &mut Report) {
-        self.release_departed(iommu, &want.groups, report);
+        let keep = self.kept_groups(want);
+        self.release_departed(iommu, &keep, report);
         let held = self.groups();
         for &g in want.groups.iter().filter(|g| !held.contains(g)) {
-            self.add_group(iommu, g, report);
+            let cdevs = want.cdevs.get(&g).map_or(&[][..], Vec::as_slice);
+            self.add_group(iommu, g, cdevs, report);
         }
         self.refresh_info(iommu, report);
+    }
+
+    /// The held groups that stay as they are: those still wanted, except (iommufd) groups whose
+    /// member functions changed, which are released and placed again with the new ones (a
+    /// function that left the domain must not stay open: its unbind would wait for the fd).
+    pub fn kept_groups(&self, want: &DesiredDomain) -> Vec<u32> {
+        want.groups
+            .iter()
+            .copied()
+            .filter(|g| !self.members_changed(*g, want.cdevs.get(g)))
+            .collect()
+    }
+
+    /// Whether held group `g`'s devices differ from the desired cdevs (iommufd only).
+    fn members_changed(&self, g: u32, want: Option<&Vec<Cdev>>) -> bool {
+        if self.backend != Backend::Iommufd {
+            return false;
+        }
+        let Some(held) = self
+            .containers
+            .iter()
+            .flat_map(|c| &c.groups)
+            .find(|h| h.id == g)
+        else {
+            return false;
+        };
+        let mut have: Vec<&str> = held.handle.devices().into_iter().map(|(a, _)| a).collect();
+        have.sort_unstable();
+        let want: Vec<&str> = want
+            .map(|v| v.iter().map(|c| c.address.as_str()).collect())
+            .unwrap_or_default();
+        have != want
     }
 
     /// Releases the groups not in `keep` (devices that left the domain), closing containers
@@ -198,8 +280,12 @@ impl<I: Iommu> HeldDomain<I> {
         }
     }
 
-    fn add_group(&mut self, iommu: &mut I, id: u32, report: &mut Report) {
-        let handle = match iommu.open_group(id) {
+    fn add_group(&mut self, iommu: &mut I, id: u32, cdevs: &[Cdev], report: &mut Report) {
+        let opened = match self.backend {
+            Backend::Legacy => iommu.open_group(id),
+            Backend::Iommufd => iommu.open_devices(id, cdevs),
+        };
+        let handle = match opened {
             Ok(h) => h,
             Err(e) => {
                 report.error(&self.name, format!("group {id} cannot be held: {e}"));
@@ -253,7 +339,11 @@ impl<I: Iommu> HeldDomain<I> {
         role: Role,
         report: &mut Report,
     ) {
-        let mut handle = match iommu.new_container() {
+        let created = match self.backend {
+            Backend::Legacy => iommu.new_container(),
+            Backend::Iommufd => iommu.new_ioas(self.containers.first().map(|c| &c.handle)),
+        };
+        let mut handle = match created {
             Ok(h) => h,
             Err(e) => {
                 report.error(&self.name, format!("group {id}: no container: {e}"));

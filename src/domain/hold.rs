@@ -72,11 +72,21 @@ pub fn status_json<I: Iommu>(
                 .iter()
                 .map(|(w, fd)| (w.name.clone(), raw(fd)))
                 .collect();
-            let v = serde_json::json!({
+            let mut v = serde_json::json!({
                 "containers": containers,
                 "groups": groups,
                 "windows": windows,
             });
+            if !f.devices.is_empty() {
+                // iommufd: each member's cdev fd by address, and the IOAS ids.
+                let devices: serde_json::Map<_, _> = f
+                    .devices
+                    .iter()
+                    .map(|(_, a, fd, _)| (a.to_string(), raw(fd)))
+                    .collect();
+                v["devices"] = devices.into();
+                v["ioas"] = f.ioas.clone().into();
+            }
             (name.clone(), v)
         })
         .collect();

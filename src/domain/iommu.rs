@@ -6,6 +6,12 @@
 //! Handles are associated types; every one is a file descriptor ([`AsFd`], [`Backing::fd`]) so
 //! the fd broker and systemd's fd store work the same on both (the simulated ones are small
 //! memfds that name their id), and adoption after a restart goes through the seam too.
+//!
+//! Two backends share the seam (issue 19): *legacy* (a container is a type1 container, a
+//! group its `/dev/vfio/N` fd) and *iommufd* (a container is an IOAS in the domain's iommufd,
+//! its handle the iommufd's fd and the IOAS id; a group is its member devices' cdev fds, bound
+//! to that iommufd and attached to the IOAS by [`Iommu::attach`]). The held state makes the
+//! same decisions for both.
 
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -87,20 +93,50 @@ pub struct Memlock {
     pub shortfall: u64,
 }
 
+/// A member function's VFIO device cdev, as the snapshot names it on this pass.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cdev {
+    /// The function's PCI address.
+    pub address: String,
+    /// `vfioN` (`/dev/vfio/devices/vfioN`).
+    pub name: String,
+}
+
+/// A container handle: a type1 container's fd, or an iommufd's fd with an IOAS id.
+pub trait ContainerHandle: fmt::Debug + AsFd {
+    /// The IOAS id on iommufd; `None` on legacy.
+    fn ioas(&self) -> Option<u32>;
+}
+
+/// A group handle: the group node's fd (legacy), or its member devices' cdev fds (iommufd).
+pub trait GroupHandle: fmt::Debug {
+    /// `/dev/vfio/N`'s fd on legacy.
+    fn node(&self) -> Option<BorrowedFd<'_>>;
+    /// (PCI address, device cdev fd) of each member on iommufd, by address.
+    fn devices(&self) -> Vec<(&str, BorrowedFd<'_>)>;
+}
+
 /// Every kernel operation of a held domain.
 pub trait Iommu {
     /// A container; its fd is what the broker hands out and the fd store keeps.
-    type Container: fmt::Debug + AsFd;
-    /// An open group node.
-    type Group: fmt::Debug + AsFd;
+    type Container: ContainerHandle;
+    /// An open group node, or a group's open device cdevs.
+    type Group: GroupHandle;
     type Memory: Backing + fmt::Debug;
 
     /// Opens `/dev/vfio/N` (EBUSY when another process holds it) and checks it is viable.
     fn open_group(&mut self, group: u32) -> Result<Self::Group, IommuError>;
     /// Opens a new, empty container.
     fn new_container(&mut self) -> Result<Self::Container, IommuError>;
-    /// Attaches `group` to `container`; for the first group (`first`) also selects the
-    /// type1v2 IOMMU.
+    /// iommufd: opens the cdevs of group `group`'s members (`/dev/vfio/devices/vfioN`; EBUSY
+    /// while the group is open through the legacy API). They are bound by [`Iommu::attach`].
+    fn open_devices(&mut self, group: u32, cdevs: &[Cdev]) -> Result<Self::Group, IommuError>;
+    /// iommufd: a new, empty IOAS, in `share`'s iommufd when given (the domain's other
+    /// IOASes), else in a newly opened `/dev/iommu`.
+    fn new_ioas(&mut self, share: Option<&Self::Container>) -> Result<Self::Container, IommuError>;
+    /// Attaches `group` to `container`; legacy: for the first group (`first`) also selects
+    /// the type1v2 IOMMU; iommufd: binds each device to the container's iommufd (once) and
+    /// attaches it to the IOAS.
     fn attach(
         &mut self,
         container: &mut Self::Container,
@@ -135,6 +171,14 @@ pub trait Iommu {
     fn adopt_container(&mut self, fd: OwnedFd) -> Result<Self::Container, IommuError>;
     /// Takes back the fd of group `group`'s node.
     fn adopt_group(&mut self, group: u32, fd: OwnedFd) -> Result<Self::Group, IommuError>;
+    /// Takes back an iommufd fd and the id of an IOAS in it (iommufd).
+    fn adopt_ioas(&mut self, fd: OwnedFd, ioas: u32) -> Result<Self::Container, IommuError>;
+    /// Takes back the (bound, attached) device cdev fds of group `group`: (address, fd).
+    fn adopt_devices(
+        &mut self,
+        group: u32,
+        devices: Vec<(String, OwnedFd)>,
+    ) -> Result<Self::Group, IommuError>;
     /// Takes back the memory of `window` from its file, mapping it again in this process.
     fn adopt_memory(&mut self, fd: OwnedFd, window: &Window) -> Result<Self::Memory, IommuError>;
 }

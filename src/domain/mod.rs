@@ -38,8 +38,9 @@ use std::collections::BTreeMap;
 
 use crate::config::model::{Config, DomainSpec, Placement, Selector};
 use crate::host::snapshot::{PciDevice, Snapshot};
+use crate::plan::backend::{self, Backend, Resolved};
 use held::HeldDomain;
-use iommu::Iommu;
+use iommu::{Cdev, Iommu};
 pub use report::{Action, Report};
 use windows::{GroupReserved, Window};
 
@@ -53,8 +54,14 @@ pub struct DesiredDomain {
     pub windows: Vec<Window>,
     /// Reserved regions of the member groups.
     pub reserved: Vec<GroupReserved>,
-    /// Why some members cannot be held yet (no device, no group, not on vfio).
+    /// Why some members cannot be held yet (no device, no group, not on vfio), or why the
+    /// domain cannot be held at all (an explicit `iommufd` on a host without it).
     pub pending: Vec<String>,
+    /// The kernel interface it is held through, and why ([`crate::plan::backend`]).
+    pub backend: Resolved,
+    /// On iommufd: each member group's functions on a vfio driver with their device cdevs,
+    /// resolved on every pass (cdev numbers change on rebind). Empty on legacy.
+    pub cdevs: BTreeMap<u32, Vec<Cdev>>,
 }
 
 fn selects(selector: &Selector, d: &PciDevice) -> bool {
@@ -65,6 +72,9 @@ fn selects(selector: &Selector, d: &PciDevice) -> bool {
 pub fn desired_domain(config: &Config, spec: &DomainSpec, host: &Snapshot) -> DesiredDomain {
     let mut groups = Vec::new();
     let mut pending = Vec::new();
+    let mut cdevs: BTreeMap<u32, Vec<Cdev>> = BTreeMap::new();
+    let resolved = backend::for_domain(config, spec, host);
+    let iommufd = matches!(&resolved, Ok(r) if r.backend == Backend::Iommufd);
     for name in &spec.devices {
         let Some(dev) = config.device(name) else {
             pending.push(format!("device \"{name}\" is not a [[device]] entry"));
@@ -88,6 +98,27 @@ pub fn desired_domain(config: &Config, spec: &DomainSpec, host: &Snapshot) -> De
                 ));
                 continue;
             };
+            if iommufd {
+                match &d.vfio_cdev {
+                    Some(c) => {
+                        let list = cdevs.entry(g).or_default();
+                        if !list.iter().any(|x| x.address == d.address.to_string()) {
+                            list.push(Cdev {
+                                address: d.address.to_string(),
+                                name: c.name.clone(),
+                            });
+                        }
+                        if !groups.contains(&g) {
+                            groups.push(g);
+                        }
+                    }
+                    None => pending.push(format!(
+                        "device \"{name}\" ({}): no VFIO device cdev yet (not on a vfio driver)",
+                        d.address
+                    )),
+                }
+                continue;
+            }
             let ready = host.group(g).is_some_and(|grp| grp.node.is_some());
             if !ready {
                 pending.push(format!(
@@ -100,6 +131,22 @@ pub fn desired_domain(config: &Config, spec: &DomainSpec, host: &Snapshot) -> De
         }
     }
     groups.sort_unstable();
+    let backend = match resolved {
+        Ok(r) => r,
+        Err(e) => {
+            // Not realisable: nothing is held (what is held goes), and the pass says why.
+            pending.push(e.to_string());
+            groups.clear();
+            cdevs.clear();
+            Resolved {
+                backend: Backend::Iommufd,
+                why: "set in the config; not realisable on this host".into(),
+            }
+        }
+    };
+    for list in cdevs.values_mut() {
+        list.sort_by(|a, b| a.address.cmp(&b.address));
+    }
     let reserved = groups
         .iter()
         .filter_map(|g| host.group(*g))
@@ -117,6 +164,8 @@ pub fn desired_domain(config: &Config, spec: &DomainSpec, host: &Snapshot) -> De
         windows: windows::desired(spec),
         reserved,
         pending,
+        backend,
+        cdevs,
     }
 }
 
@@ -199,9 +248,12 @@ impl<I: Iommu> Domains<I> {
     /// the binding pass gives devices back to their host drivers.
     pub fn release_departed(&mut self, config: &Config, last_host: &Snapshot) -> Report {
         let mut report = self.release_removed(config);
-        for want in desired_domains(config, last_host) {
+        let desired = desired_domains(config, last_host);
+        self.release_other_backend(&desired, &mut report);
+        for want in desired {
             if let Some(held) = self.held.get_mut(&want.name) {
-                held.release_departed(&mut self.iommu, &want.groups, &mut report);
+                let keep = held.kept_groups(&want);
+                held.release_departed(&mut self.iommu, &keep, &mut report);
             }
         }
         report
@@ -211,6 +263,7 @@ impl<I: Iommu> Domains<I> {
     pub fn reconcile(&mut self, config: &Config, host: &Snapshot) -> Report {
         let mut report = self.release_removed(config);
         let desired = desired_domains(config, host);
+        self.release_other_backend(&desired, &mut report);
 
         for want in &desired {
             for p in &want.pending {
@@ -222,8 +275,12 @@ impl<I: Iommu> Domains<I> {
                     Action::CreateDomain,
                     format!("({})", placement_name(want.placement)),
                 );
-                HeldDomain::new(&want.name, want.placement)
+                if want.backend.backend == Backend::Iommufd {
+                    report.note(&want.name, want.backend.line(&want.name));
+                }
+                HeldDomain::on(&want.name, want.placement, want.backend.backend)
             });
+            held.backend_why.clone_from(&want.backend.why);
             held.reconcile_groups(&mut self.iommu, want, &mut report);
         }
 
@@ -300,6 +357,30 @@ impl<I: Iommu> Domains<I> {
             }
         }
         report
+    }
+
+    /// Tears down held domains whose backend is not the one resolved now (the config's
+    /// `backend` changed, or `auto` decides otherwise on this host): the pass rebuilds them.
+    fn release_other_backend(&mut self, desired: &[DesiredDomain], report: &mut Report) {
+        for want in desired {
+            let other = self
+                .held
+                .get(&want.name)
+                .is_some_and(|h| h.backend != want.backend.backend);
+            if other {
+                if let Some(d) = self.held.remove(&want.name) {
+                    report.note(
+                        &want.name,
+                        format!(
+                            "held on {}, now {}: rebuilt",
+                            d.backend,
+                            want.backend.line(&want.name)
+                        ),
+                    );
+                    d.teardown(&mut self.iommu, report);
+                }
+            }
+        }
     }
 
     /// Releases every held domain (shutdown).

@@ -19,6 +19,15 @@ fn event(domain: &str, action: Action, detail: String) -> Event {
     }
 }
 
+/// Which backend each domain would be held through, and why: the dry run's
+/// `domain "dma" backend iommufd (auto: ...)` lines, in config order.
+pub fn backends(config: &Config, host: &Snapshot) -> Vec<(String, crate::plan::backend::Resolved)> {
+    desired_domains(config, host)
+        .into_iter()
+        .map(|d| (d.name, d.backend))
+        .collect()
+}
+
 /// The domain changes a pass would make, in the order it makes them.
 pub fn preview(config: &Config, host: &Snapshot, held: &[DomainStatus]) -> Vec<Event> {
     let desired = desired_domains(config, host);

@@ -12,12 +12,16 @@ use super::iommu::{Backing, Iommu};
 use super::placement::Role;
 use super::placement_name;
 use super::windows::human_bytes;
+use crate::plan::backend::Backend;
 
 /// One container of a held domain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerStatus {
     pub role: Role,
     pub groups: Vec<u32>,
+    /// The IOAS id (iommufd backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ioas: Option<u32>,
     /// `CAP_DMA_AVAIL` from the last `VFIO_IOMMU_GET_INFO`.
     #[serde(default)]
     pub dma_avail: Option<u32>,
@@ -41,6 +45,12 @@ pub struct WindowStatus {
 pub struct DomainStatus {
     pub name: String,
     pub placement: String,
+    /// `"iommufd"` or `"legacy"` (absent in what a vfioctl before issue 19 published: legacy).
+    #[serde(default)]
+    pub backend: Backend,
+    /// Why that backend (`auto: /dev/iommu absent`, `set in the config`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub backend_why: String,
     /// More than one container in a shared domain: groups the kernel refused to share.
     pub mirrored: bool,
     pub containers: Vec<ContainerStatus>,
@@ -54,6 +64,8 @@ impl DomainStatus {
         DomainStatus {
             name: d.name.clone(),
             placement: placement_name(d.placement).to_string(),
+            backend: d.backend,
+            backend_why: d.backend_why.clone(),
             mirrored: d.containers.iter().any(|c| c.role == Role::Mirror),
             containers: d
                 .containers
@@ -61,6 +73,7 @@ impl DomainStatus {
                 .map(|c| ContainerStatus {
                     role: c.role,
                     groups: c.group_ids(),
+                    ioas: c.ioas(),
                     dma_avail: c.info.as_ref().and_then(|i| i.dma_avail),
                     page_sizes: c.info.as_ref().map(|i| i.page_sizes),
                 })
@@ -91,25 +104,50 @@ pub fn render_text(domains: &[DomainStatus]) -> String {
     for d in domains {
         let _ = writeln!(
             out,
-            "  {} ({}{}): {} container(s), {} window(s), {} pinned",
+            "  {} ({}{}{}): {} container(s), {} window(s), {} pinned",
             d.name,
             d.placement,
+            if d.backend == Backend::Iommufd {
+                ", iommufd"
+            } else {
+                ""
+            },
             if d.mirrored { ", mirrored" } else { "" },
             d.containers.len(),
             d.windows.len(),
             human_bytes(d.bytes_pinned)
         );
+        if !d.backend_why.is_empty() {
+            // As the plan says it: `domain "dma" backend iommufd (auto: ...)`.
+            let _ = writeln!(
+                out,
+                "    domain \"{}\" backend {} ({})",
+                d.name, d.backend, d.backend_why
+            );
+        }
         for (i, c) in d.containers.iter().enumerate() {
             let groups: Vec<String> = c.groups.iter().map(u32::to_string).collect();
             let avail = c
                 .dma_avail
                 .map_or_else(|| "unknown".to_string(), |a| a.to_string());
-            let _ = writeln!(
-                out,
-                "    container {i} ({}): groups {}; DMA mappings available: {avail}",
-                c.role,
-                groups.join(", ")
-            );
+            match c.ioas {
+                Some(id) => {
+                    let _ = writeln!(
+                        out,
+                        "    IOAS {id} ({}): groups {}",
+                        c.role,
+                        groups.join(", ")
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "    container {i} ({}): groups {}; DMA mappings available: {avail}",
+                        c.role,
+                        groups.join(", ")
+                    );
+                }
+            }
         }
         for w in &d.windows {
             let _ = writeln!(

@@ -2,7 +2,8 @@
 //! domain whose layout changed since it was last stored has its old fds removed
 //! (`FDSTOREREMOVE=1`) and its current ones stored (`FDSTORE=1`, one `FDNAME` each, with the
 //! layout record beside them); domains no longer held are removed. Unchanged domains send
-//! nothing.
+//! nothing. An iommufd domain stores its iommufd once (`iommufd.0`) and its device cdevs
+//! (`device.N`) where a legacy one stores containers and groups.
 
 use std::collections::BTreeMap;
 use std::os::fd::AsFd;
@@ -11,6 +12,7 @@ use super::adopt::{layout_memfd, stored_names, Layout};
 use super::fdstore::{FdStore, Part, StoreError, StoredName};
 use super::held::HeldDomain;
 use super::iommu::Iommu;
+use crate::plan::backend::Backend;
 
 /// What this process last stored, per domain.
 #[derive(Debug, Default)]
@@ -75,17 +77,31 @@ impl StoreSync {
             };
             let fds = d.fds();
             let mut list = vec![(part(Part::Layout), record.as_fd())];
-            list.extend(
-                fds.containers
-                    .iter()
-                    .enumerate()
-                    .map(|(i, f)| (part(Part::Container(i)), *f)),
-            );
-            list.extend(
-                fds.groups
-                    .iter()
-                    .map(|(g, f, _)| (part(Part::Group(*g)), *f)),
-            );
+            match fds.backend {
+                Backend::Legacy => {
+                    list.extend(
+                        fds.containers
+                            .iter()
+                            .enumerate()
+                            .map(|(i, f)| (part(Part::Container(i)), *f)),
+                    );
+                    list.extend(
+                        fds.groups
+                            .iter()
+                            .map(|(g, f, _)| (part(Part::Group(*g)), *f)),
+                    );
+                }
+                Backend::Iommufd => {
+                    // One iommufd holds every IOAS: stored once.
+                    list.extend(fds.containers.first().map(|f| (part(Part::Iommufd), *f)));
+                    list.extend(
+                        fds.devices
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (_, _, f, _))| (part(Part::Device(i)), *f)),
+                    );
+                }
+            }
             list.extend(
                 fds.windows
                     .iter()

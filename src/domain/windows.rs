@@ -359,6 +359,7 @@ mod tests {
             name: "d".into(),
             devices: vec![],
             placement: Placement::Shared,
+            backend: crate::config::model::BackendChoice::Auto,
             windows: vec![
                 WindowSpec {
                     name: None,

@@ -4,6 +4,11 @@
 //! groups with the owner and mode the host gives them, and `VFIOCTL_PCI_ADDRESSES` listing its
 //! functions. Pure: from a host as a pass leaves it, no I/O.
 //!
+//! Where the config's backend resolves to iommufd for an entry's functions (`backend`, file-wide:
+//! entries in a `[[domain]]` are not exported here) and every function has its VFIO device cdev,
+//! the entry gets the cdev form instead: `/dev/iommu` and each function's
+//! `/dev/vfio/devices/vfioN`. A host without iommufd always gets the group form.
+//!
 //! `cdiVersion` is 0.5.0, the newest that Debian bookworm's podman 4.3 reads, and the oldest
 //! that allows a device name to start with a digit (a PCI address). Only fields that version
 //! knows are written: no annotations, no `hostPath`, no `major`/`minor` (the runtime reads them
@@ -13,6 +18,8 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::host::Snapshot;
+use crate::pci::PciAddress;
+use crate::plan::backend::{self, Backend};
 use crate::plan::{Plan, Problem};
 
 use super::handout::{handout, GroupNode, Handout};
@@ -27,6 +34,10 @@ pub const ENV_ADDRESSES: &str = "VFIOCTL_PCI_ADDRESSES";
 pub const CONTAINER_NODE: &str = "/dev/vfio/vfio";
 /// `/dev/vfio/vfio` as the kernel makes it (its uevent asks for `DEVMODE=0666`).
 const CONTAINER_NODE_MODE: u32 = 0o666;
+/// The iommufd node the cdev form gives beside the device cdevs.
+pub const IOMMUFD_NODE: &str = "/dev/iommu";
+/// `/dev/iommu` as the kernel makes it, when the snapshot has no owner and mode for it.
+const IOMMUFD_NODE_MODE: u32 = 0o660;
 
 /// A CDI spec document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -99,7 +110,7 @@ pub fn planned(config: &Config, snap: &Snapshot, plan: &Plan) -> Export {
 /// The spec for what `config` hands out on `host` as it is (after a pass), with the groups
 /// the plan's `problems` name left out.
 pub fn observed(config: &Config, host: &Snapshot, problems: &[Problem]) -> Export {
-    build(handout(config, host, problems))
+    build(config, host, handout(config, host, problems))
 }
 
 /// Whether `name` is a valid CDI device name: a letter or digit first and last, letters,
@@ -118,7 +129,7 @@ pub fn is_device_name(name: &str) -> bool {
     }
 }
 
-fn build(h: Handout) -> Export {
+fn build(config: &Config, host: &Snapshot, h: Handout) -> Export {
     let mut notes = h.notes.clone();
     let mut devices = Vec::new();
     for e in &h.entries {
@@ -131,17 +142,19 @@ fn build(h: Handout) -> Export {
             ));
             continue;
         }
+        let addresses = e.addresses();
         devices.push(device(
             &e.name,
-            &e.addresses()
-                .iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>(),
-            e.groups.values(),
+            &addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            nodes(config, host, &addresses, e.groups.values()),
         ));
     }
     for (a, node) in h.functions() {
-        devices.push(device(&a.to_string(), &[a.to_string()], [node].iter()));
+        devices.push(device(
+            &a.to_string(),
+            &[a.to_string()],
+            nodes(config, host, &[a], [node].iter()),
+        ));
     }
     Export {
         spec: Spec {
@@ -153,25 +166,67 @@ fn build(h: Handout) -> Export {
     }
 }
 
-fn device<'a>(
-    name: &str,
-    addresses: &[String],
+/// The nodes giving `functions`: the cdev form (`/dev/iommu` and each function's
+/// `/dev/vfio/devices/vfioN`, owner and mode as the host has them, else as their group node)
+/// where the backend resolves to iommufd for them and each has a cdev; else the group form
+/// (`/dev/vfio/vfio` and the group nodes).
+fn nodes<'a>(
+    config: &Config,
+    host: &Snapshot,
+    functions: &[PciAddress],
     groups: impl Iterator<Item = &'a GroupNode>,
-) -> Device {
+) -> Vec<DeviceNode> {
+    let groups: Vec<&GroupNode> = groups.collect();
+    let devices: Vec<&crate::host::PciDevice> =
+        functions.iter().filter_map(|a| host.device(*a)).collect();
+    let cdev_form = devices.len() == functions.len()
+        && devices.iter().all(|d| d.vfio_cdev.is_some())
+        && backend::for_export(config, host, &devices) == Backend::Iommufd;
+    if !cdev_form {
+        let mut nodes = vec![DeviceNode {
+            path: CONTAINER_NODE.to_string(),
+            node_type: "c".to_string(),
+            file_mode: CONTAINER_NODE_MODE,
+            uid: 0,
+            gid: 0,
+        }];
+        nodes.extend(groups.iter().map(|g| DeviceNode {
+            path: g.path(),
+            node_type: "c".to_string(),
+            file_mode: g.mode,
+            uid: g.uid,
+            gid: g.gid,
+        }));
+        return nodes;
+    }
+    let iommu = host.vfio.iommufd_node.as_ref();
     let mut nodes = vec![DeviceNode {
-        path: CONTAINER_NODE.to_string(),
+        path: IOMMUFD_NODE.to_string(),
         node_type: "c".to_string(),
-        file_mode: CONTAINER_NODE_MODE,
-        uid: 0,
-        gid: 0,
+        file_mode: iommu.map_or(IOMMUFD_NODE_MODE, |n| n.mode & 0o7777),
+        uid: iommu.map_or(0, |n| n.uid),
+        gid: iommu.map_or(0, |n| n.gid),
     }];
-    nodes.extend(groups.map(|g| DeviceNode {
-        path: g.path(),
-        node_type: "c".to_string(),
-        file_mode: g.mode,
-        uid: g.uid,
-        gid: g.gid,
-    }));
+    for d in devices {
+        let Some(c) = &d.vfio_cdev else { continue };
+        let group = groups.iter().find(|g| Some(g.group) == d.iommu_group);
+        let (uid, gid, mode) = match (&c.node, group) {
+            (Some(n), _) => (n.uid, n.gid, n.mode & 0o7777),
+            (None, Some(g)) => (g.uid, g.gid, g.mode),
+            (None, None) => (0, 0, 0o600),
+        };
+        nodes.push(DeviceNode {
+            path: format!("/dev/vfio/devices/{}", c.name),
+            node_type: "c".to_string(),
+            file_mode: mode,
+            uid,
+            gid,
+        });
+    }
+    nodes
+}
+
+fn device(name: &str, addresses: &[String], nodes: Vec<DeviceNode>) -> Device {
     Device {
         name: name.to_string(),
         container_edits: ContainerEdits {

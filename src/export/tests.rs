@@ -446,3 +446,38 @@ fn libvirt_text_is_escaped_and_comments_stay_comments() {
     assert!(!inner.contains("--") && !inner.contains('<'), "{comment}");
     assert!(text.contains("<address domain='0x0001' bus='0x0a' slot='0x1f' function='0x7'/>"));
 }
+
+/// On a host with iommufd (`/dev/iommu`, device cdevs), `auto` offers the cdev form:
+/// `/dev/iommu` and each function's `/dev/vfio/devices/vfioN` with the user's owner and mode;
+/// `backend = "legacy"` keeps the group form, byte for byte what a host without iommufd gets.
+#[test]
+fn an_iommufd_host_gets_the_cdev_form_unless_the_config_says_legacy() {
+    let mut snap = q35();
+    snap.vfio.iommufd = true;
+    snap.vfio.iommufd_node = Some(NodeInfo {
+        path: "/dev/iommu".into(),
+        uid: 0,
+        gid: 0,
+        mode: 0o660,
+    });
+    let c = config(EDU);
+    let p = plan(&c, &snap);
+    let spec = cdi::planned(&c, &snap, &p).spec;
+    let got = nodes(&spec, "edu");
+    assert_eq!(got[0], ("/dev/iommu".to_string(), 0o660, 0, 0), "{got:?}");
+    assert_eq!(got.len(), 3, "{got:?}");
+    for n in &got[1..] {
+        assert!(n.0.starts_with("/dev/vfio/devices/vfio"), "{got:?}");
+        assert_eq!((n.1, n.2, n.3), (0o660, 1000, 1000), "{got:?}");
+    }
+    let one = nodes(&spec, "0000:00:05.1");
+    assert_eq!(one.len(), 2, "{one:?}");
+    assert_eq!(one[0].0, "/dev/iommu");
+    assert!(!spec.to_json().contains("/dev/vfio/vfio"));
+
+    let legacy = config(&EDU.replacen("version = 1\n", "version = 1\nbackend = \"legacy\"\n", 1));
+    let spec = cdi::planned(&legacy, &snap, &plan(&legacy, &snap)).spec;
+    let without = q35();
+    let before = cdi::planned(&c, &without, &plan(&c, &without)).spec;
+    assert_eq!(spec.to_json(), before.to_json());
+}

@@ -48,8 +48,10 @@ fn lookup<'a>(resource: &'a Resource, id: &str) -> Result<&'a Unit, Refused> {
 }
 
 /// One container's devices: the CDI names of every function of the units, and for runtimes
-/// without CDI the device nodes (`/dev/vfio/vfio` and each group's node, read-write) and
-/// `PCI_RESOURCE_VFIOCTL_IO_<NAME>` (the functions, comma-separated) for KubeVirt.
+/// without CDI the device nodes (`/dev/vfio/vfio` and each group's node, read-write; or, when
+/// every unit is offered in the cdev form, `/dev/iommu` and each function's
+/// `/dev/vfio/devices/vfioN`) and `PCI_RESOURCE_VFIOCTL_IO_<NAME>` (the functions,
+/// comma-separated) for KubeVirt.
 pub fn allocate(
     resource: &Resource,
     ids: &[String],
@@ -64,16 +66,37 @@ pub fn allocate(
         host_path: host.to_string_lossy().into_owned(),
         permissions: "rw".into(),
     };
-    let mut devices = vec![node(
-        "/dev/vfio/vfio".into(),
-        dev_root.join("vfio").join("vfio"),
-    )];
+    let cdevs: Option<Vec<&String>> = units
+        .iter()
+        .map(|u| u.cdevs.as_ref())
+        .collect::<Option<Vec<_>>>()
+        .map(|v| v.into_iter().flatten().collect());
+    let mut devices = Vec::new();
+    match cdevs {
+        Some(cdevs) => {
+            devices.push(node("/dev/iommu".into(), dev_root.join("iommu")));
+            for c in cdevs {
+                devices.push(node(
+                    format!("/dev/vfio/devices/{c}"),
+                    dev_root.join("vfio").join("devices").join(c),
+                ));
+            }
+        }
+        None => {
+            devices.push(node(
+                "/dev/vfio/vfio".into(),
+                dev_root.join("vfio").join("vfio"),
+            ));
+            for u in &units {
+                devices.push(node(
+                    format!("/dev/vfio/{}", u.group),
+                    dev_root.join("vfio").join(u.group.to_string()),
+                ));
+            }
+        }
+    }
     let mut functions = Vec::new();
     for u in &units {
-        devices.push(node(
-            format!("/dev/vfio/{}", u.group),
-            dev_root.join("vfio").join(u.group.to_string()),
-        ));
         functions.extend(u.functions.iter().copied());
     }
     let envs = BTreeMap::from([(
@@ -156,7 +179,40 @@ mod tests {
             numa_node: numa,
             healthy,
             reason: (!healthy).then(|| "not on vfio-pci".into()),
+            cdevs: None,
         }
+    }
+
+    #[test]
+    fn units_in_the_cdev_form_get_dev_iommu_and_their_cdevs() {
+        let mut a = unit("0000:05:00.0", 7, None, true);
+        a.cdevs = Some(vec!["vfio3".into()]);
+        let mut b = unit("0000:06:00.0", 8, None, true);
+        b.cdevs = Some(vec!["vfio4".into()]);
+        let r = resource(vec![a, b.clone()]);
+        let ids = ["0000:05:00.0".to_string(), "0000:06:00.0".to_string()];
+        let resp = allocate(&r, &ids, Path::new("/dev")).unwrap();
+        let paths: Vec<_> = resp.devices.iter().map(|d| d.host_path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/dev/iommu",
+                "/dev/vfio/devices/vfio3",
+                "/dev/vfio/devices/vfio4"
+            ]
+        );
+        let inside: Vec<_> = resp
+            .devices
+            .iter()
+            .map(|d| d.container_path.as_str())
+            .collect();
+        assert_eq!(inside, paths);
+        // A unit without the cdev form keeps the whole answer in the group form.
+        b.cdevs = None;
+        let r = resource(vec![unit("0000:05:00.0", 7, None, true), b]);
+        let resp = allocate(&r, &ids, Path::new("/dev")).unwrap();
+        let paths: Vec<_> = resp.devices.iter().map(|d| d.host_path.as_str()).collect();
+        assert_eq!(paths, ["/dev/vfio/vfio", "/dev/vfio/7", "/dev/vfio/8"]);
     }
 
     fn resource(units: Vec<Unit>) -> Resource {

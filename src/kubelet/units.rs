@@ -24,6 +24,10 @@ pub struct Unit {
     pub healthy: bool,
     /// Why it is not healthy (for the log).
     pub reason: Option<String>,
+    /// The functions' VFIO device cdevs (`vfioN`), when the unit is offered in the cdev form:
+    /// the config's backend resolves to iommufd for them and each has one. `None`: the group
+    /// form (`/dev/vfio/vfio` and `/dev/vfio/N`).
+    pub cdevs: Option<Vec<String>>,
 }
 
 /// One `[[device]]` entry's resource.
@@ -85,7 +89,7 @@ pub fn inventory(config: &Config, host: &Snapshot) -> Inventory {
             if !taken.insert(group) {
                 continue;
             }
-            units.insert(a, unit(host, a, group, &entry.driver));
+            units.insert(a, unit(config, host, a, group, &entry.driver));
         }
         out.insert(
             entry.name.clone(),
@@ -98,7 +102,7 @@ pub fn inventory(config: &Config, host: &Snapshot) -> Inventory {
     out
 }
 
-fn unit(host: &Snapshot, id: PciAddress, group: u32, driver: &str) -> Unit {
+fn unit(config: &Config, host: &Snapshot, id: PciAddress, group: u32, driver: &str) -> Unit {
     let members: Vec<&crate::host::PciDevice> = host
         .group(group)
         .map(|g| g.devices.iter().filter_map(|a| host.device(*a)).collect())
@@ -125,6 +129,17 @@ fn unit(host: &Snapshot, id: PciAddress, group: u32, driver: &str) -> Unit {
     } else {
         None
     };
+    let endpoints: Vec<&crate::host::PciDevice> =
+        members.iter().copied().filter(|d| !d.bridge).collect();
+    let cdevs: Option<Vec<String>> = endpoints
+        .iter()
+        .map(|d| d.vfio_cdev.as_ref().map(|c| c.name.clone()))
+        .collect::<Option<Vec<String>>>()
+        .filter(|c| !c.is_empty())
+        .filter(|_| {
+            crate::plan::backend::for_export(config, host, &endpoints)
+                == crate::plan::backend::Backend::Iommufd
+        });
     Unit {
         id,
         group,
@@ -132,6 +147,7 @@ fn unit(host: &Snapshot, id: PciAddress, group: u32, driver: &str) -> Unit {
         numa_node,
         healthy: reason.is_none(),
         reason,
+        cdevs,
     }
 }
 
@@ -179,6 +195,36 @@ mod tests {
 
     fn addr(s: &str) -> PciAddress {
         s.parse().unwrap()
+    }
+
+    /// On a host with iommufd a unit whose functions all have cdevs is offered in the cdev
+    /// form; without `/dev/iommu`, or with `backend = "legacy"`, in the group form.
+    #[test]
+    fn units_carry_their_cdevs_where_the_backend_is_iommufd() {
+        let mut host = workstation();
+        for (i, d) in host.devices.iter_mut().enumerate() {
+            if d.iommu_group == Some(2) && !d.bridge {
+                d.driver = Some("vfio-pci".into());
+                d.vfio_cdev = Some(crate::host::snapshot::DeviceCdev {
+                    name: format!("vfio{i}"),
+                    path: format!("/dev/vfio/devices/vfio{i}"),
+                    major: 247,
+                    minor: i as u32,
+                    node: None,
+                });
+            }
+        }
+        let text = "version = 1\n[[device]]\nname = \"gpu\"\naddress = \"0000:01:00.1\"\n";
+        let unit = |host: &Snapshot, text: &str| {
+            inventory(&config(text), host)["gpu"].units[&addr("0000:01:00.1")].clone()
+        };
+        assert_eq!(unit(&host, text).cdevs, None, "no /dev/iommu");
+        host.vfio.iommufd = true;
+        let cdevs = unit(&host, text).cdevs.expect("the cdev form");
+        assert_eq!(cdevs.len(), 2);
+        assert!(cdevs.iter().all(|c| c.starts_with("vfio")));
+        let legacy = text.replacen("version = 1\n", "version = 1\nbackend = \"legacy\"\n", 1);
+        assert_eq!(unit(&host, &legacy).cdevs, None);
     }
 
     #[test]

@@ -342,6 +342,8 @@ mod tests {
         let domains = vec![DomainStatus {
             name: "vm \"1\"".into(),
             placement: "shared".into(),
+            backend: Default::default(),
+            backend_why: String::new(),
             mirrored: false,
             containers: vec![],
             windows: vec![],

@@ -10,6 +10,7 @@
 //! host looks like after a plan (for tests and for `--check` reasoning).
 
 pub mod action;
+pub mod backend;
 pub mod claims;
 pub mod closure;
 pub mod graph;

@@ -7,6 +7,7 @@ pub mod container;
 pub mod dma;
 pub mod ioctl;
 pub mod iommu_info;
+pub mod iommufd;
 
 use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
