@@ -2,11 +2,14 @@
 //! run them in the guest as `vfioctl-bench-domain`). Moved out of the CLI: they are
 //! measurements, not commands.
 //!
-//! - `map --device ADDRESS [--mib 512] [--rounds 5]`: vfioctl's domain reconcile of one window
-//!   against the minimal sequence a hand-written program would run (open container and group,
-//!   attach, type1v2, one `VFIO_IOMMU_MAP_DMA`), alternately, on the same memory: both back the
-//!   window with `domain::memory::WindowMemory` (a fresh shared memfd each round, so both pay
-//!   the same page faults when the kernel pins it). Prints both medians and the ratio.
+//! - `map --device ADDRESS [--backend legacy|iommufd] [--mib 512] [--rounds 5]`: vfioctl's
+//!   domain reconcile of one window against the minimal sequence a hand-written program would
+//!   run, alternately, on the same memory: both back the window with
+//!   `domain::memory::WindowMemory` (a fresh shared memfd each round, so both pay the same page
+//!   faults when the kernel pins it). Prints both medians and the ratio. The minimal sequence on
+//!   `legacy` (the default): open container and group, attach, type1v2, one
+//!   `VFIO_IOMMU_MAP_DMA`; on `iommufd`: open `/dev/iommu` and the function's cdev, bind,
+//!   allocate an IOAS, attach, one `IOMMU_IOAS_MAP`.
 //! - `open NAME [--direct GROUP] [--rounds 200] [--run-dir DIR]`: the broker's hand-over of a
 //!   domain (request to fds received), or with `--direct` the same user opening the container
 //!   and the group and attaching directly; prints the median, min and max.
@@ -19,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use vfioctl::config::model::{
-    Config, DeviceSpec, DomainSpec, Origin, Placement, Selector, WindowSpec,
+    BackendChoice, Config, DeviceSpec, DomainSpec, Origin, Placement, Selector, WindowSpec,
 };
 use vfioctl::domain::iommu::Backing;
 use vfioctl::domain::linux::LinuxIommu;
@@ -28,6 +31,7 @@ use vfioctl::domain::windows::Window;
 use vfioctl::domain::Domains;
 use vfioctl::host::Roots;
 use vfioctl::vfio::container::{Container, Group};
+use vfioctl::vfio::iommufd::{DeviceFd, Iommufd};
 
 #[derive(Debug, Parser)]
 #[command(name = "vfioctl-bench-domain")]
@@ -46,6 +50,9 @@ enum What {
         /// A function on vfio-pci whose group is mapped.
         #[arg(long, value_name = "ADDRESS")]
         device: String,
+        /// The backend both sides map through.
+        #[arg(long, value_enum, default_value_t = BenchBackend::Legacy)]
+        backend: BenchBackend,
         /// Window size in MiB.
         #[arg(long, default_value_t = 512)]
         mib: u64,
@@ -66,6 +73,14 @@ enum What {
     },
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchBackend {
+    /// Groups and a type1 container.
+    Legacy,
+    /// `/dev/iommu`, the device's cdev and an IOAS (a kernel with iommufd and device cdevs).
+    Iommufd,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.what {
@@ -75,9 +90,10 @@ fn main() -> ExitCode {
         }
         Some(What::Map {
             device,
+            backend,
             mib,
             rounds,
-        }) => bench_map(&device, mib, rounds),
+        }) => bench_map(&device, backend, mib, rounds),
         Some(What::Open {
             name,
             direct,
@@ -94,7 +110,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn bench_map(device: &str, mib: u64, rounds: u32) -> Result<(), String> {
+fn bench_map(device: &str, backend: BenchBackend, mib: u64, rounds: u32) -> Result<(), String> {
     let roots = Roots::default();
     let addr: vfioctl::pci::PciAddress = device
         .parse()
@@ -105,6 +121,15 @@ fn bench_map(device: &str, mib: u64, rounds: u32) -> Result<(), String> {
         .device(addr)
         .and_then(|d| d.iommu_group)
         .ok_or_else(|| format!("{addr}: no such function or no IOMMU group"))?;
+    let cdev = match backend {
+        BenchBackend::Legacy => None,
+        BenchBackend::Iommufd => Some(PathBuf::from(
+            &snap
+                .cdev(addr)
+                .ok_or_else(|| format!("{addr} has no VFIO device cdev (not on vfio-pci, or a kernel without VFIO_DEVICE_CDEV)"))?
+                .path,
+        )),
+    };
     let size = mib << 20;
     let cfg = Config {
         version: 1,
@@ -120,7 +145,10 @@ fn bench_map(device: &str, mib: u64, rounds: u32) -> Result<(), String> {
             name: "bench".into(),
             devices: vec!["dev".into()],
             placement: Placement::Shared,
-            backend: vfioctl::config::model::BackendChoice::Auto,
+            backend: match backend {
+                BenchBackend::Legacy => BackendChoice::Legacy,
+                BenchBackend::Iommufd => BackendChoice::Iommufd,
+            },
             windows: vec![WindowSpec {
                 name: Some("w".into()),
                 iova: 1 << 32,
@@ -138,7 +166,11 @@ fn bench_map(device: &str, mib: u64, rounds: u32) -> Result<(), String> {
     }
     // One untimed round first: the guest's first touch of that much memory costs about a
     // second more, whichever side pays it.
-    minimal_map(&roots, group, size).map_err(|e| format!("warm-up: {e}"))?;
+    let minimal_map = |roots: &Roots| match &cdev {
+        None => minimal_map(roots, group, size),
+        Some(path) => minimal_ioas_map(roots, path, device, size),
+    };
+    minimal_map(&roots).map_err(|e| format!("warm-up: {e}"))?;
     let mut ours = Vec::new();
     let mut minimal = Vec::new();
     for _ in 0..rounds.max(1) {
@@ -151,12 +183,15 @@ fn bench_map(device: &str, mib: u64, rounds: u32) -> Result<(), String> {
         }
         domains.release_all();
         ours.push(took);
-        minimal
-            .push(minimal_map(&roots, group, size).map_err(|e| format!("minimal sequence: {e}"))?);
+        minimal.push(minimal_map(&roots).map_err(|e| format!("minimal sequence: {e}"))?);
     }
     let (o, m) = (median(&mut ours), median(&mut minimal));
+    let (what, call) = match backend {
+        BenchBackend::Legacy => ("legacy", "MAP_DMA"),
+        BenchBackend::Iommufd => ("iommufd", "IOAS_MAP"),
+    };
     println!(
-        "bench-map: {mib} MiB window, group {group}, {} rounds: vfioctl median {:.1} ms, minimal MAP_DMA median {:.1} ms, ratio {:.3}",
+        "bench-map: {mib} MiB window, group {group}, backend {what}, {} rounds: vfioctl median {:.1} ms, minimal {call} median {:.1} ms, ratio {:.3}",
         ours.len(),
         o.as_secs_f64() * 1e3,
         m.as_secs_f64() * 1e3,
@@ -188,6 +223,38 @@ fn minimal_map(roots: &Roots, group: u32, size: u64) -> Result<Duration, String>
     let took = t.elapsed();
     drop(g);
     drop(c);
+    drop(memory);
+    mapped.map_err(|e| e.to_string())?;
+    Ok(took)
+}
+
+/// The same on iommufd: open `/dev/iommu` and the function's cdev, bind, allocate an IOAS,
+/// attach, back the window with a `WindowMemory` and map it with one `IOMMU_IOAS_MAP`. Timed
+/// from the first open to the map's return.
+fn minimal_ioas_map(
+    roots: &Roots,
+    cdev: &std::path::Path,
+    address: &str,
+    size: u64,
+) -> Result<Duration, String> {
+    let window = Window {
+        name: "bench".into(),
+        iova: 1 << 32,
+        size,
+        hugepages: false,
+    };
+    let t = Instant::now();
+    let iommufd = Iommufd::open(&roots.iommufd()).map_err(|e| e.to_string())?;
+    let device = DeviceFd::open(cdev, address).map_err(|e| e.to_string())?;
+    device.bind(&iommufd).map_err(|e| e.to_string())?;
+    let ioas = iommufd.alloc_ioas().map_err(|e| e.to_string())?;
+    device.attach(ioas).map_err(|e| e.to_string())?;
+    let memory = WindowMemory::allocate(&window, &roots.proc).map_err(|e| e.to_string())?;
+    // SAFETY: `memory` stays mapped until after the iommufd and the device are closed below.
+    let mapped = unsafe { iommufd.map(ioas, window.iova, size, memory.addr()) };
+    let took = t.elapsed();
+    drop(device);
+    drop(iommufd);
     drop(memory);
     mapped.map_err(|e| e.to_string())?;
     Ok(took)

@@ -26,9 +26,15 @@ from .errors import SetupError
 SUITE = "bookworm-backports"
 SOURCE_PACKAGE = "linux-source-6.12"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
-# Host tools the kernel build needs beyond gcc/make (.ci/run installs them).
-BUILD_TOOLS = {"flex": "flex", "bison": "bison", "bc": "bc", "gcc": "gcc", "make": "make"}
-BUILD_HEADERS = {"/usr/include/libelf.h": "libelf-dev", "/usr/include/openssl/ssl.h": "libssl-dev"}
+# Host tools the kernel build needs, with the Debian package that has each (tests/install-deps
+# installs them; perl and tar are essential packages on Debian).
+BUILD_TOOLS = {"flex": "flex", "bison": "bison", "bc": "bc", "gcc": "gcc", "make": "make",
+               "ld": "binutils", "strip": "binutils", "xz": "xz-utils", "tar": "tar",
+               "perl": "perl-base"}
+BUILD_HEADERS = {"/usr/include/libelf.h": "libelf-dev", "/usr/include/openssl/ssl.h": "libssl-dev",
+                 "/usr/include/stdio.h": "libc6-dev"}
+# The unpacked source (~1.6 GB) and the objects (~0.5 GB), with some room.
+BUILD_SPACE = 3 << 30
 
 # Applied with scripts/config over x86_64_defconfig, then `make olddefconfig`.
 ENABLE = [
@@ -75,15 +81,40 @@ def check_tools() -> None:
                      | {pkg for path, pkg in BUILD_HEADERS.items() if not Path(path).exists()})
     if missing:
         raise SetupError("building the iommufd guest kernel needs "
-                         f"`apt-get install --no-install-recommends {' '.join(missing)}`")
+                         f"`apt-get install --no-install-recommends {' '.join(missing)}` "
+                         "(tests/install-deps installs them)")
 
 
-def make(tree: Path, *args: str, nice: bool = False) -> None:
+def check_space(directory: Path) -> None:
+    """Refuse to start a build that would fill the disk half-way (it happened: the partial
+    tree then sits in the cache and every later step fails with ENOSPC)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(directory).free
+    if free < BUILD_SPACE:
+        raise SetupError(f"building the iommufd guest kernel needs {BUILD_SPACE >> 30} GiB free "
+                         f"in {directory}, it has {free / (1 << 30):.1f} GiB (set "
+                         "VFIOCTL_VM_CACHE to a roomier place)")
+
+
+def make(tree: Path, *args: str, nice: bool = False, log_file: Path | None = None) -> None:
+    """Run make in `tree`; its output goes to `log_file` when given (a long build), and a
+    failure names the compiler's error lines and where the whole log is."""
     cmd = (["nice", "-n", "19"] if nice else []) + ["make", "-C", str(tree), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if log_file is None:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        out = proc.stdout + proc.stderr
+    else:
+        with open(log_file, "a") as f:
+            f.write(f"# {' '.join(cmd)}\n")
+            f.flush()
+            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, text=True)
+        out = log_file.read_text(errors="replace")[-200_000:]
     if proc.returncode != 0:
-        raise SetupError(f"`{' '.join(cmd)}` failed:\n{proc.stdout[-3000:]}\n"
-                         f"{proc.stderr[-3000:]}")
+        errors = [line for line in out.splitlines()
+                  if "error" in line.lower() or "No such file" in line or "not found" in line]
+        where = f"\nthe whole output: {log_file}" if log_file is not None else ""
+        raise SetupError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}); its errors:\n"
+                         + "\n".join(errors[-20:] or out.splitlines()[-30:]) + where)
 
 
 def source_tree(work: Path) -> Path:
@@ -114,8 +145,17 @@ def configure(tree: Path) -> None:
                          "(a dependency is off; see tests/vm/harness/kernel_build.py)")
 
 
-def iommufd_kernel(cache: Path, log, jobs: int = 2) -> tuple[Path, str]:
+def default_jobs() -> int:
+    """`VFIOCTL_VM_KERNEL_JOBS`, else one job per CPU."""
+    given = os.environ.get("VFIOCTL_VM_KERNEL_JOBS", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    return os.cpu_count() or 2
+
+
+def iommufd_kernel(cache: Path, log, jobs: int | None = None) -> tuple[Path, str]:
     """The vmlinux (PVH ELF) of the iommufd guest kernel and its release, built when missing."""
+    jobs = jobs or default_jobs()
     uri = packages.host_archive_uri()
     private = cache / "apt-backports"
     apt = packages.Apt(private, f"deb [signed-by={KEYRING}] {uri} {SUITE} main\n")
@@ -132,6 +172,7 @@ def iommufd_kernel(cache: Path, log, jobs: int = 2) -> tuple[Path, str]:
         release = json.loads(info.read_text())["release"]
         return vmlinux, release
     check_tools()
+    check_space(cache)
     src_root = cache / "linux-source"
     packages.unpack(deb, src_root)
     tarballs = sorted((src_root / "usr" / "src").glob("linux-source-6.12*.tar.*"))
@@ -139,7 +180,8 @@ def iommufd_kernel(cache: Path, log, jobs: int = 2) -> tuple[Path, str]:
         raise SetupError(f"{deb.name} holds no /usr/src/linux-source-6.12*.tar.*")
     work = cache / "kernels" / f"build-{key}"
     configured = work / ".configured"
-    if configured.exists():
+    resumed = configured.exists()
+    if resumed:
         # an earlier build of this very config stopped half-way (a full disk, a kill): make
         # picks up where it stopped
         log(f"resuming the build in {work}")
@@ -158,15 +200,19 @@ def iommufd_kernel(cache: Path, log, jobs: int = 2) -> tuple[Path, str]:
         configure(source_tree(work))
         configured.write_text(f"{unpack_s:.1f}")
     tree = source_tree(work)
-    log(f"building the iommufd guest kernel (nice -n 19, -j{jobs}); the first build takes "
-        "minutes, later runs reuse it")
+    build_log = work / "build.log"
+    log(f"building the iommufd guest kernel (nice -n 19, -j{jobs}; output in {build_log}); "
+        "the first build takes minutes, later runs reuse it")
+    load_before = os.getloadavg()[0]
     t1 = time.monotonic()
     try:
-        make(tree, f"-j{jobs}", "vmlinux", nice=True)
+        make(tree, f"-j{jobs}", "vmlinux", nice=True, log_file=build_log)
     except SetupError as e:
-        raise SetupError(f"{e}\nthe partial tree stays in {work} so the next run resumes it; "
-                         "delete it to free its ~2 GB") from e
+        raise SetupError(f"building the iommufd guest kernel failed: {e}\nthe partial tree "
+                         f"stays in {work} so the next run resumes it; delete it to free its "
+                         "~2 GB") from e
     build_s = time.monotonic() - t1
+    load_after = os.getloadavg()[0]
     release = (tree / "include" / "config" / "kernel.release").read_text().strip()
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(tree / ".config", out / "config")
@@ -174,9 +220,14 @@ def iommufd_kernel(cache: Path, log, jobs: int = 2) -> tuple[Path, str]:
     shutil.copy2(tree / "vmlinux", tmp)
     subprocess.run(["strip", "--strip-debug", str(tmp)], check=False)
     tmp.rename(vmlinux)
+    # `resumed`: build_seconds covers only what was left of an interrupted build, not a cold
+    # one; the load averages say how busy the machine was (a cold figure wants a quiet one)
     info.write_text(json.dumps({"release": release, "package": deb.name,
                                 "unpack_seconds": round(unpack_s, 1),
-                                "build_seconds": round(build_s, 1), "jobs": jobs}) + "\n")
+                                "build_seconds": round(build_s, 1), "jobs": jobs,
+                                "resumed": resumed, "cpus": os.cpu_count(),
+                                "load_before": round(load_before, 2),
+                                "load_after": round(load_after, 2)}) + "\n")
     log(f"built {release} in {build_s:.0f} s (+ {unpack_s:.0f} s unpacking): {vmlinux}")
     shutil.rmtree(work)  # 1.6 GB of source and 0.5 GB of objects
     return vmlinux, release

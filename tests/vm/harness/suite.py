@@ -221,9 +221,11 @@ def main(argv: list[str]) -> int:
             qemus["sriov"] = sriov.backports_qemu(cache, log)
         # the iommufd kernel, built once per config (cached), for the scenarios that ask for it
         kernels = {"debian": img.kernel.image}
+        releases = [img.kernel.release]
         if any(sc.kernel == "iommufd" for sc in chosen):
             vmlinux, release = kernel_build.iommufd_kernel(cache, log)
             kernels["iommufd"] = vmlinux
+            releases.append(f"{release} (iommufd build)")
             log(f"iommufd kernel: {release} ({vmlinux})")
         sysroot = deb = None
         if any(sc.guest == "systemd" for sc in chosen):
@@ -250,8 +252,10 @@ def main(argv: list[str]) -> int:
             subprocess.run(["strip", "--strip-debug", str(binary)], check=False)
 
     outcomes: list[Outcome] = []
-    for sc in chosen:
-        run_dir = logs / sc.name
+    for i, sc in enumerate(chosen):
+        # a scenario named more than once (benchmarks) gets one log directory per run
+        run_dir = logs / (sc.name if not (logs / sc.name).exists()
+                          else f"{sc.name}.{i + 1}")
         run_dir.mkdir()
         artifacts = run_dir / "files"
         artifacts.mkdir()
@@ -334,6 +338,6 @@ def main(argv: list[str]) -> int:
     passed = sum(o.ok for o in outcomes)
     failed = len(outcomes) - passed
     total = time.monotonic() - t0
-    log(f"total {total:.1f} s (setup {setup_s:.1f} s); kernel {img.kernel.release}")
+    log(f"total {total:.1f} s (setup {setup_s:.1f} s); kernels {', '.join(releases)}")
     print(f"vmtest: {passed} passed, {failed} failed", flush=True)
     return 0 if failed == 0 else 1

@@ -61,6 +61,10 @@ avail() { sed -n 's/^ *"dma_avail": \([0-9]*\).*/\1/p' "$st" | tr '\n' ' ' | sed
 errors() { grep -c '"message"' "$st" 2>/dev/null; }
 
 cfg shared '"edu", "testdev"' "$(win buf 0x100000 16MiB)"
+# Debian's 6.1 has no iommufd: the default backend (auto) is legacy, and the plan says why.
+out=$(vfioctl reconcile --dry-run -c /tmp/d.toml 2>&1)
+printf '%s\n' "$out" | grep -q 'domain "dma" backend legacy (auto: /dev/iommu absent)' \
+    && pass plan-auto-picks-legacy || fail plan-auto-picks-legacy "$(oneline "$(printf '%s\n' "$out" | grep -A2 domain)")"
 vfioctl domain hold -c /tmp/d.toml --status-file "$st" >/tmp/hold.log 2>&1 &
 pid=$!
 wait_for "$st" 30 && pass hold-started || fail hold-started "$(oneline "$(cat /tmp/hold.log)")"
