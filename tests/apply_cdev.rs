@@ -199,6 +199,15 @@ fn dev_iommu_closed_to_the_user_is_noted_never_changed() {
         "{:?}",
         p.notes
     );
+    let note = p.notes.iter().find(|n| n.contains("/dev/iommu")).unwrap();
+    assert!(!note.contains("  "), "no runs of spaces: {note:?}");
+    assert!(!note.contains('\n'), "{note:?}");
+    assert!(
+        note.contains("mode 0660) is not open to it")
+            && note.contains("`vfioctl iommufd open`")
+            && note.contains("`vfioctl domain open`"),
+        "{note}"
+    );
     assert!(p.actions.iter().all(|s| match &s.action {
         Action::SetNodeOwner { device, .. } => *device == addr(NVME),
         _ => true,

@@ -405,3 +405,51 @@ fn a_probe_that_binds_nothing_is_a_failure_not_a_success() {
     // The NVMe is back on its driver.
     assert_eq!(driver(&k, "0000:01:00.0").as_deref(), Some("nvme"));
 }
+
+// What follows a pass (the CDI spec) reads `Outcome::after` instead of the host: it must be the
+// host exactly as the pass left it, from one whole read and the verification's closure, through
+// binds, a release, VFs created and VFs removed.
+#[test]
+fn a_pass_reads_the_whole_host_once_and_reports_the_host_it_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = SimKernel::from_snapshot(&vm_layout());
+    k.add_driver_match(PciId(0x8086), PciId(0x10ca), "igbvf");
+    let mut sriov = config(vec![
+        device("vf0", "0000:03:10.0", &[]),
+        device("edu", "0000:00:05.0", &["0000:00:05.1"]),
+    ]);
+    sriov.sriov.push(SriovSpec {
+        pf: a("0000:03:00.0"),
+        num_vfs: 2,
+        origin: Origin::default(),
+    });
+    let steps = [
+        config(vec![
+            device("nvme", "0000:01:00.0", &[]),
+            device("edu", "0000:00:05.0", &["0000:00:05.1"]),
+        ]),
+        config(vec![device("edu", "0000:00:05.0", &["0000:00:05.1"])]),
+        sriov,
+        config(vec![]),
+        config(vec![]),
+    ];
+    for (i, cfg) in steps.iter().enumerate() {
+        let reads = k.snapshot_reads();
+        let out = match apply::reconcile(&k, cfg, &opts(dir.path())) {
+            Ok(o) => o,
+            Err(e) => panic!("step {i}: {}", e.lines().join("\n")),
+        };
+        let now = k.snapshot_reads();
+        assert_eq!(now.0 - reads.0, 1, "step {i}: one whole read per pass");
+        assert_eq!(
+            now.1 - reads.1,
+            usize::from(!out.executed.is_empty()),
+            "step {i}: one closure read when something changed"
+        );
+        if i < 4 {
+            assert!(!out.executed.is_empty(), "step {i} changes something");
+        }
+        let host = k.snapshot().unwrap();
+        assert_eq!(out.after, host, "step {i}: the host as the pass left it");
+    }
+}

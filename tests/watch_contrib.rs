@@ -30,7 +30,7 @@ Usage error: an unknown flag, a malformed address, a flag that cannot apply.
 Changes are pending (\fBreconcile \-\-check\fR).
 .TP
 4
-A one\-shot \fBreconcile\fR converged, but the config has \fB[[domain]]\fRs and no \fBvfioctl watch\fR runs to hold them (\fB\-\-no\-domains\fR leaves them to the service and exits 0).
+A one\-shot \fBreconcile\fR converged, but the config has \fB[[domain]]\fRs and no \fBvfioctl watch\fR runs to hold them (\fB\-\-no\-domains\fR leaves them to the service and exits 0); \fBiommufd open\fR: no \fBvfioctl watch\fR runs to hand out an iommufd.
 "#;
 
 const ENVIRONMENT: &str = r#".SH ENVIRONMENT
@@ -146,6 +146,15 @@ Check \fI/etc/vfio.toml\fR, apply it, then keep it applied:
             r#".SH EXAMPLES
 .nf
     vfioctl domain open vm1 \-\- qemu\-system\-x86_64 ...
+.fi
+"#
+        }
+        "vfioctl-iommufd-open" => {
+            r#".SH EXAMPLES
+.nf
+    vfioctl iommufd open \-\- sh \-c 'exec qemu\-system\-x86_64 ... \\
+        \-object iommufd,id=i0,fd=$VFIOCTL_IOMMUFD_FD \\
+        \-device vfio\-pci,host=0000:01:00.0,iommufd=i0'
 .fi
 "#
         }

@@ -25,6 +25,9 @@ _vfioctl() {
             vfioctl,export)
                 cmd="vfioctl__subcmd__export"
                 ;;
+            vfioctl,iommufd)
+                cmd="vfioctl__subcmd__iommufd"
+                ;;
             vfioctl,reconcile)
                 cmd="vfioctl__subcmd__reconcile"
                 ;;
@@ -52,6 +55,9 @@ _vfioctl() {
             vfioctl__subcmd__export,libvirt)
                 cmd="vfioctl__subcmd__export__subcmd__libvirt"
                 ;;
+            vfioctl__subcmd__iommufd,open)
+                cmd="vfioctl__subcmd__iommufd__subcmd__open"
+                ;;
             *)
                 ;;
         esac
@@ -59,7 +65,7 @@ _vfioctl() {
 
     case "${cmd}" in
         vfioctl)
-            opts="-v -h -V --verbose --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --help --version validate schema status snapshot reconcile rollback watch cdi export domain"
+            opts="-v -h -V --verbose --sysfs-root --dev-root --proc-root --state-dir --run-dir --host --cdi-dir --help --version validate schema status snapshot reconcile rollback watch cdi export domain iommufd"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -235,6 +241,42 @@ _vfioctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfioctl__subcmd__iommufd)
+            opts="-v -h -V --verbose --help --version open"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        vfioctl__subcmd__iommufd__subcmd__open)
+            opts="-v -h -V --state-dir --run-dir --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --state-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -44,6 +44,7 @@ complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "watch" -d 'Keep the
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "cdi" -d 'Print the CDI spec (Container Device Interface) of what the config hands out'
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "export" -d 'Print what the config hands out in another tool\'s format'
 complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "domain" -d 'Use a domain held by `vfioctl watch`'
+complete -c vfioctl -n "__fish_vfioctl_needs_command" -f -a "iommufd" -d 'Get a fresh iommufd (/dev/iommu) from `vfioctl watch`, for a VMM that binds its own devices'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -s c -l config -d 'The config file (same as FILE)' -r -F
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -l json -d 'Print diagnostics as JSON'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand validate" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
@@ -154,3 +155,12 @@ complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -s h -l help -d 'Print help'
 complete -c vfioctl -n "__fish_vfioctl_using_subcommand domain; and __fish_seen_subcommand_from open" -s V -l version -d 'Print version'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand iommufd; and not __fish_seen_subcommand_from open" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand iommufd; and not __fish_seen_subcommand_from open" -s h -l help -d 'Print help'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand iommufd; and not __fish_seen_subcommand_from open" -s V -l version -d 'Print version'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand iommufd; and not __fish_seen_subcommand_from open" -f -a "open" -d 'Receive a freshly opened /dev/iommu from `vfioctl watch` and run COMMAND with it inherited, its number in VFIOCTL_IOMMUFD_FD'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand iommufd; and __fish_seen_subcommand_from open" -l state-dir -d 'Where vfioctl keeps its journal (persistent) [default: /var/lib/vfioctl]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand iommufd; and __fish_seen_subcommand_from open" -l run-dir -d 'Where vfioctl keeps its lock, socket and in-flight records (cleared at boot) [default: /run/vfioctl]' -r -F
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand iommufd; and __fish_seen_subcommand_from open" -s v -l verbose -d 'More log output (repeat for more); logs go to stderr'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand iommufd; and __fish_seen_subcommand_from open" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c vfioctl -n "__fish_vfioctl_using_subcommand iommufd; and __fish_seen_subcommand_from open" -s V -l version -d 'Print version'

@@ -65,6 +65,11 @@ pub struct Outcome {
     pub executed: Vec<StepRecord>,
     /// `None` when there was nothing to do.
     pub verification: Option<Verification>,
+    /// The host as the pass leaves it: what the pass read before changing it, with what
+    /// verification re-read over the functions it changed ([`crate::host::partial::overlay`]).
+    /// Partial (`covers`) for a scoped pass. What follows a pass (the CDI spec) reads this
+    /// instead of the host again.
+    pub after: crate::host::Snapshot,
 }
 
 /// Why a pass did not complete. The failures that happen after changes began carry the undo
@@ -291,6 +296,18 @@ pub fn prepare(
 /// plan (the planner keeps a group whole or out); the plan's problems come back in the
 /// outcome for the caller to report. A converged host costs reads only, no writes.
 pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Outcome, ApplyError> {
+    reconcile_then(host, config, opts, |_| {})
+}
+
+/// [`reconcile`], then `then` on the outcome of a pass that completed, while the pass still
+/// holds the lock (so what `then` writes from the outcome, the CDI spec, takes turns with
+/// other passes as the passes do). Not called when the pass failed.
+pub fn reconcile_then(
+    host: &dyn Host,
+    config: &Config,
+    opts: &Options,
+    then: impl FnOnce(&Outcome),
+) -> Result<Outcome, ApplyError> {
     let mut clock = Phases::start();
     let Prepared {
         _lock,
@@ -299,7 +316,7 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
         folded,
         mut context,
         plan,
-        ..
+        observed,
     } = prepare(host, config, opts, Mode::Apply)?;
     clock.lap("prepare");
     let mut outcome = Outcome {
@@ -307,11 +324,15 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
         plan,
         executed: Vec::new(),
         verification: None,
+        after: observed,
     };
     if outcome.plan.is_empty() {
         // Nothing to change, but what vfioctl took may have left on its own (a hot-unplugged
         // device, a VF removed with its PF): forget it, so the journal holds only the present.
         commit(host, opts, journal, &folded, None)?;
+        clock.lap("commit");
+        then(&outcome);
+        clock.lap("after the pass");
         return Ok(outcome);
     }
     let plan = &outcome.plan;
@@ -333,8 +354,12 @@ pub fn reconcile(host: &dyn Host, config: &Config, opts: &Options) -> Result<Out
             Err(e) => Err(Abort::VerifyRead(Box::new(e))),
         }
     })?;
+    clock.lap("commit");
+    outcome.after = crate::host::partial::overlay(&outcome.after, &verification.observed);
     outcome.executed = executed;
     outcome.verification = Some(verification);
+    then(&outcome);
+    clock.lap("after the pass");
     Ok(outcome)
 }
 

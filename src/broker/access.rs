@@ -4,6 +4,12 @@
 //! user), or by one of the caller's groups (the entry's `group`). Handing over the container
 //! gives DMA through every member, so being named for only some members is not enough.
 //! Root (uid 0) may open every domain: it could open the groups itself.
+//!
+//! A fresh iommufd ([`may_have_iommufd`]) is for callers some `[[user]]` entry names (by uid,
+//! or by the primary or a supplementary group), and root. It gives no device access of its own
+//! (the caller binds only the cdevs its `[[user]]` entries gave it) and iommufd charges what it
+//! pins to the mapping process's RLIMIT_MEMLOCK, so it grants nothing beyond the user's own
+//! limits; it saves the user from needing `/dev/iommu`, which vfioctl never opens up.
 
 use crate::config::{Config, UserRef};
 use crate::host::accounts::Accounts;
@@ -35,6 +41,8 @@ pub enum Refusal {
         domain: String,
         missing: String,
     },
+    #[error("uid {uid} may not have an iommufd: no [[user]] entry names it or one of its groups (an iommufd is for binding the devices a [[user]] entry gives); add it to the [[user]] entry of the devices it should use")]
+    NotAUser { uid: u32 },
 }
 
 fn names_uid(r: &UserRef, accounts: &Accounts, uid: u32) -> bool {
@@ -48,6 +56,29 @@ fn names_group(r: &UserRef, accounts: &Accounts, caller: &Caller) -> bool {
     match r {
         UserRef::Uid(g) => caller.in_group(*g),
         UserRef::Name(n) => accounts.groups.get(n).is_some_and(|g| caller.in_group(*g)),
+    }
+}
+
+/// Whether `caller` may have a freshly opened iommufd: root, or named by a `[[user]]` entry.
+pub fn may_have_iommufd(
+    config: &Config,
+    accounts: &Accounts,
+    caller: &Caller,
+) -> Result<(), Refusal> {
+    if caller.uid == 0 {
+        return Ok(());
+    }
+    let named = config.users.iter().any(|u| {
+        !u.devices.is_empty()
+            && (names_uid(&u.user, accounts, caller.uid)
+                || u.group
+                    .as_ref()
+                    .is_some_and(|g| names_group(g, accounts, caller)))
+    });
+    if named {
+        Ok(())
+    } else {
+        Err(Refusal::NotAUser { uid: caller.uid })
     }
 }
 
@@ -209,6 +240,40 @@ devices = ["ssd", "gpu"]
         );
         // kvm alone does not cover ssd.
         assert!(may_open(&c, &accounts(), "mixed", &caller(1001, 1001, &[36])).is_err());
+    }
+
+    #[test]
+    fn an_iommufd_goes_to_users_named_by_uid_or_group_and_root() {
+        let c = config();
+        let a = accounts();
+        // By name (alice -> 1000) and by uid (1002).
+        assert_eq!(may_have_iommufd(&c, &a, &caller(1000, 1000, &[])), Ok(()));
+        assert_eq!(may_have_iommufd(&c, &a, &caller(1002, 1002, &[])), Ok(()));
+        // By group kvm (36): primary or supplementary.
+        assert_eq!(may_have_iommufd(&c, &a, &caller(1001, 36, &[])), Ok(()));
+        assert_eq!(
+            may_have_iommufd(&c, &a, &caller(1001, 1001, &[4, 36])),
+            Ok(())
+        );
+        // Root, named or not.
+        assert_eq!(may_have_iommufd(&c, &a, &caller(0, 0, &[])), Ok(()));
+        // Nobody names 1001 or its groups.
+        let err = may_have_iommufd(&c, &a, &caller(1001, 1001, &[4, 24])).unwrap_err();
+        assert_eq!(err, Refusal::NotAUser { uid: 1001 });
+        assert!(
+            err.to_string().contains("no [[user]] entry names it"),
+            "{err}"
+        );
+        // A name the accounts do not resolve names nobody.
+        assert!(may_have_iommufd(&c, &Accounts::default(), &caller(1000, 1000, &[])).is_err());
+        // A config without [[user]] entries gives an iommufd to root only.
+        let bare = crate::config::parse_str(
+            "version = 1\n[[device]]\nname = \"edu\"\naddress = \"0000:00:03.0\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        assert!(may_have_iommufd(&bare, &a, &caller(1000, 1000, &[36])).is_err());
+        assert_eq!(may_have_iommufd(&bare, &a, &caller(0, 0, &[])), Ok(()));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The library side of the broker: connect to `RUN_DIR/broker.sock`, ask for a domain,
-//! receive its fds (close-on-exec, owned) and description.
+//! The library side of the broker: connect to `RUN_DIR/broker.sock`, ask for a domain (or a
+//! fresh iommufd), receive its fds (close-on-exec, owned) and description.
 
 use std::io::{IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -46,6 +46,31 @@ pub enum ClientError {
 /// Asks the broker under `run_dir` for `domain`.
 pub fn open(run_dir: &Path, domain: &str) -> Result<Grant, ClientError> {
     request(&super::socket_path(run_dir), &Request::open(domain))
+}
+
+/// Asks the broker under `run_dir` for a fresh iommufd (tied to no domain); the grant must
+/// carry exactly that one fd, described as such.
+pub fn open_iommufd(run_dir: &Path) -> Result<OwnedFd, ClientError> {
+    let mut grant = request(&super::socket_path(run_dir), &Request::iommufd())?;
+    let d = &grant.description;
+    let only_iommufd = d.domain.is_empty()
+        && d.containers.is_empty()
+        && d.groups.is_empty()
+        && d.windows.is_empty()
+        && d.devices.is_empty()
+        && d.iommufd
+            .as_ref()
+            .is_some_and(|i| i.fd == 0 && i.ioas.is_empty());
+    if !only_iommufd || grant.fds.len() != 1 {
+        return Err(ClientError::Protocol(protocol::ProtocolError::Malformed(
+            format!(
+                "an iommufd grant carries one iommufd and nothing else; this one describes {} and carries {} fd(s)",
+                serde_json::to_string(d).unwrap_or_default(),
+                grant.fds.len()
+            ),
+        )));
+    }
+    Ok(grant.fds.remove(0))
 }
 
 /// Sends `req` to the socket at `path` and receives the answer.

@@ -15,7 +15,7 @@ use super::protocol::{
 };
 use crate::config::Config;
 use crate::domain::held::DomainFds;
-use crate::domain::iommu::Iommu;
+use crate::domain::iommu::{Iommu, IommuError};
 use crate::domain::Domains;
 use crate::host::accounts::Accounts;
 use crate::host::snapshot::Snapshot;
@@ -187,9 +187,23 @@ impl Offers {
     }
 }
 
+/// Opens a fresh `/dev/iommu` for a caller, through the [`Iommu`] seam of the broker's own
+/// (never the domain layer's: a separate instance on the same roots).
+type OpenIommufd = Box<dyn FnMut() -> Result<OwnedFd, IommuError> + Send>;
+
+/// Where fresh iommufds come from; none until [`Handout::serve_iommufd`].
+#[derive(Clone, Default)]
+struct Opener(Arc<Mutex<Option<OpenIommufd>>>);
+
+impl std::fmt::Debug for Opener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Opener")
+    }
+}
+
 /// The shared handle.
 #[derive(Debug, Clone, Default)]
-pub struct Handout(Arc<Mutex<Offers>>);
+pub struct Handout(Arc<Mutex<Offers>>, Opener);
 
 impl Handout {
     pub fn new() -> Self {
@@ -200,6 +214,20 @@ impl Handout {
     /// is replaced whole on every pass, so it is never half-written.
     pub fn lock(&self) -> MutexGuard<'_, Offers> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Serves fresh iommufds (`{"kind":"iommufd"}` requests) by opening `/dev/iommu` through
+    /// `iommu`, an instance of the seam of the broker's own.
+    pub fn serve_iommufd<I: Iommu + Send + 'static>(&self, mut iommu: I) {
+        let open: OpenIommufd = Box::new(move || iommu.open_iommufd());
+        *self.1 .0.lock().unwrap_or_else(|p| p.into_inner()) = Some(open);
+    }
+
+    /// Opens a fresh iommufd for a caller; `None` when this handout serves none. Not under
+    /// the offers' lock: an open never holds up a pass.
+    pub fn open_iommufd(&self) -> Option<Result<OwnedFd, IommuError>> {
+        let mut opener = self.1 .0.lock().unwrap_or_else(|p| p.into_inner());
+        opener.as_mut().map(|open| open())
     }
 
     /// Replaces the offers and the policy (after a pass).

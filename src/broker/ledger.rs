@@ -68,10 +68,16 @@ pub fn render_text(l: &Ledger) -> String {
         l.refused
     );
     for h in &l.handed {
+        // A fresh iommufd (`vfioctl iommufd open`) belongs to no domain.
+        let what = if h.domain.is_empty() {
+            "(a fresh iommufd)"
+        } else {
+            h.domain.as_str()
+        };
         let _ = writeln!(
             out,
             "  {}: uid {} pid {} ({} fds, handed at {})",
-            h.domain, h.uid, h.pid, h.fds, h.at
+            what, h.uid, h.pid, h.fds, h.at
         );
     }
     out
@@ -106,6 +112,20 @@ mod tests {
         let text = render_text(&live);
         assert!(text.contains("dma: uid 1000 pid 20 (3 fds"), "{text}");
         assert!(text.contains("2 refused"), "{text}");
+        let fresh = Ledger {
+            pid: 10,
+            refused: 0,
+            handed: vec![Handed {
+                domain: String::new(),
+                fds: 1,
+                ..h(20)
+            }],
+        };
+        let text = render_text(&fresh);
+        assert!(
+            text.contains("(a fresh iommufd): uid 1000 pid 20 (1 fds"),
+            "{text}"
+        );
         // A dead broker's ledger is not shown.
         std::fs::remove_dir(proc_root.path().join("10")).unwrap();
         assert_eq!(read_live(run.path(), proc_root.path()), None);

@@ -2,9 +2,12 @@
 //! the config, over a unix socket (`RUN_DIR/broker.sock`), by passing the container, group and
 //! window memfd descriptors (on the iommufd backend: the iommufd, the bound and attached device
 //! cdevs and the window memfds) with `SCM_RIGHTS` plus a small versioned JSON description.
+//! It also hands a freshly opened iommufd, tied to no domain, to the users the config names
+//! (`vfioctl iommufd open`, for a VMM that binds its own devices; issue 19).
 //!
 //! - [`protocol`]: the wire format (request, description, refusal), size-bounded, pure;
-//! - [`access`]: who may open which domain (pure: config + resolved accounts + caller);
+//! - [`access`]: who may open which domain, and who may have a fresh iommufd (pure: config +
+//!   resolved accounts + caller);
 //! - [`handout`]: what `watch` offers after each pass (duplicated fds, descriptions), shared
 //!   with the server thread through one lock;
 //! - [`server`]: the socket, `SO_PEERCRED`, per-client timeouts, on its own thread;

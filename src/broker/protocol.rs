@@ -3,6 +3,13 @@
 //! granted fds riding on its first bytes (`SCM_RIGHTS`). Every message carries
 //! [`VERSION`]; a request of another version, malformed JSON, unknown fields or an oversized
 //! request are refused with a reason and change nothing.
+//!
+//! Two requests (issue 19): a held domain, `{"version":1,"domain":"NAME"}` (the form of the
+//! first version, unchanged byte for byte; `"kind":"domain"` may be added), and a fresh
+//! iommufd, `{"version":1,"kind":"iommufd"}` (no `domain`): the broker opens `/dev/iommu` for
+//! the caller and grants a description with an empty `domain`, `"iommufd":{"fd":0,"ioas":[]}`
+//! and nothing else, carrying exactly that one fd. A `kind` this build does not know is
+//! refused by name. The version stays 1: a request without `kind` means what it always did.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,20 +22,70 @@ pub const MAX_RESPONSE: usize = 64 * 1024;
 /// Most fds one grant may carry (the kernel's `SCM_MAX_FD`).
 pub const MAX_FDS: usize = 253;
 
+/// What kind of thing a request asks for (`kind`; absent means [`Kind::Domain`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// A held domain, named by `domain`.
+    Domain,
+    /// A freshly opened iommufd, tied to no domain.
+    Iommufd,
+}
+
+impl Kind {
+    /// The `kind` values this build knows.
+    pub const KNOWN: [&'static str; 2] = ["domain", "iommufd"];
+}
+
 /// What a client asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Request {
     pub version: u32,
-    /// The domain's name in the config.
-    pub domain: String,
+    /// Absent in the first form of the protocol (a domain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Kind>,
+    /// The domain's name in the config (domain requests only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+}
+
+/// A parsed, checked request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ask {
+    Domain(String),
+    Iommufd,
 }
 
 impl Request {
+    /// A held domain (encodes as the first version's `{"version":1,"domain":NAME}`).
     pub fn open(domain: &str) -> Self {
         Request {
             version: VERSION,
-            domain: domain.to_string(),
+            kind: None,
+            domain: Some(domain.to_string()),
+        }
+    }
+
+    /// A fresh iommufd: `{"version":1,"kind":"iommufd"}`.
+    pub fn iommufd() -> Self {
+        Request {
+            version: VERSION,
+            kind: Some(Kind::Iommufd),
+            domain: None,
+        }
+    }
+
+    /// What the request asks for, checked: a domain request names a domain, an iommufd
+    /// request names none.
+    pub fn ask(&self) -> Result<Ask, ProtocolError> {
+        match (self.kind.unwrap_or(Kind::Domain), &self.domain) {
+            (Kind::Domain, Some(d)) if !d.trim().is_empty() => Ok(Ask::Domain(d.clone())),
+            (Kind::Domain, _) => Err(ProtocolError::NoDomain),
+            (Kind::Iommufd, None) => Ok(Ask::Iommufd),
+            (Kind::Iommufd, Some(_)) => Err(ProtocolError::Malformed(
+                "an iommufd request names no domain (a fresh iommufd is tied to none); drop \"domain\", or drop \"kind\" to ask for the domain".into(),
+            )),
         }
     }
 }
@@ -139,6 +196,8 @@ pub enum ProtocolError {
     Version { got: u32 },
     #[error("the request names no domain")]
     NoDomain,
+    #[error("unknown request kind {0} (this vfioctl knows \"domain\" and \"iommufd\"); use matching vfioctl versions")]
+    UnknownKind(String),
     #[error("the description names fd {index} but {received} fd(s) arrived")]
     MissingFd { index: usize, received: usize },
 }
@@ -160,11 +219,21 @@ pub fn parse_request(bytes: &[u8]) -> Result<Request, ProtocolError> {
             got: u32::try_from(got).unwrap_or(u32::MAX),
         });
     }
+    // Then the kind, so a newer client hears which kind is not known here.
+    match value.get("kind") {
+        None => {}
+        Some(serde_json::Value::String(k)) if Kind::KNOWN.contains(&k.as_str()) => {}
+        Some(other) => {
+            let mut shown = other.to_string();
+            if shown.len() > 64 {
+                shown = format!("{}...", shown.chars().take(64).collect::<String>());
+            }
+            return Err(ProtocolError::UnknownKind(shown));
+        }
+    }
     let req: Request =
         serde_json::from_value(value).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
-    if req.domain.trim().is_empty() {
-        return Err(ProtocolError::NoDomain);
-    }
+    req.ask()?;
     Ok(req)
 }
 
@@ -304,6 +373,56 @@ mod tests {
     }
 
     #[test]
+    fn the_first_versions_domain_request_is_unchanged() {
+        // Byte for byte what a vfioctl before issue 19 sends, and what it parses to.
+        let line = encode_request(&Request::open("dma"));
+        assert_eq!(line, b"{\"version\":1,\"domain\":\"dma\"}\n");
+        let req = parse_request(b"{\"version\":1,\"domain\":\"dma\"}").unwrap();
+        assert_eq!(req, Request::open("dma"));
+        assert_eq!(req.ask(), Ok(Ask::Domain("dma".into())));
+        // The explicit kind means the same.
+        let req = parse_request(b"{\"version\":1,\"kind\":\"domain\",\"domain\":\"dma\"}").unwrap();
+        assert_eq!(req.ask(), Ok(Ask::Domain("dma".into())));
+    }
+
+    #[test]
+    fn an_iommufd_request_round_trips_and_names_no_domain() {
+        let line = encode_request(&Request::iommufd());
+        assert_eq!(line, b"{\"version\":1,\"kind\":\"iommufd\"}\n");
+        let req = parse_request(&line[..line.len() - 1]).unwrap();
+        assert_eq!(req, Request::iommufd());
+        assert_eq!(req.ask(), Ok(Ask::Iommufd));
+        let err =
+            parse_request(b"{\"version\":1,\"kind\":\"iommufd\",\"domain\":\"dma\"}").unwrap_err();
+        assert!(
+            matches!(&err, ProtocolError::Malformed(m) if m.contains("names no domain")),
+            "{err:?}"
+        );
+        assert_eq!(
+            parse_request(b"{\"version\":1,\"kind\":\"domain\"}"),
+            Err(ProtocolError::NoDomain)
+        );
+    }
+
+    #[test]
+    fn unknown_kinds_are_refused_by_name() {
+        for (bad, shown) in [
+            (&b"{\"version\":1,\"kind\":\"vdpa\"}"[..], "\"vdpa\""),
+            (b"{\"version\":1,\"kind\":\"IOMMUFD\"}", "\"IOMMUFD\""),
+            (b"{\"version\":1,\"kind\":7,\"domain\":\"x\"}", "7"),
+            (b"{\"version\":1,\"kind\":null}", "null"),
+        ] {
+            let err = parse_request(bad).unwrap_err();
+            assert_eq!(err, ProtocolError::UnknownKind(shown.into()));
+            assert!(err.to_string().contains("\"iommufd\""), "{err}");
+        }
+        // A long kind is cut in the reason.
+        let long = format!("{{\"version\":1,\"kind\":\"{}\"}}", "k".repeat(1000));
+        let err = parse_request(long.as_bytes()).unwrap_err().to_string();
+        assert!(err.len() < 300, "{err}");
+    }
+
+    #[test]
     fn malformed_requests_are_refused() {
         for bad in [
             &b""[..],
@@ -312,7 +431,6 @@ mod tests {
             b"[1,2]",
             b"{\"domain\":\"x\"}",
             b"{\"version\":\"1\",\"domain\":\"x\"}",
-            b"{\"version\":1}",
             b"{\"version\":1,\"domain\":\"x\",\"extra\":true}",
             b"\xff\xfe",
         ] {
@@ -325,6 +443,10 @@ mod tests {
         }
         assert_eq!(
             parse_request(b"{\"version\":1,\"domain\":\"  \"}"),
+            Err(ProtocolError::NoDomain)
+        );
+        assert_eq!(
+            parse_request(b"{\"version\":1}"),
             Err(ProtocolError::NoDomain)
         );
     }

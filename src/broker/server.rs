@@ -26,7 +26,7 @@ use nix::sys::socket::{getsockopt, sendmsg, sockopt, ControlMessage, MsgFlags};
 use super::access::{self, Caller};
 use super::handout::{Handed, Handout};
 use super::ledger;
-use super::protocol::{self, Request, Response, MAX_REQUEST};
+use super::protocol::{self, Ask, Description, IommufdDesc, Request, Response, MAX_REQUEST};
 
 /// All the time one client gets to send its request.
 pub const CLIENT_DEADLINE: Duration = Duration::from_secs(2);
@@ -485,8 +485,8 @@ fn serve_caller(mut stream: UnixStream, caller: &Caller, handout: &Handout, allo
             return;
         }
     };
-    let req: Request = match protocol::parse_request(&request) {
-        Ok(r) => r,
+    let ask = match protocol::parse_request(&request).and_then(|r: Request| r.ask()) {
+        Ok(a) => a,
         Err(e) => {
             tracing::warn!("fd broker: {who}: refused: {}", for_log(&e.to_string()));
             handout.lock().refused += 1;
@@ -494,12 +494,16 @@ fn serve_caller(mut stream: UnixStream, caller: &Caller, handout: &Handout, allo
             return;
         }
     };
-    let domain = for_log(&req.domain);
+    let name = match ask {
+        Ask::Domain(name) => name,
+        Ask::Iommufd => return serve_iommufd(stream, caller, &who, handout),
+    };
+    let domain = for_log(&name);
     let mut offers = handout.lock();
     let decision = match &offers.policy {
-        None => Err("vfioctl watch has not finished its first pass yet; try again".to_string()),
+        None => Err(FIRST_PASS.to_string()),
         Some((config, accounts)) => {
-            access::may_open(config, accounts, &req.domain, caller).map_err(|e| e.to_string())
+            access::may_open(config, accounts, &name, caller).map_err(|e| e.to_string())
         }
     };
     if let Err(reason) = decision {
@@ -512,12 +516,11 @@ fn serve_caller(mut stream: UnixStream, caller: &Caller, handout: &Handout, allo
         answer(&mut stream, &Response::refused(reason), &[]);
         return;
     }
-    let Some(offer) = offers.domains.get(&req.domain) else {
+    let Some(offer) = offers.domains.get(&name) else {
         offers.refused += 1;
         drop(offers);
         let reason = format!(
-            "domain \"{}\" is not held right now (see `vfioctl status`: its devices may be absent or not on vfio-pci)",
-            req.domain
+            "domain \"{name}\" is not held right now (see `vfioctl status`: its devices may be absent or not on vfio-pci)",
         );
         tracing::warn!("fd broker: {who}: domain {domain} is not held right now: refused");
         answer(&mut stream, &Response::refused(reason), &[]);
@@ -548,7 +551,7 @@ fn serve_caller(mut stream: UnixStream, caller: &Caller, handout: &Handout, allo
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         handout.lock().record(Handed {
-            domain: req.domain.clone(),
+            domain: name.clone(),
             uid: caller.uid,
             pid: caller.pid,
             fds: raw.len(),
@@ -558,6 +561,81 @@ fn serve_caller(mut stream: UnixStream, caller: &Caller, handout: &Handout, allo
             "fd broker: {who}: handed domain {domain} ({} fds)",
             raw.len()
         );
+    }
+}
+
+/// Why a request before the first pass is refused.
+const FIRST_PASS: &str = "vfioctl watch has not finished its first pass yet; try again";
+
+/// Serves a fresh iommufd: the caller must be root or named by a `[[user]]` entry; the broker
+/// opens `/dev/iommu` through its seam and sends that one fd (then closes its own).
+fn serve_iommufd(mut stream: UnixStream, caller: &Caller, who: &str, handout: &Handout) {
+    let decision = {
+        let offers = handout.lock();
+        match &offers.policy {
+            None => Err(FIRST_PASS.to_string()),
+            Some((config, accounts)) => {
+                access::may_have_iommufd(config, accounts, caller).map_err(|e| e.to_string())
+            }
+        }
+    };
+    let opened = match decision {
+        Ok(()) => match handout.open_iommufd() {
+            Some(Ok(fd)) => Ok(fd),
+            Some(Err(e)) => Err(iommufd_refusal(&e)),
+            None => Err("this vfioctl watch does not hand out iommufds".to_string()),
+        },
+        Err(reason) => Err(reason),
+    };
+    let fd = match opened {
+        Ok(fd) => fd,
+        Err(reason) => {
+            handout.lock().refused += 1;
+            tracing::warn!("fd broker: {who}: refused an iommufd: {}", for_log(&reason));
+            answer(&mut stream, &Response::refused(reason), &[]);
+            return;
+        }
+    };
+    let resp = Response::Granted(iommufd_description());
+    if answer(&mut stream, &resp, &[fd.as_raw_fd()]) {
+        let at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        handout.lock().record(Handed {
+            domain: String::new(),
+            uid: caller.uid,
+            pid: caller.pid,
+            fds: 1,
+            at,
+        });
+        tracing::info!("fd broker: {who}: handed a fresh iommufd (1 fd)");
+    }
+}
+
+/// The description of a fresh iommufd: no domain, the iommufd at index 0, no IOAS.
+pub fn iommufd_description() -> Description {
+    Description {
+        version: protocol::VERSION,
+        domain: String::new(),
+        containers: Vec::new(),
+        groups: Vec::new(),
+        windows: Vec::new(),
+        devices: Vec::new(),
+        iommufd: Some(IommufdDesc {
+            fd: 0,
+            ioas: Vec::new(),
+        }),
+    }
+}
+
+/// The refusal for a `/dev/iommu` the broker could not open.
+fn iommufd_refusal(e: &crate::domain::iommu::IommuError) -> String {
+    use nix::errno::Errno;
+    match e.errno {
+        Errno::ENOENT | Errno::ENODEV | Errno::ENXIO => format!(
+            "this kernel has no iommufd ({e}: /dev/iommu needs Linux 6.2+ with CONFIG_IOMMUFD); use a [[domain]] on the legacy backend and `vfioctl domain open`, or open /dev/vfio/N yourself"
+        ),
+        _ => format!("the broker cannot open an iommufd: {e}"),
     }
 }
 

@@ -115,6 +115,10 @@ pub enum Command {
     /// Use a domain held by `vfioctl watch`.
     #[command(subcommand)]
     Domain(DomainCommand),
+    /// Get a fresh iommufd (/dev/iommu) from `vfioctl watch`, for a VMM that binds its own
+    /// devices.
+    #[command(subcommand)]
+    Iommufd(IommufdCommand),
     /// For the udev rule: on `add`, write the configured driver to a function's
     /// `driver_override` before any module driver loads.
     #[command(hide = true)]
@@ -318,6 +322,30 @@ pub struct DomainHoldArgs {
     pub host: HostFileArg,
     #[command(flatten)]
     pub roots: RootsArgs,
+    #[command(flatten)]
+    pub dirs: DirsArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IommufdCommand {
+    /// Receive a freshly opened /dev/iommu from `vfioctl watch` and run COMMAND with it
+    /// inherited, its number in VFIOCTL_IOMMUFD_FD.
+    ///
+    /// For a VMM that binds the devices it was given itself (QEMU 9.0+:
+    /// `-object iommufd,id=i0,fd=$VFIOCTL_IOMMUFD_FD -device vfio-pci,host=ADDRESS,iommufd=i0`):
+    /// the caller must be root or named by a [[user]] entry, whose devices' cdevs
+    /// (/dev/vfio/devices/vfioN) it owns. The iommufd gives no device access of its own, and
+    /// what the command pins is charged to its own RLIMIT_MEMLOCK. Exit 4 when no `vfioctl
+    /// watch` runs, 1 when refused (the reason is printed).
+    Open(IommufdOpenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IommufdOpenArgs {
+    /// The command to run and its arguments (`--` before it is accepted, and needed when
+    /// COMMAND itself starts with `-`).
+    #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
     #[command(flatten)]
     pub dirs: DirsArgs,
 }

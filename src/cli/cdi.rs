@@ -2,8 +2,6 @@
 //! computed from the plan against the host (live, or `--host FILE` as in the dry run). Also
 //! the hooks that keep `--cdi-dir`'s `vfioctl.json` after `reconcile` and `rollback`.
 
-use std::time::Duration;
-
 use super::options::LoadedConfig;
 use super::{args, Exit, Options};
 use crate::config::Config;
@@ -89,43 +87,58 @@ pub(super) fn planned<'a>(
     Ok((config, snap, plan))
 }
 
-/// After a `reconcile` pass (`exit` is its status): refreshes `--cdi-dir/vfioctl.json` from
-/// the host as it is now, under the reconcile lock (so passes and their specs take turns).
-/// A usage error ran no pass and refreshes nothing. A spec that cannot be kept turns success
-/// into failure: the host converged, but runtimes would not see it.
-pub(super) fn after_reconcile(
+/// What keeping the spec after a pass came to ([`keep_after_pass`]).
+pub(super) type KeptAfterPass = Result<export::Refreshed, String>;
+
+/// Keeps `--cdi-dir/vfioctl.json` after a pass that completed, from the host as the pass left
+/// it (`out.after`: what it read, with what verification re-read) and the accounts it
+/// resolved: no host read of its own. Called by [`crate::apply::reconcile_then`] while the pass
+/// still holds the lock, so passes and their specs take turns. `None`: nothing to keep (the
+/// config is not fully realised: a pass with problems keeps the spec of the last good one).
+/// A scoped pass (`reconcile --device`, the udev rule's) read only its function's closure: the
+/// rest of the host is read here, as before.
+pub(super) fn keep_after_pass(
     opts: &Options,
     config: &Config,
-    lock_timeout: u64,
-    exit: Exit,
-) -> Exit {
-    // Kept after a successful pass only (the rule, and a safety one): a failed pass
-    // was undone, so the spec of the last good pass still holds; and a pass that abandoned a
-    // write blocked in the kernel leaves a device whose sysfs attributes block on its device
-    // lock, which a full read of the host here would hang on.
-    if !matches!(exit, Exit::Done | Exit::NoWatch) || !opts.is_live() {
+    accounts: &crate::plan::Accounts,
+    out: &crate::apply::Outcome,
+) -> Option<KeptAfterPass> {
+    if !out.plan.problems.is_empty() || !opts.is_live() {
+        return None;
+    }
+    let whole;
+    let after = if out.after.covers.is_some() {
+        whole = crate::host::scan::scan_without_accounts(&opts.roots).map_err(|e| e.to_string());
+        match &whole {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e.clone())),
+        }
+    } else {
+        &out.after
+    };
+    Some(export::refresh_cdi(&opts.cdi_dir, config, after, accounts).map_err(|e| e.to_string()))
+}
+
+/// After a `reconcile` pass (`exit` is its status; `kept` what [`keep_after_pass`] did in it):
+/// logs what was kept. A spec that cannot be kept turns success into failure: the host
+/// converged, but runtimes would not see it. A failed pass kept nothing (it was undone, so the
+/// spec of the last good pass still holds; and a pass that abandoned a write blocked in the
+/// kernel leaves a device whose sysfs attributes block on its device lock, which a full read
+/// of the host would hang on).
+pub(super) fn after_reconcile(opts: &Options, kept: Option<KeptAfterPass>, exit: Exit) -> Exit {
+    if !matches!(exit, Exit::Done | Exit::NoWatch) {
         return exit;
     }
-    let lock = match crate::apply::lock::acquire(&opts.run_dir, Duration::from_secs(lock_timeout)) {
-        Ok(l) => l,
-        // The pass itself failed (for this very reason, or another): it said why already.
-        Err(_) if exit != Exit::Done => return exit,
-        Err(e) => {
-            eprintln!("vfioctl reconcile: the CDI spec could not be kept: {e}");
-            return Exit::Failed;
-        }
-    };
-    let refreshed = refresh(opts, config);
-    drop(lock);
-    match refreshed {
-        Ok(r) => {
+    match kept {
+        None => exit,
+        Some(Ok(r)) => {
             for n in &r.notes {
                 tracing::info!("cdi: {n}");
             }
             tracing::debug!(kept = ?r.kept, devices = r.devices, "cdi spec");
             exit
         }
-        Err(e) => {
+        Some(Err(e)) => {
             eprintln!(
                 "vfioctl reconcile: the CDI spec in {} could not be kept: {e}",
                 opts.cdi_dir.display()
@@ -133,18 +146,6 @@ pub(super) fn after_reconcile(
             Exit::Failed
         }
     }
-}
-
-/// Reads the whole host and keeps the spec of what `config` hands out on it.
-fn refresh(opts: &Options, config: &Config) -> Result<export::Refreshed, String> {
-    let snap = crate::host::observe(&opts.roots, None).map_err(|e| e.to_string())?;
-    export::refresh_cdi(
-        &opts.cdi_dir,
-        config,
-        &snap,
-        &accounts::resolve(&crate::plan::ownership::account_names(config)),
-    )
-    .map_err(|e| e.to_string())
 }
 
 /// After a completed `rollback`: nothing is handed out any more, so the spec goes. A rollback

@@ -1,6 +1,8 @@
 //! `vfioctl domain`: wires held domains to the command line. `open` receives a domain from
 //! the running `watch`'s fd broker and runs a command with its fds inherited; the hidden `hold`
-//! starts the foreground hold loop (`domain::hold`).
+//! starts the foreground hold loop (`domain::hold`). `vfioctl iommufd open` receives a fresh
+//! iommufd from the same broker (for a VMM that binds its own devices) and runs a command
+//! with it.
 
 use nix::sys::signal::Signal;
 
@@ -154,6 +156,80 @@ fn open(global: &super::Options, a: &args::DomainOpenArgs) -> Exit {
         .envs(env)
         .exec();
     eprintln!("vfioctl domain open: cannot run {program}: {err}");
+    Exit::Failed
+}
+
+/// The variables a held domain's hand-over sets; `iommufd open` clears them, so a command run
+/// inside `domain open` cannot mistake the domain's for its fresh iommufd.
+const DOMAIN_VARS: [&str; 8] = [
+    ENV_CONTAINER_FD,
+    ENV_CONTAINER_FDS,
+    ENV_GROUP_FDS,
+    ENV_WINDOW_FDS,
+    ENV_DOMAIN_JSON,
+    ENV_IOMMUFD_FD,
+    ENV_IOAS_ID,
+    ENV_DEVICE_FDS,
+];
+
+/// The environment `iommufd open` gives the command: `VFIOCTL_IOMMUFD_FD` set to the fd,
+/// every other hand-over variable removed (`None`).
+pub fn iommufd_env(fd: i32) -> Vec<(&'static str, Option<String>)> {
+    DOMAIN_VARS
+        .iter()
+        .map(|&k| (k, (k == ENV_IOMMUFD_FD).then(|| fd.to_string())))
+        .collect()
+}
+
+/// `vfioctl iommufd open [--] COMMAND...`: exit 4 when no `watch` serves the broker, 1 when
+/// refused (with the reason); otherwise COMMAND replaces this process.
+pub fn iommufd_open(global: &super::Options, a: &args::IommufdOpenArgs) -> Exit {
+    use crate::broker::client::{self, ClientError};
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    use std::os::unix::process::CommandExt;
+    let Some((program, rest)) = a.command.split_first() else {
+        eprintln!("vfioctl iommufd open: no command given");
+        return Exit::Usage;
+    };
+    let fd = match client::open_iommufd(&global.run_dir) {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("vfioctl iommufd open: {e}");
+            return match e {
+                ClientError::NoBroker { .. } => Exit::NoWatch,
+                ClientError::Refused(_) => {
+                    eprintln!(
+                        "hint: the broker hands an iommufd to root and to the users a [[user]] entry \
+                         names (by uid or group); the devices to bind are the cdevs that entry gives"
+                    );
+                    Exit::Failed
+                }
+                _ => Exit::Failed,
+            };
+        }
+    };
+    if let Err(e) = nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    ) {
+        eprintln!(
+            "vfioctl iommufd open: cannot pass fd {} on: {e}",
+            fd.as_raw_fd()
+        );
+        return Exit::Failed;
+    }
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(rest);
+    for (k, v) in iommufd_env(fd.as_raw_fd()) {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    // From here the fd belongs to the command.
+    let _ = fd.into_raw_fd();
+    let err = cmd.exec();
+    eprintln!("vfioctl iommufd open: cannot run {program}: {err}");
     Exit::Failed
 }
 
@@ -449,6 +525,25 @@ mod open_env_tests {
         assert_eq!(json["groups"][1]["fd"], 13);
         assert_eq!(json["windows"][0]["fd"], 14);
         assert_eq!(json["devices"][0]["fd"], 11);
+    }
+
+    #[test]
+    fn iommufd_open_sets_the_iommufd_and_clears_the_domain_variables() {
+        let env: std::collections::BTreeMap<_, _> = iommufd_env(7).into_iter().collect();
+        assert_eq!(env[ENV_IOMMUFD_FD], Some("7".to_string()));
+        for k in [
+            ENV_CONTAINER_FD,
+            ENV_CONTAINER_FDS,
+            ENV_GROUP_FDS,
+            ENV_WINDOW_FDS,
+            ENV_DOMAIN_JSON,
+            ENV_IOAS_ID,
+            ENV_DEVICE_FDS,
+        ] {
+            assert_eq!(env[k], None, "{k} is cleared");
+        }
+        // The same name a domain hand-over uses for its iommufd.
+        assert_eq!(ENV_IOMMUFD_FD, "VFIOCTL_IOMMUFD_FD");
     }
 
     #[test]

@@ -66,6 +66,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Rollback(a) => rollback::run(&opts, a),
         Command::Watch(a) => watch::run(&opts, a),
         Command::Domain(a) => domain::run(&opts, a),
+        Command::Iommufd(args::IommufdCommand::Open(a)) => domain::iommufd_open(&opts, a),
         Command::Cdi(a) => cdi::run(&opts, a),
         Command::Export(a) => export::run(&opts, a),
         Command::UdevClaim(a) => udev_claim::run(&opts, a),

@@ -159,6 +159,7 @@ fn flags_of(c: &Command) -> (Option<&RootsArgs>, Option<&DirsArgs>, Option<&Host
         Command::Watch(a) => (Some(&a.roots), Some(&a.dirs), None),
         Command::UdevClaim(a) => (Some(&a.roots), Some(&a.dirs), None),
         Command::Domain(D::Open(a)) => (None, Some(&a.dirs), None),
+        Command::Iommufd(args::IommufdCommand::Open(a)) => (None, Some(&a.dirs), None),
         Command::Domain(D::Hold(a)) => (Some(&a.roots), Some(&a.dirs), Some(&a.host)),
         Command::Cdi(a) => (Some(&a.roots), Some(&a.dirs), Some(&a.host)),
         Command::Export(args::ExportCommand::Libvirt(a)) => {
@@ -195,6 +196,7 @@ fn refuses_host_file(c: &Command) -> Option<&'static str> {
         Command::Domain(args::DomainCommand::Open(_)) => {
             Some("domain open asks this machine's `vfioctl watch`")
         }
+        Command::Iommufd(_) => Some("iommufd open asks this machine's `vfioctl watch`"),
         Command::Validate(_) | Command::Schema => {
             Some("this command reads no host; drop --host")
         }
@@ -239,6 +241,7 @@ pub fn command_name(c: &Command) -> &'static str {
         Command::KubeletProbe(_) => "kubelet-probe",
         Command::Domain(D::Open(_)) => "domain open",
         Command::Domain(D::Hold(_)) => "domain hold",
+        Command::Iommufd(_) => "iommufd open",
         Command::Cdi(_) => "cdi",
         Command::Export(_) => "export",
     }

@@ -27,8 +27,8 @@ pub fn run(opts: &Options, args: &args::ReconcileArgs) -> Exit {
         eprintln!("vfioctl reconcile: nothing was changed");
         return Exit::Failed;
     }
-    let exit =
-        super::cdi::after_reconcile(opts, config, args.lock_timeout, apply(opts, args, config));
+    let (exit, kept) = apply(opts, args, config);
+    let exit = super::cdi::after_reconcile(opts, kept, exit);
     match exit {
         // Domains are held by `watch`, not by this process: hand the domain layer to it.
         Exit::Done if !args.no_domains => super::domain::after_reconcile(opts, config),
@@ -261,13 +261,30 @@ fn dry_run_exit(plan: &crate::plan::Plan, domain_changes: bool, check: bool) -> 
 // ---- applying the plan (issue 7) ------------------------------------------------------------
 
 /// Applies the plan to the live host: lock, recover, plan, apply with journal and undo,
-/// verify. Prints one line per change and every problem; exit 0 when converged, 1 otherwise.
-fn apply(opts: &Options, args: &args::ReconcileArgs, config: &Config) -> Exit {
+/// verify, and keep the CDI spec from what the pass read ([`super::cdi::keep_after_pass`]).
+/// Prints one line per change and every problem; exit 0 when converged, 1 otherwise.
+fn apply(
+    opts: &Options,
+    args: &args::ReconcileArgs,
+    config: &Config,
+) -> (Exit, Option<super::cdi::KeptAfterPass>) {
     let host = LinuxHost::new(opts.roots.clone(), Timeouts::default());
-    let result = apply::reconcile(&host, config, &apply_options(opts, args, config));
-    if args.json {
-        return print_json(&result);
-    }
+    let apply_opts = apply_options(opts, args, config);
+    let mut kept = None;
+    let result = apply::reconcile_then(&host, config, &apply_opts, |out| {
+        kept = super::cdi::keep_after_pass(opts, config, &apply_opts.accounts, out);
+    });
+    let exit = if args.json {
+        print_json(&result)
+    } else {
+        print_text(result)
+    };
+    (exit, kept)
+}
+
+/// The text output of a pass: one line per change, the kernel's word per group, notes and
+/// problems. Exit 0 when converged, 1 otherwise.
+fn print_text(result: Result<apply::Outcome, ApplyError>) -> Exit {
     match result {
         Ok(out) => {
             if let Some((pid, report)) = &out.recovered {

@@ -134,6 +134,9 @@ pub trait Iommu {
     /// iommufd: a new, empty IOAS, in `share`'s iommufd when given (the domain's other
     /// IOASes), else in a newly opened `/dev/iommu`.
     fn new_ioas(&mut self, share: Option<&Self::Container>) -> Result<Self::Container, IommuError>;
+    /// Opens `/dev/iommu`: a fresh iommufd tied to no domain, for the fd broker to hand to a
+    /// user that binds its own devices (a VMM). ENOENT: this kernel has no iommufd.
+    fn open_iommufd(&mut self) -> Result<OwnedFd, IommuError>;
     /// Attaches `group` to `container`; legacy: for the first group (`first`) also selects
     /// the type1v2 IOMMU; iommufd: binds each device to the container's iommufd (once) and
     /// attaches it to the IOAS.

@@ -175,6 +175,17 @@ impl Iommu for LinuxIommu {
         Ok(LinuxContainer::Ioas { iommufd, id })
     }
 
+    fn open_iommufd(&mut self) -> Result<OwnedFd, IommuError> {
+        let path = self.roots.iommufd();
+        let what = format!("open {}", path.display());
+        let iommufd = Iommufd::open(&path).map_err(|e| IommuError::new(&what, e.errno))?;
+        // Our own fd on it (close-on-exec, like every fd this process opens); the handle closes.
+        iommufd
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| IommuError::new(what, Errno::from_raw(e.raw_os_error().unwrap_or(0))))
+    }
+
     fn attach(
         &mut self,
         container: &mut LinuxContainer,

@@ -145,7 +145,7 @@ pub struct SimIommu {
     /// Every call, in order, as text (`attach 5 -> c0`, `map c0 0x0+0x200000`).
     pub log: Vec<String>,
     /// One-shot failures: operation name (`open`, `container`, `attach`, `map`, `unmap`,
-    /// `allocate`, `info`, `ioas`, `bind`) -> errno.
+    /// `allocate`, `info`, `ioas`, `bind`, `iommufd`) -> errno.
     pub fail_next: BTreeMap<&'static str, Errno>,
     /// `/dev/iommu` exists.
     pub dev_iommu: bool,
@@ -489,6 +489,20 @@ impl Iommu for SimIommu {
             self.log.push(format!("open-cdev {}", c.name));
         }
         Ok(SimGroupId::Devices(group, fds))
+    }
+
+    fn open_iommufd(&mut self) -> Result<OwnedFd, IommuError> {
+        if let Some(e) = self.fail("iommufd") {
+            return Err(IommuError::new("open /dev/iommu", e));
+        }
+        if !self.dev_iommu {
+            return Err(IommuError::new("open /dev/iommu", Errno::ENOENT));
+        }
+        let ctx = self.next_ctx;
+        self.next_ctx += 1;
+        let fd = token("iommufd", ctx).map_err(|e| IommuError::new("open /dev/iommu", e))?;
+        self.log.push(format!("open-iommufd i{ctx}"));
+        Ok(fd)
     }
 
     fn new_ioas(&mut self, share: Option<&SimContainerId>) -> Result<SimContainerId, IommuError> {

@@ -65,6 +65,44 @@ pub fn restrict(snap: &Snapshot, seeds: &[PciAddress]) -> Snapshot {
     out
 }
 
+/// The host as `base` describes it, with what `part` (read later) says about the functions it
+/// covers: the host as a pass leaves it, from what the pass read before changing it and what
+/// verification re-read after (the closure of what changed), with no read of the rest.
+///
+/// A whole `part` replaces `base`. Otherwise every function `part` covers is as `part` has it
+/// (absent there: gone), and so are the VFs of a PF it covers (a VF count the pass lowered
+/// takes them away); each group `part` lists is as `part` has it (groups are read whole); a
+/// group left with no member is gone; the host-wide parts (units, drivers, the VFIO layer,
+/// warnings) are `part`'s, the fresher read; the account table stays `base`'s. The result
+/// covers what `base` covers.
+pub fn overlay(base: &Snapshot, part: &Snapshot) -> Snapshot {
+    let Some(covered) = &part.covers else {
+        return part.clone();
+    };
+    let replaced = |d: &crate::host::PciDevice| {
+        covered.contains(&d.address) || d.physfn.is_some_and(|pf| covered.contains(&pf))
+    };
+    let mut out = base.clone();
+    out.devices.retain(|d| !replaced(d));
+    out.devices.extend(part.devices.iter().cloned());
+    let present: BTreeSet<PciAddress> = out.devices.iter().map(|d| d.address).collect();
+    out.groups.retain(|g| part.group(g.id).is_none());
+    for g in &mut out.groups {
+        g.devices.retain(|a| present.contains(a));
+    }
+    out.groups.retain(|g| !g.devices.is_empty());
+    out.groups.extend(part.groups.iter().cloned());
+    out.iommus = part.iommus.clone();
+    out.pci_drivers = part.pci_drivers.clone();
+    out.vfio = part.vfio.clone();
+    out.warnings = part.warnings.clone();
+    if let Some(c) = &mut out.covers {
+        c.extend(covered.iter().copied());
+    }
+    out.normalize();
+    out
+}
+
 impl Snapshot {
     /// Whether this snapshot describes `function`'s state: always for a whole-host snapshot;
     /// for a partial one, only the functions it was read for.

@@ -298,12 +298,17 @@ impl LinuxHost {
 }
 
 impl Host for LinuxHost {
+    // Without the account table (`/etc/passwd`, `/etc/group`, memlock limits): what reads the
+    // live host through the seam (passes, verification, `watch`) resolves the accounts a
+    // config names through the system instead; only a captured snapshot file needs them.
     fn snapshot(&self) -> Result<Snapshot, KernelError> {
-        crate::host::scan(&self.roots).map_err(|e| KernelError::Scan(e.to_string()))
+        crate::host::scan::scan_without_accounts(&self.roots)
+            .map_err(|e| KernelError::Scan(e.to_string()))
     }
 
     fn snapshot_of(&self, seeds: &[PciAddress]) -> Result<Snapshot, KernelError> {
-        crate::host::scan_closure(&self.roots, seeds).map_err(|e| KernelError::Scan(e.to_string()))
+        crate::host::scan::scan_closure_without_accounts(&self.roots, seeds)
+            .map_err(|e| KernelError::Scan(e.to_string()))
     }
 
     fn device_state(&self, dev: PciAddress) -> Result<DeviceState, KernelError> {

@@ -174,6 +174,8 @@ struct Inner {
     crashed: bool,
     /// Reads of a function with its usage ([`Host::function`]).
     usage_reads: usize,
+    /// Reads of the whole host ([`Host::snapshot`]) and of a closure ([`Host::snapshot_of`]).
+    snapshot_reads: (usize, usize),
 }
 
 impl Inner {
@@ -309,6 +311,7 @@ impl SimKernel {
                 unreadable: BTreeSet::new(),
                 crashed: false,
                 usage_reads: 0,
+                snapshot_reads: (0, 0),
             }),
         }
     }
@@ -420,6 +423,12 @@ impl SimKernel {
     /// ([`Host::function`]: interfaces, disks, mounts, `root=`).
     pub fn usage_reads(&self) -> usize {
         self.lock().usage_reads
+    }
+
+    /// How many times the whole host ([`Host::snapshot`]) and a closure of it
+    /// ([`Host::snapshot_of`]) were read.
+    pub fn snapshot_reads(&self) -> (usize, usize) {
+        self.lock().snapshot_reads
     }
 
     /// Number of mutating calls so far.
@@ -894,10 +903,23 @@ impl State {
     }
 }
 
-impl Host for SimKernel {
-    fn snapshot(&self) -> Result<Snapshot, KernelError> {
+impl SimKernel {
+    fn read_snapshot(&self) -> Result<Snapshot, KernelError> {
         self.read_fault("host".to_string(), "snapshot", None)?;
         self.read(|s| Ok(s.snapshot()))
+    }
+}
+
+impl Host for SimKernel {
+    fn snapshot(&self) -> Result<Snapshot, KernelError> {
+        self.lock().snapshot_reads.0 += 1;
+        self.read_snapshot()
+    }
+
+    fn snapshot_of(&self, seeds: &[PciAddress]) -> Result<Snapshot, KernelError> {
+        self.lock().snapshot_reads.1 += 1;
+        self.read_snapshot()
+            .map(|s| crate::host::partial::restrict(&s, seeds))
     }
 
     fn device_state(&self, dev: PciAddress) -> Result<DeviceState, KernelError> {

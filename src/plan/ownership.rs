@@ -7,8 +7,9 @@
 //! owner as their group node (the node step sets both), and `/dev/iommu` is left as the
 //! kernel and udev make it: it is shared by every user of the host, so vfioctl never chowns it
 //! to one user nor loosens it to 0666. A user who opens cdevs directly needs access to it
-//! through its group (add the user to that group); one who goes through `vfioctl domain open`
-//! receives an opened fd and needs nothing. The plan notes a user that has no such access.
+//! through its group (add the user to that group); one who goes through `vfioctl iommufd open`
+//! (a fresh iommufd from `watch`'s broker, for a VMM binding its own cdevs) or `vfioctl domain
+//! open` receives an opened fd and needs nothing. The plan notes a user that has no such access.
 //!
 //! Every claimed group that goes to a vfio driver has a desired node: its user's ownership, or
 //! root:root 0600 (the kernel's default) when no user names it or when it belongs to a
@@ -274,7 +275,11 @@ fn iommufd_access(
         return None;
     }
     Some(format!(
-        "{}: its devices' cdevs are in /dev/vfio/devices, but {} (uid {} gid {}, mode {:04o})          is not open to it; to open cdevs directly add the user to group {} (and give the node          group read-write, e.g. a udev rule `KERNEL==\"iommu\", MODE=\"0660\", GROUP=...`), or          hand it the fds through a [[domain]] and `vfioctl domain open`",
+        "{}: its devices' cdevs are in /dev/vfio/devices, but {} (uid {} gid {}, mode {:04o}) \
+         is not open to it; to open cdevs directly add the user to group {} (and give the node \
+         group read-write, e.g. a udev rule `KERNEL==\"iommu\", MODE=\"0660\", GROUP=...`), or \
+         have it receive an opened iommufd from `vfioctl iommufd open` (a VMM binding its own \
+         cdevs), or the fds of a [[domain]] from `vfioctl domain open`",
         describe(u),
         n.path,
         n.uid,

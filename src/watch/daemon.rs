@@ -71,6 +71,8 @@ pub fn run(d: Daemon) -> Result<(), WatchError> {
     // The fd broker (issue 10) serves duplicates of the held fds from its own thread; the
     // domain layer refreshes them after every pass.
     let handout = Handout::new();
+    // Fresh iommufds (`vfioctl iommufd open`), through a seam instance of the broker's own.
+    handout.serve_iommufd(LinuxIommu::new(d.roots.clone()));
     let broker = match Server::start(&d.run_dir, &d.roots.proc, handout.clone()) {
         Ok(s) => Some(s),
         Err(e) => {

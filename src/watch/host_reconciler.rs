@@ -4,12 +4,16 @@
 //! The lock is taken inside the pass and held for that pass only, so `reconcile --device` runs
 //! from the udev rule and `watch` take turns; `watch` waits for it only briefly and retries
 //! (the loop's `Busy`), so signals are never held up for long. Accounts named in the config are
-//! resolved afresh for every pass (a user created after start is picked up).
+//! resolved afresh for every pass (a user created after start is picked up). The CDI spec is
+//! kept from what each pass read, under its lock, with no read of its own.
 
 use std::time::Duration;
 
 use crate::apply::{self, lock::LockError, ApplyError};
+use std::path::Path;
+
 use crate::config::Config;
+use crate::host::{partial, Snapshot};
 use crate::kernel::Host;
 use crate::plan::{Accounts, ProblemKind};
 
@@ -28,6 +32,10 @@ pub struct ApplyReconciler<H> {
     claims: Option<ClaimConfig>,
     /// Where the CDI spec is kept after each pass (`--cdi-dir`); `None`: not kept.
     cdi_dir: Option<std::path::PathBuf>,
+    /// The whole host as the latest pass left it, kept for the CDI spec only (with a
+    /// `cdi_dir`): a scoped pass read its function's closure, and the spec is this with that
+    /// closure laid over it.
+    last_host: Option<Snapshot>,
 }
 
 impl<H: Host> ApplyReconciler<H> {
@@ -40,6 +48,7 @@ impl<H: Host> ApplyReconciler<H> {
             accounts,
             claims: None,
             cdi_dir: None,
+            last_host: None,
         }
     }
 
@@ -49,16 +58,37 @@ impl<H: Host> ApplyReconciler<H> {
         self
     }
 
-    /// Refreshes the CDI spec from a full read of the host, under the pass lock (a scoped pass
-    /// read only its closure). Busy: the pass holding the lock refreshes it after itself.
-    fn keep_cdi(&self, config: &Config, accounts: &Accounts) {
-        let Some(dir) = &self.cdi_dir else { return };
-        let kept = apply::lock::acquire(&self.opts.run_dir, WATCH_LOCK_WAIT)
-            .map_err(|e| e.to_string())
-            .and_then(|_lock| {
-                let snap = self.host.snapshot().map_err(|e| e.to_string())?;
-                crate::export::refresh_cdi(dir, config, &snap, accounts).map_err(|e| e.to_string())
-            });
+    /// Keeps the CDI spec after a pass, from the host as the pass left it (`out.after`), under
+    /// the pass's lock (called from [`apply::reconcile_then`]). A whole pass's host is complete;
+    /// a scoped pass's closure is laid over the latest whole one ([`partial::overlay`]; its
+    /// function absent from the closure: gone), so no pass reads the host again for the spec,
+    /// except a scoped one before any whole pass (the first pass of `watch` is whole).
+    fn keep_cdi(
+        host: &H,
+        dir: &Path,
+        last_host: &mut Option<Snapshot>,
+        config: &Config,
+        accounts: &Accounts,
+        out: &apply::Outcome,
+        scope: Option<crate::pci::PciAddress>,
+    ) {
+        let after = match (&out.after.covers, last_host.as_ref()) {
+            (None, _) => Ok(out.after.clone()),
+            (Some(_), Some(last)) => {
+                let mut part = out.after.clone();
+                if let (Some(seed), Some(c)) = (scope, part.covers.as_mut()) {
+                    c.insert(seed);
+                }
+                Ok(partial::overlay(last, &part))
+            }
+            (Some(_), None) => host.snapshot().map_err(|e| e.to_string()),
+        };
+        let kept = after.and_then(|after| {
+            let r = crate::export::refresh_cdi(dir, config, &after, accounts)
+                .map_err(|e| e.to_string());
+            *last_host = Some(after);
+            r
+        });
         match kept {
             Ok(r) => {
                 for n in &r.notes {
@@ -68,6 +98,11 @@ impl<H: Host> ApplyReconciler<H> {
             }
             Err(e) => tracing::warn!("cdi: the spec in {} could not be kept: {e}", dir.display()),
         }
+    }
+
+    /// The host the passes run on.
+    pub fn host(&self) -> &H {
+        &self.host
     }
 
     /// Keeps `claims` at the config of the latest pass (a reload always leads to a pass).
@@ -88,9 +123,22 @@ impl<H: Host> Reconciler for ApplyReconciler<H> {
             Scope::Device(a) => Some(a),
         };
         opts.accounts = (self.accounts)(config);
-        match apply::reconcile(&self.host, config, &opts) {
+        let (host, cdi_dir, last_host) = (&self.host, &self.cdi_dir, &mut self.last_host);
+        let result = apply::reconcile_then(host, config, &opts, |out| {
+            if let Some(dir) = cdi_dir {
+                Self::keep_cdi(
+                    host,
+                    dir,
+                    last_host,
+                    config,
+                    &opts.accounts,
+                    out,
+                    opts.scope,
+                );
+            }
+        });
+        match result {
             Ok(outcome) => {
-                self.keep_cdi(config, &opts.accounts);
                 if let Some((pid, report)) = &outcome.recovered {
                     tracing::warn!(pid, "recovered an interrupted pass: {:?}", report.lines());
                 }

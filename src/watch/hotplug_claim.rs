@@ -114,8 +114,11 @@ fn log_outcome(
 /// it). The thread lives as long as the process; it stops on its own only if its socket fails.
 pub fn spawn(roots: Roots, run_dir: PathBuf, config: ClaimConfig) -> Result<(), WatchError> {
     let socket = open_socket()?;
-    // Created now, not on the first claim: that one must be quick.
-    let _ = std::fs::create_dir_all(early_claim::records::record_dir(&run_dir));
+    // The records' directory and the staged record are made now, not on the first claim:
+    // that one must be quick.
+    if let Err(e) = early_claim::records::stage(&run_dir) {
+        tracing::warn!("the hot-plug claimer's staged record could not be written: {e}");
+    }
     let host = LinuxHost::new(roots, Timeouts::default());
     std::thread::Builder::new()
         .name("hotplug-claim".into())

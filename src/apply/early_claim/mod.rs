@@ -9,7 +9,9 @@
 //! 1. which driver the config wants ([`Config::wanted`], the planner's own answer);
 //! 2. whether the function may be taken: the planner's safety rule
 //!    ([`crate::plan::safety::in_use`]) on what can be known this early: the identity first
-//!    ([`Host::function_identity`]: ids, driver, override, the boot VGA flag), and only when
+//!    (the ids the `add` uevent carries with the driver link and override, [`Host::device_state`];
+//!    without whole ids or for a display controller, [`Host::function_identity`]: ids, driver,
+//!    override, the boot VGA flag), and only when
 //!    more can matter ([`needs_usage_read`]: a driver is bound, or a storage controller may
 //!    hold the root device) the full read ([`Host::function`]: the kernel command line's
 //!    `root=`, what is mounted or up, and what cannot be read, which counts as "cannot
@@ -17,7 +19,8 @@
 //!    decision costs a few small reads. Refused unless the entry says
 //!    `force = true`, and the refusal is written next to the records and logged;
 //! 3. the record of the override it replaces ([`records`]), made before the write so a
-//!    release gives back the real original, not our early write.
+//!    release gives back the real original, not our early write (one `link(2)` for an unset
+//!    override; synced after the write; why this order, in [`records`]).
 //!
 //! Words: a *claim* is the planner's (a function the config wants on a driver,
 //! `plan::claims`); an *early claim* is this write ahead of the pass; a *record* is what an
@@ -128,10 +131,10 @@ fn claim(
             return Ok(EarlyClaim::NotWanted);
         }
     }
-    // The identity first (a few small files): the config's answer and the override need
-    // nothing more, and neither does safety for an unbound function that cannot hold the root
-    // device. Otherwise the full read, with everything the host uses the function for.
-    let identity = host.function_identity(address)?;
+    // The identity first: the config's answer and the override need nothing more, and
+    // neither does safety for an unbound function that cannot hold the root device. Otherwise
+    // the full read, with everything the host uses the function for.
+    let identity = identity(host, address, ids)?;
     let Some(wanted) = config.wanted(address, Some(&identity.ids())) else {
         return Ok(EarlyClaim::NotWanted);
     };
@@ -202,7 +205,38 @@ fn claim(
     r
 }
 
-/// The record, then the override (checked by reading back).
+/// The function's identity for the decision: from the ids the caller has (the kernel's `add`
+/// uevent carries all of them) and its driver and override ([`Host::device_state`]: a link and
+/// one small file), or, without whole ids or for a display controller (whose `boot_vga` counts),
+/// from its own files ([`Host::function_identity`]).
+fn identity(
+    host: &dyn Host,
+    address: PciAddress,
+    ids: Option<&FunctionIds>,
+) -> Result<crate::host::PciDevice, KernelError> {
+    let whole = ids.filter(|i| {
+        i.subsystem_vendor.is_some()
+            && i.subsystem_device.is_some()
+            && i.class.is_some_and(|c| !c.is_vga())
+    });
+    let Some(ids) = whole else {
+        return host.function_identity(address);
+    };
+    let state = host.device_state(address)?;
+    match crate::host::scan::pci::identity_of(
+        address,
+        ids,
+        state.driver,
+        state.driver_override,
+        None,
+    ) {
+        Some(d) => Ok(d),
+        None => host.function_identity(address),
+    }
+}
+
+/// The record, then the override (checked by reading back), then the record made durable
+/// ([`records::settle`], after the write: the write races the kernel's probe).
 fn write(
     host: &dyn Host,
     run_dir: &Path,
@@ -225,6 +259,9 @@ fn write(
             let _ = files::remove_durable(&records::record_dir(run_dir), &address.to_string());
         }
         return Err(e.into());
+    }
+    if let Err(e) = records::settle(run_dir) {
+        tracing::warn!(device = %address, "the early-claim record could not be synced: {e}");
     }
     let _ = files::remove_durable(&refusal_dir(run_dir), &address.to_string());
     Ok(EarlyClaim::Written {

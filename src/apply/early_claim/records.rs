@@ -11,9 +11,21 @@
 //! before the record was folded) is corrected from the record. A record lives until its
 //! function is no longer taken (given back, or gone from the host): [`forget_released`].
 //!
-//! Records are created with [`crate::files::create_atomic`] (the first one holds the true
-//! original, and a crash leaves none or a whole one) and removed with
-//! [`crate::files::remove_durable`]. A record that does not parse (empty, truncated, or
+//! A record is created whole or not at all (the first one holds the true original, and a
+//! crash leaves none or a whole one): an unset override's (every hot-plugged function's) as a
+//! hard link to a staged whole record, one `link(2)` ahead of the claim's write, which races
+//! the kernel's probe; any other with [`crate::files::create_atomic`]. The directory is synced
+//! right after the write ([`settle`]). Records are removed with
+//! [`crate::files::remove_durable`].
+//!
+//! Why the record still comes first: an override equal to the wanted driver with no record
+//! cannot be told from one an administrator (driverctl, a udev rule) set before, so a claim
+//! whose record could be missing after a crash would have to be read as "the original override
+//! was vfio-pci", and a release would then leave the function off its driver for good. With the
+//! record first, a crash anywhere leaves either no record and no write (nothing to undo) or a
+//! record and maybe the write (folded as taken, given back by a probe: never worse). A record
+//! that is linked but not yet durable when the machine crashes goes with the override it was
+//! for (kernel state): nothing is left to give back. A record that does not parse (empty, truncated, or
 //! written by something else) is never read as "the override was unset": loading fails and
 //! says which file and how to settle it.
 
@@ -99,22 +111,70 @@ pub fn decode(bytes: &[u8]) -> Result<Option<String>, String> {
     }
 }
 
+/// The staged record of an unset override (`RUN_DIR/early-claims/.unset`, not named by an
+/// address, so never read as a record): [`remember`] hard-links it under a function's address.
+const STAGED_UNSET: &str = ".unset";
+
+/// Writes the staged record of an unset override ([`encode`]`(None)`, atomically and durably)
+/// unless it is there with that content already. The hot-plug claimer calls it when it starts,
+/// so its first claim is as quick as the others.
+pub fn stage(run_dir: &Path) -> Result<(), JournalError> {
+    let dir = record_dir(run_dir);
+    // The run directory is shared (the broker's socket is in it): missing directories get the
+    // default mode here, not the 0700 of a state-file write that creates its directory.
+    fs::create_dir_all(&dir).map_err(|e| io_err(&dir, &e))?;
+    let bytes = encode(None);
+    match files::read_bounded(&dir.join(STAGED_UNSET), RECORD_LIMIT, "early-claim record") {
+        Ok(b) if b == bytes => Ok(()),
+        _ => Ok(files::write_atomic_simple(
+            &dir,
+            STAGED_UNSET,
+            &bytes,
+            0o600,
+        )?),
+    }
+}
+
 /// Records that an early claim replaced `previous` (`None`: unset) on `address`, unless a
 /// record exists already: the first one holds the true original. Made before the claim's own
-/// write, and quick (it races the kernel's probe of a hot-plugged function): a few small
-/// writes on the run directory's tmpfs. Returns whether it was new.
+/// write, and quick, since it races the kernel's probe of a hot-plugged function (~7 ms after
+/// its `add`): for an unset override (every hot-plugged function's) one `link(2)` of the staged
+/// whole record ([`stage`]; staged here first when it is missing); otherwise a whole new file
+/// ([`files::create_atomic`]). Either way a crash leaves no record or a whole one. The
+/// directory is synced by [`settle`], after the write: the record describes kernel state that
+/// a machine crash takes with it, so it needs to be durable only once the write is made.
+/// Returns whether it was new.
 pub fn remember(
     run_dir: &Path,
     address: &PciAddress,
     previous: Option<&str>,
 ) -> Result<bool, JournalError> {
+    let dir = record_dir(run_dir);
     let name = address.to_string();
-    Ok(files::create_atomic(
-        &record_dir(run_dir),
-        &name,
-        &encode(previous),
-        0o600,
-    )?)
+    if previous.is_none() {
+        let link = || fs::hard_link(dir.join(STAGED_UNSET), dir.join(&name));
+        let linked = match link() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                stage(run_dir)?;
+                link()
+            }
+            r => r,
+        };
+        return match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(io_err(&dir.join(&name), &e)),
+        };
+    }
+    Ok(files::create_atomic(&dir, &name, &encode(previous), 0o600)?)
+}
+
+/// Makes the records [`remember`] created durable (syncs their directory).
+pub fn settle(run_dir: &Path) -> Result<(), JournalError> {
+    let dir = record_dir(run_dir);
+    fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err(&dir, &e))
 }
 
 /// Every early-claim record: function → the override the claim replaced.
@@ -343,12 +403,62 @@ mod tests {
             fs::read_to_string(record_path(run, &a("0000:00:01.0"))).unwrap(),
             "{\"format\":1,\"driver_override\":null}\n"
         );
-        // No temp file is left beside the records.
-        let names: Vec<String> = fs::read_dir(record_dir(run))
+        // No temp file is left beside the records; only the staged record of an unset
+        // override, which is no record.
+        let mut names: Vec<String> = fs::read_dir(record_dir(run))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names.len(), 3, "{names:?}");
+        names.sort();
+        assert_eq!(
+            names,
+            [".unset", "0000:00:01.0", "0000:02:01.0", "README"],
+            "{names:?}"
+        );
+    }
+
+    // Staging makes a missing run directory as `watch` always did (the default mode: other
+    // users reach the broker's socket in it), not 0700.
+    #[test]
+    fn staging_leaves_a_new_run_directory_reachable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        stage(&run).unwrap();
+        let plain = dir.path().join("plain");
+        fs::create_dir(&plain).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&run), mode(&plain));
+        assert_ne!(mode(&run), 0o700);
+    }
+
+    // The hot path: an unset override's record is one link of the staged whole record, staged
+    // once; a staged record someone removed is staged again; removing one record leaves the
+    // others whole.
+    #[test]
+    fn an_unset_override_is_recorded_by_linking_the_staged_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path();
+        stage(run).unwrap();
+        let staged = record_dir(run).join(STAGED_UNSET);
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
+        assert!(remember(run, &a("0000:03:00.0"), None).unwrap());
+        assert!(remember(run, &a("0000:04:00.0"), None).unwrap());
+        assert_eq!(inode(&record_path(run, &a("0000:03:00.0"))), inode(&staged));
+        assert!(!remember(run, &a("0000:03:00.0"), None).unwrap());
+        fs::remove_file(&staged).unwrap();
+        assert!(remember(run, &a("0000:05:00.0"), None).unwrap());
+        assert!(staged.exists());
+        files::remove_durable(&record_dir(run), "0000:03:00.0").unwrap();
+        settle(run).unwrap();
+        assert_eq!(
+            Records::load(run).unwrap(),
+            claims(&[("0000:04:00.0", None), ("0000:05:00.0", None)])
+        );
+        // Staging again over a whole staged record writes nothing.
+        let before = inode(&staged);
+        stage(run).unwrap();
+        assert_eq!(inode(&staged), before);
     }
 
     /// Issue 15: a record cut short by a crash (or empty, or from something else) must never

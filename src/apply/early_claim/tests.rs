@@ -564,3 +564,74 @@ fn on_a_sysfs_tree_identity_first_and_the_full_read_when_bound() {
         "(null)\n"
     );
 }
+
+/// Hot-plug, the race with the kernel's probe: with the whole ids of the `add` uevent, the
+/// decision reads only the driver link and the override (here the tree has nothing else for
+/// the NIC); a display controller's `boot_vga` is still read, and ids without a subsystem send
+/// the claim to the function's own files.
+#[test]
+fn whole_event_ids_leave_only_the_driver_and_override_to_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let roots = Roots::under(tmp.path());
+    let nic = roots.pci_device(&a(NIC));
+    fs::create_dir_all(&nic).unwrap();
+    fs::write(nic.join("driver_override"), "(null)\n").unwrap();
+    let gpu = roots.pci_device(&a(GPU));
+    fs::create_dir_all(&gpu).unwrap();
+    for (f, v) in [
+        ("vendor", "0x1234"),
+        ("device", "0x1111"),
+        ("class", "0x030000"),
+        ("boot_vga", "1"),
+        ("driver_override", "(null)"),
+    ] {
+        fs::write(gpu.join(f), format!("{v}\n")).unwrap();
+    }
+    let host = LinuxHost::new(roots.clone(), Timeouts::default());
+    let run = tmp.path().join("run");
+    let ids = |vendor, device, class, subsystem: bool| FunctionIds {
+        vendor: PciId(vendor),
+        device: PciId(device),
+        subsystem_vendor: subsystem.then_some(PciId(0x8086)),
+        subsystem_device: subsystem.then_some(PciId(0)),
+        class: Some(PciClass(class)),
+    };
+    let cfg = config(false);
+    // Ids without a subsystem: the function's files are read, and the NIC's are missing.
+    assert!(early_claim(
+        &host,
+        &cfg,
+        &run,
+        a(NIC),
+        Some(&ids(0x8086, 0x10d3, 0x020000, false))
+    )
+    .is_err());
+    assert_eq!(
+        early_claim(
+            &host,
+            &cfg,
+            &run,
+            a(NIC),
+            Some(&ids(0x8086, 0x10d3, 0x020000, true))
+        )
+        .unwrap(),
+        written(None)
+    );
+    assert_eq!(
+        fs::read_to_string(nic.join("driver_override"))
+            .unwrap()
+            .trim(),
+        "vfio-pci"
+    );
+    assert!(matches!(
+        early_claim(
+            &host,
+            &cfg,
+            &run,
+            a(GPU),
+            Some(&ids(0x1234, 0x1111, 0x030000, true))
+        )
+        .unwrap(),
+        EarlyClaim::Refused { .. }
+    ));
+}

@@ -61,6 +61,15 @@ pub fn scan_closure(roots: &Roots, seeds: &[PciAddress]) -> Result<Snapshot, Sca
     scan_parts(roots, Some(seeds), true)
 }
 
+/// [`scan_closure`] without the host's account table, for passes on the live host (which
+/// resolve the accounts a config names through the system, not from the snapshot).
+pub fn scan_closure_without_accounts(
+    roots: &Roots,
+    seeds: &[PciAddress],
+) -> Result<Snapshot, ScanError> {
+    scan_parts(roots, Some(seeds), false)
+}
+
 /// Reads one function as a scan would see it, with what the host uses it for (interfaces,
 /// disks and their mounts, the boot console, the root device), for a decision about that
 /// function alone ahead of a pass (the early claim). Cheap: a function without a driver has no

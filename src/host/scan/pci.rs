@@ -122,6 +122,27 @@ pub fn read_identity(r: &mut Reader, address: PciAddress, dir: &Path) -> Option<
     } else {
         None
     };
+    let ids = crate::pci::FunctionIds {
+        vendor,
+        device,
+        subsystem_vendor,
+        subsystem_device,
+        class: Some(class),
+    };
+    identity_of(address, &ids, driver, driver_override, boot_vga)
+}
+
+/// A function's identity as [`read_identity`] makes it, from ids known otherwise (the kernel's
+/// `add` uevent carries them: `PCI_ID`, `PCI_SUBSYS_ID`, `PCI_CLASS`) and its driver, override
+/// and `boot_vga` (read only for a display controller). `None` without a class.
+pub fn identity_of(
+    address: PciAddress,
+    ids: &crate::pci::FunctionIds,
+    driver: Option<String>,
+    driver_override: Option<String>,
+    boot_vga: Option<bool>,
+) -> Option<PciDevice> {
+    let class = ids.class?;
     let usage = Usage {
         boot_console: boot_vga == Some(true)
             && !driver.as_deref().is_some_and(crate::host::is_vfio_driver),
@@ -129,10 +150,10 @@ pub fn read_identity(r: &mut Reader, address: PciAddress, dir: &Path) -> Option<
     };
     Some(PciDevice {
         address,
-        vendor,
-        device,
-        subsystem_vendor,
-        subsystem_device,
+        vendor: ids.vendor,
+        device: ids.device,
+        subsystem_vendor: ids.subsystem_vendor,
+        subsystem_device: ids.subsystem_device,
         class,
         revision: None,
         driver,

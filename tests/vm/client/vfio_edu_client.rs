@@ -596,9 +596,15 @@ fn ranges_text(r: &[(u64, u64)]) -> String {
 /// The direct client: everything opened, bound, allocated and mapped by this process.
 fn cdev_direct(address: &str) {
     let path = step("cdev", cdev_path(address));
-    let iommufd = step("open-iommufd", open_rw("/dev/iommu"));
+    // Under `vfioctl iommufd open` (as QEMU with `-object iommufd,fd=N`): the handed iommufd.
+    let handed = std::env::var("VFIOCTL_IOMMUFD_FD").ok();
+    let iommufd = match &handed {
+        // SAFETY: the fd `vfioctl iommufd open` passed on; nothing else here owns it.
+        Some(v) => unsafe { File::from_raw_fd(step("env-iommufd", parse_num("VFIOCTL_IOMMUFD_FD", v, false)) as RawFd) },
+        None => step("open-iommufd", open_rw("/dev/iommu")),
+    };
     let ifd = iommufd.as_raw_fd();
-    ok("open-iommufd", "/dev/iommu");
+    ok("open-iommufd", handed.as_ref().map_or("/dev/iommu", |_| "VFIOCTL_IOMMUFD_FD"));
     let dev = step("open-cdev", open_rw(&path));
     let dfd = dev.as_raw_fd();
     ok("open-cdev", &path);
@@ -631,7 +637,10 @@ fn cdev_direct(address: &str) {
     }
     // the cdev opened a second time: binding it is refused while this process holds the device
     let again = step("open-cdev-again", open_rw(&path));
-    let other = step("open-iommufd-again", open_rw("/dev/iommu"));
+    let other = step("open-iommufd-again", match &handed {
+        Some(_) => iommufd.try_clone().map_err(|e| e.to_string()),
+        None => open_rw("/dev/iommu"),
+    });
     match bind(again.as_raw_fd(), other.as_raw_fd()) {
         Err(e) if e.raw_os_error() == Some(EINVAL) => ok("second-bind-refused", "EINVAL"),
         other => step::<()>("second-bind-refused", Err(format!("expected EINVAL, got {other:?}"))),
