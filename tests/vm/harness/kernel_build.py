@@ -50,6 +50,10 @@ ENABLE = [
     "IGB", "VIRTIO_MENU", "VIRTIO", "VIRTIO_PCI", "VIRTIO_NET", "BLK_DEV", "BLK_DEV_NVME",
     "SERIAL_8250", "SERIAL_8250_CONSOLE", "UNIX", "INOTIFY_USER", "SIGNALFD", "EPOLL",
     "FHANDLE", "CGROUPS",
+    # systemd's DevicePolicy=/DeviceAllow= (the packaged unit's device sandbox) is a cgroup BPF
+    # program: without these the systemd guest would not enforce it and could not catch a node
+    # the unit forgets to allow
+    "BPF_SYSCALL", "CGROUP_BPF",
 ]
 DISABLE = [
     "DRM", "SOUND", "USB_SUPPORT", "WLAN", "WIRELESS", "CFG80211", "NETFILTER", "ATA", "SCSI",
@@ -61,7 +65,7 @@ DISABLE = [
 ]
 # Values the build must end with (checked in .config after olddefconfig).
 REQUIRED = ["IOMMUFD", "VFIO_DEVICE_CDEV", "VFIO_CONTAINER", "VFIO_PCI", "INTEL_IOMMU",
-            "IRQ_REMAP", "PVH", "E1000E", "VIRTIO_NET", "BLK_DEV_NVME"]
+            "IRQ_REMAP", "PVH", "E1000E", "VIRTIO_NET", "BLK_DEV_NVME", "CGROUP_BPF"]
 FORMAT = "1"
 
 

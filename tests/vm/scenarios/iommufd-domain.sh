@@ -1,4 +1,4 @@
-# Held domains on the iommufd backend (the suite's 6.12 kernel): `vfioctl watch` holds /dev/iommu and the bound edu cdev (an IOAS with the window mapped), the kernel's pin count grows by the window's pages, a second bind of the device and an open of its group are refused; uid 1000 gets the domain through `vfioctl domain open` and the edu device copies through the window, uid 1001 is refused; window grow/shrink/remove and domain removal converge in status and in the pin count; `auto` picks iommufd here and the plan says why.
+# Held domains on the iommufd backend (the suite's 6.12 kernel): `vfioctl watch` holds /dev/iommu and the bound edu cdev (an IOAS with the window mapped), the kernel's pin count grows by the window's pages, a second bind of the device and an open of its group are refused; uid 1000 gets the domain through `vfioctl domain open` and the edu device copies through the window, uid 1001 is refused; watch killed and restarted rebuilds the domain (and, while a client still holds it, says the device is bound already, then holds it again once the client closed); window grow/shrink/remove and domain removal converge in status and in the pin count; `auto` picks iommufd here and the plan says why.
 # vmtest: layout=default
 # vmtest: kernel=iommufd
 # vmtest: timeout=240
@@ -83,9 +83,12 @@ printf '%s\n' "$out" | grep -q 'dma.*backend iommufd' && pass plan-backend-iommu
 printf '%s\n' "$out" | grep -q 'nicdma.*backend iommufd (auto: ' && pass plan-auto-picks-iommufd \
     || fail plan-auto-picks-iommufd "$(oneline "$(printf '%s\n' "$out" | grep -i -A3 nicdma)")"
 
-vfioctl -v watch -c "$cfgfile" --state-dir /tmp/state --run-dir /tmp/run --debounce-ms 100 \
-    >/tmp/watch.log 2>&1 &
-pid=$!
+start_watch() {
+    vfioctl -v watch -c "$cfgfile" --state-dir /tmp/state --run-dir /tmp/run --debounce-ms 100 \
+        >>/tmp/watch.log 2>&1 &
+    pid=$!
+}
+start_watch
 # 8 MiB + 2 MiB of windows: 2560 pages of 4 KiB
 expect_eq watch-pins-windows 10240 "$(until_eq 10240 vmpin)"
 expect_eq kernel-pin-count 2560 "$(until_eq 2560 pins)"
@@ -129,6 +132,42 @@ expect_eq stranger-refused-exit 1 "$rc"
 printf '%s\n' "$out" | grep -q 'refused: uid 1001 may not open domain "dma"' \
     && pass stranger-refused-reason || fail stranger-refused-reason "$(oneline "$out")"
 expect_eq stranger-changed-nothing 2560 "$(pins)"
+
+# watch killed (no cleanup at all): the kernel releases binding, IOAS and pins with its fds; a
+# new watch builds the domains again
+kill -KILL "$pid"
+wait "$pid" 2>/dev/null
+expect_eq killed-watch-unpinned 0 "$(until_eq 0 pins)"
+rm -f /tmp/run/domains.json
+start_watch
+expect_eq restarted-watch-pins 2560 "$(until_eq 2560 pins)"
+out=$(as_user vfioctl domain open --run-dir /tmp/run dma -- vfio-edu-client --inherited-iommufd "$edu" 2>&1)
+printf '%s\n' "$out" | grep -q '^ok dma-copy' && pass restarted-handover-dma-copy \
+    || fail restarted-handover-dma-copy "$(oneline "$out")"
+
+# a client still holding the domain when watch dies keeps it alive (its fds hold the iommufd,
+# the bound device and the IOAS's pins); a new watch cannot bind the device and says why, and
+# holds the domain again once the client has closed
+as_user vfioctl domain open --run-dir /tmp/run dma -- sleep 8 &
+holder=$!
+n=50
+while ! vfioctl status --run-dir /tmp/run | grep -q 'dma: uid 1000 pid' && [ $n -gt 0 ]; do usleep 100000; n=$((n - 1)); done
+kill -KILL "$pid"
+wait "$pid" 2>/dev/null
+expect_eq client-keeps-pins 2048 "$(until_eq 2048 pins)"
+rm -f /tmp/run/domains.json
+start_watch
+n=100
+while ! grep -q 'bound already' /tmp/watch.log && [ $n -gt 0 ]; do usleep 100000; n=$((n - 1)); done
+line=$(grep -m1 'bound already' /tmp/watch.log)
+[ -n "$line" ] && pass busy-device-explained "$(echo "$line" | cut -c1-200)" \
+    || fail busy-device-explained "$(oneline "$(tail -n 5 /tmp/watch.log)")"
+expect_eq other-domain-rebuilt 2560 "$(until_eq 2560 pins)"
+wait "$holder"
+expect_eq client-closed-unpinned 512 "$(until_eq 512 pins)"
+kill -HUP "$pid"
+expect_eq held-again-after-client 2560 "$(until_eq 2560 pins)"
+expect_eq held-again-vmpin 10240 "$(until_eq 10240 vmpin)"
 
 # windows: grow, shrink and add, remove; the kernel's pin count follows
 cfg "$(win buf 0x100000 16MiB)" nic
