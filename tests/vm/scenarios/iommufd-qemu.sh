@@ -2,7 +2,7 @@
 # vmtest: layout=default
 # vmtest: kernel=iommufd
 # vmtest: bundle=qemu10
-# vmtest: timeout=600
+# vmtest: timeout=240
 
 edu=0000:00:05.0
 tdev=0000:00:05.1
