@@ -13,7 +13,9 @@ Header comments declare what the scenario needs, one `# vmtest: key=value` per l
   guest=busybox|systemd     PID 1: the busybox /init (default), or Debian's systemd with
                             vfioctl installed from its .deb (harness/systemd_guest.py)
   bundle=NAMES              extra archives appended to the base image, space-separated
-                            (`podman`: podman, crun, conmon; see podman.py)
+                            (`podman`: podman, crun, conmon; see podman.py; `qemu10`:
+                            bookworm-backports' QEMU 10 with its libraries and firmware,
+                            see qemu_guest.py)
   modules=NAMES             modules /init loads before the scenario, space-separated, or
                             `none` (default: every guest module; with `none` udev loads
                             drivers itself from modules.alias, as at a real boot)
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from .errors import SetupError
 
-BUNDLES = {"podman"}
+BUNDLES = {"podman", "qemu10"}
 KEYS = {"layout", "memory", "smp", "timeout", "qemu", "modules", "guest", "bundle", "kernel"}
 KERNELS = ("debian", "iommufd")
 

@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import boot, image, kernel_build, layouts, packages, podman, scenario, sriov, systemd_guest
+from . import (boot, image, kernel_build, layouts, packages, podman, qemu_guest, scenario,
+               sriov, systemd_guest)
 from .errors import SetupError
 
 VM_DIR = Path(__file__).resolve().parent.parent
@@ -214,8 +215,11 @@ def main(argv: list[str]) -> int:
         vfioctl = build_vfioctl()
         bench = build_bench()
         client = build_client(cache)
-        bundles = {"podman": podman.build(cache, apt, log)} \
-            if any("podman" in sc.bundles for sc in chosen) else {}
+        bundles = {}
+        if any("podman" in sc.bundles for sc in chosen):
+            bundles["podman"] = podman.build(cache, apt, log)
+        if any("qemu10" in sc.bundles for sc in chosen):
+            bundles["qemu10"] = qemu_guest.build(cache, log)
         qemus = {"default": (Path(shutil.which("qemu-system-x86_64") or ""), [])}
         if any(sc.layout == "sriov" for sc in chosen):
             qemus["sriov"] = sriov.backports_qemu(cache, log)
