@@ -30,7 +30,7 @@ Usage error: an unknown flag, a malformed address, a flag that cannot apply.
 Changes are pending (\fBreconcile \-\-check\fR).
 .TP
 4
-A one\-shot \fBreconcile\fR converged, but the config has \fB[[domain]]\fRs and no \fBvfioctl watch\fR runs to hold them (\fB\-\-no\-domains\fR leaves them to the service and exits 0); \fBiommufd open\fR: no \fBvfioctl watch\fR runs to hand out an iommufd.
+A one\-shot \fBreconcile\fR converged, but the config has \fB[[domain]]\fRs and no \fBvfioctl watch\fR runs to hold them (\fB\-\-no\-domains\fR leaves them to the service and exits 0); \fBdomain open\fR, \fBiommufd open\fR: no \fBvfioctl watch\fR runs to hand out a domain or an iommufd.
 "#;
 
 const ENVIRONMENT: &str = r#".SH ENVIRONMENT
@@ -145,7 +145,7 @@ Check \fI/etc/vfio.toml\fR, apply it, then keep it applied:
         "vfioctl-domain-open" => {
             r#".SH EXAMPLES
 .nf
-    vfioctl domain open vm1 \-\- qemu\-system\-x86_64 ...
+    vfioctl domain open dma \-\- my\-user\-space\-driver   # reads VFIOCTL_* fds; VMs: vfioctl iommufd open
 .fi
 "#
         }

@@ -119,7 +119,12 @@ fn open(global: &super::Options, a: &args::DomainOpenArgs) -> Exit {
                 ),
                 _ => {}
             }
-            return Exit::Failed;
+            // No broker to ask: the domain needs a running `watch` (exit 4, as `iommufd open`
+            // and a one-shot `reconcile` with domains).
+            return match e {
+                ClientError::NoBroker { .. } => Exit::NoWatch,
+                _ => Exit::Failed,
+            };
         }
     };
     let raw: Vec<i32> = grant.fds.iter().map(|f| f.as_raw_fd()).collect();

@@ -97,7 +97,7 @@ as_other "exec 3<>/dev/vfio/$g" 2>/dev/null && fail stranger-no-direct-open "ope
 kill -KILL "$pid"
 wait "$pid" 2>/dev/null
 out=$(as_user vfioctl domain open --run-dir /tmp/run dma -- true 2>&1); rc=$?
-expect_eq no-watch-exit 1 "$rc"
+expect_eq no-watch-exit 4 "$rc"
 printf '%s\n' "$out" | grep -q 'no vfioctl watch is serving' && pass no-watch-message \
     || fail no-watch-message "$(oneline "$out")"
 rm -f /tmp/run/domains.json
