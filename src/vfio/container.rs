@@ -61,7 +61,8 @@ fn hint(what: &str, errno: Errno) -> &'static str {
     }
 }
 
-fn open_rw(path: &Path) -> Result<OwnedFd, VfioCallError> {
+/// Opens a VFIO or iommufd node read-write; the error names the path and the errno.
+pub(super) fn open_rw(path: &Path) -> Result<OwnedFd, VfioCallError> {
     OpenOptions::new()
         .read(true)
         .write(true)

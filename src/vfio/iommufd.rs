@@ -8,7 +8,7 @@
 //! `VFIO_DEVICE_ATTACH_IOMMUFD_PT` and `VFIO_DEVICE_DETACH_IOMMUFD_PT` (structs from
 //! `vfio-bindings`). Every failure is a [`VfioCallError`] naming the node and the request.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -17,7 +17,7 @@ use iommufd_ioctls::{IommuFd, IommufdError};
 use nix::errno::Errno;
 use vfio_bindings::bindings::vfio as vfio_uapi;
 
-use super::container::{VfioCallError, VFIO_BASE, VFIO_TYPE};
+use super::container::{open_rw, VfioCallError, VFIO_BASE, VFIO_TYPE};
 use super::iommu_info::IovaRange;
 
 // IOMMU_IOAS_IOVA_RANGES: _IO(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_IOVA_RANGES).
@@ -50,19 +50,6 @@ nix::ioctl_write_ptr_bad!(
 const BIND_MINSZ: u32 = 16;
 /// Most IOVA ranges accepted from the kernel (it reports a handful).
 const MAX_RANGES: u32 = 4096;
-
-fn open_rw(path: &Path) -> Result<OwnedFd, VfioCallError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map(OwnedFd::from)
-        .map_err(|e| VfioCallError {
-            path: path.to_path_buf(),
-            what: "open",
-            errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-        })
-}
 
 /// The errno inside an `iommufd-ioctls` error.
 fn errno_of(e: IommufdError) -> Errno {
