@@ -101,8 +101,7 @@ pub fn open_env(
 
 fn open(global: &super::Options, a: &args::DomainOpenArgs) -> Exit {
     use crate::broker::client::{self, ClientError};
-    use std::os::fd::{AsRawFd, IntoRawFd};
-    use std::os::unix::process::CommandExt;
+    use std::os::fd::AsRawFd;
     let grant = match client::open(&global.run_dir, &a.name) {
         Ok(g) => g,
         Err(e) => {
@@ -135,32 +134,43 @@ fn open(global: &super::Options, a: &args::DomainOpenArgs) -> Exit {
             return Exit::Failed;
         }
     };
-    for fd in &grant.fds {
+    let Some((program, rest)) = a.command.split_first() else {
+        eprintln!("vfioctl domain open: no command given after --");
+        return Exit::Usage;
+    };
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(rest).envs(env);
+    exec_inheriting("vfioctl domain open", grant.fds, cmd)
+}
+
+/// Runs `cmd` in place of this process with `fds` inherited (close-on-exec cleared); returns
+/// only when that fails (exit 1, saying why).
+fn exec_inheriting(
+    who: &str,
+    fds: Vec<std::os::fd::OwnedFd>,
+    mut cmd: std::process::Command,
+) -> Exit {
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    use std::os::unix::process::CommandExt;
+    for fd in &fds {
         let cleared = nix::fcntl::fcntl(
             fd,
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
         );
         if let Err(e) = cleared {
-            eprintln!(
-                "vfioctl domain open: cannot pass fd {} on: {e}",
-                fd.as_raw_fd()
-            );
+            eprintln!("{who}: cannot pass fd {} on: {e}", fd.as_raw_fd());
             return Exit::Failed;
         }
     }
     // From here the fds belong to the command.
-    for fd in grant.fds {
+    for fd in fds {
         let _ = fd.into_raw_fd();
     }
-    let Some((program, rest)) = a.command.split_first() else {
-        eprintln!("vfioctl domain open: no command given after --");
-        return Exit::Usage;
-    };
-    let err = std::process::Command::new(program)
-        .args(rest)
-        .envs(env)
-        .exec();
-    eprintln!("vfioctl domain open: cannot run {program}: {err}");
+    let err = cmd.exec();
+    eprintln!(
+        "{who}: cannot run {}: {err}",
+        cmd.get_program().to_string_lossy()
+    );
     Exit::Failed
 }
 
@@ -190,8 +200,7 @@ pub fn iommufd_env(fd: i32) -> Vec<(&'static str, Option<String>)> {
 /// refused (with the reason); otherwise COMMAND replaces this process.
 pub fn iommufd_open(global: &super::Options, a: &args::IommufdOpenArgs) -> Exit {
     use crate::broker::client::{self, ClientError};
-    use std::os::fd::{AsRawFd, IntoRawFd};
-    use std::os::unix::process::CommandExt;
+    use std::os::fd::AsRawFd;
     let Some((program, rest)) = a.command.split_first() else {
         eprintln!("vfioctl iommufd open: no command given");
         return Exit::Usage;
@@ -213,16 +222,6 @@ pub fn iommufd_open(global: &super::Options, a: &args::IommufdOpenArgs) -> Exit 
             };
         }
     };
-    if let Err(e) = nix::fcntl::fcntl(
-        &fd,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-    ) {
-        eprintln!(
-            "vfioctl iommufd open: cannot pass fd {} on: {e}",
-            fd.as_raw_fd()
-        );
-        return Exit::Failed;
-    }
     let mut cmd = std::process::Command::new(program);
     cmd.args(rest);
     for (k, v) in iommufd_env(fd.as_raw_fd()) {
@@ -231,11 +230,7 @@ pub fn iommufd_open(global: &super::Options, a: &args::IommufdOpenArgs) -> Exit 
             None => cmd.env_remove(k),
         };
     }
-    // From here the fd belongs to the command.
-    let _ = fd.into_raw_fd();
-    let err = cmd.exec();
-    eprintln!("vfioctl iommufd open: cannot run {program}: {err}");
-    Exit::Failed
+    exec_inheriting("vfioctl iommufd open", vec![fd], cmd)
 }
 
 fn hold(global: &super::Options, a: &args::DomainHoldArgs) -> Exit {
@@ -270,14 +265,19 @@ fn hold(global: &super::Options, a: &args::DomainHoldArgs) -> Exit {
 
 /// After a one-shot `reconcile` converged: a process that exits cannot hold a domain, so ask
 /// the running `watch` (found through its published state) to run a pass, which applies the
-/// domain layer. Exit 0 when asked (or nothing to hold), 4 when no `watch` runs.
-pub(super) fn after_reconcile(global: &super::Options, cfg: &crate::config::Config) -> Exit {
+/// domain layer. Exit 0 when asked (or nothing to hold), 4 when no `watch` runs. `after` is
+/// the host the pass left (read again when the pass did not read it whole).
+pub(super) fn after_reconcile(
+    global: &super::Options,
+    cfg: &crate::config::Config,
+    after: Option<&crate::host::Snapshot>,
+) -> Exit {
     if cfg.domains.is_empty() {
         return Exit::Done;
     }
     // Now that the members are bound, their cdevs are known: an explicit iommufd the host
     // cannot give is an error (watch does not hold that domain either, but applies the others).
-    let unrealisable = refuse_unrealisable(global, cfg, None);
+    let unrealisable = refuse_unrealisable(global, cfg, after);
     let exit = signal_watch(global, cfg);
     if unrealisable {
         Exit::Failed

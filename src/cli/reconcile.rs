@@ -27,11 +27,13 @@ pub fn run(opts: &Options, args: &args::ReconcileArgs) -> Exit {
         eprintln!("vfioctl reconcile: nothing was changed");
         return Exit::Failed;
     }
-    let (exit, kept) = apply(opts, args, config);
+    let (exit, kept, after) = apply(opts, args, config);
     let exit = super::cdi::after_reconcile(opts, kept, exit);
     match exit {
         // Domains are held by `watch`, not by this process: hand the domain layer to it.
-        Exit::Done if !args.no_domains => super::domain::after_reconcile(opts, config),
+        Exit::Done if !args.no_domains => {
+            super::domain::after_reconcile(opts, config, after.as_ref())
+        }
         other => other,
     }
 }
@@ -262,24 +264,34 @@ fn dry_run_exit(plan: &crate::plan::Plan, domain_changes: bool, check: bool) -> 
 
 /// Applies the plan to the live host: lock, recover, plan, apply with journal and undo,
 /// verify, and keep the CDI spec from what the pass read ([`super::cdi::keep_after_pass`]).
-/// Prints one line per change and every problem; exit 0 when converged, 1 otherwise.
+/// Prints one line per change and every problem; exit 0 when converged, 1 otherwise. Also
+/// returns the whole host after a committed pass (none after a scoped one), so what follows
+/// the pass reads no host again.
 fn apply(
     opts: &Options,
     args: &args::ReconcileArgs,
     config: &Config,
-) -> (Exit, Option<super::cdi::KeptAfterPass>) {
+) -> (
+    Exit,
+    Option<super::cdi::KeptAfterPass>,
+    Option<crate::host::Snapshot>,
+) {
     let host = LinuxHost::new(opts.roots.clone(), Timeouts::default());
     let apply_opts = apply_options(opts, args, config);
     let mut kept = None;
+    let mut after = None;
     let result = apply::reconcile_then(&host, config, &apply_opts, |out| {
         kept = super::cdi::keep_after_pass(opts, config, &apply_opts.accounts, out);
+        if !config.domains.is_empty() && out.after.covers.is_none() {
+            after = Some(out.after.clone());
+        }
     });
     let exit = if args.json {
         print_json(&result)
     } else {
         print_text(result)
     };
-    (exit, kept)
+    (exit, kept, after)
 }
 
 /// The text output of a pass: one line per change, the kernel's word per group, notes and
